@@ -1,0 +1,39 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Dependencies point one way:
+//   swift-ff-train -> FFTrain -> {FFDistributed, FFData, FFModel} -> FFKernels -> COpenBLAS
+//   FFDistributed -> CMPI
+let package = Package(
+    name: "swift-ff-train",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "swift-ff-train", targets: ["swift-ff-train"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", path: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "FFKernels", dependencies: ["COpenBLAS"]),
+        .target(name: "FFModel", dependencies: ["FFKernels"]),
+        .target(name: "FFData", dependencies: []),
+        .target(name: "FFDistributed", dependencies: ["CMPI"]),
+        .target(name: "FFTrain", dependencies: ["FFModel", "FFData", "FFDistributed", "Yams"]),
+        .executableTarget(name: "swift-ff-train", dependencies: [
+            "FFTrain", "FFData", "FFModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "FFKernelsTests", dependencies: ["FFKernels"]),
+        .testTarget(name: "FFModelTests", dependencies: ["FFModel", "FFKernels"]),
+        .testTarget(name: "FFDataTests", dependencies: ["FFData"]),
+        .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"]),
+    ],
+    // Kernels hand raw buffers to worker threads that own disjoint ranges; Swift 6's strict
+    // checking cannot see that, so the package builds in the Swift 5 language mode.
+    swiftLanguageModes: [.v5]
+)

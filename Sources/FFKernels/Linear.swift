@@ -1,0 +1,47 @@
+import COpenBLAS
+
+// Shapes: M rows (tokens), K inputs, N outputs. Weights are stored [N, K] row-major, as
+// PyTorch's nn.Linear stores them, so exported tensors need no transpose.
+
+/// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N).
+public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                          M: Int, K: Int, N: Int) {
+    if let bias {
+        for m in 0..<M { (out + m * N).update(from: bias, count: N) }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(N), Int32(K),
+                1, inp, Int32(K), weight, Int32(K), bias == nil ? 0 : 1, out, Int32(N))
+}
+
+/// Accumulates dinp(M,K) += dout·W, dweight(N,K) += doutᵀ·inp, dbias(N) += Σ_m dout.
+/// `dinp` may be nil when the input needs no gradient.
+public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
+                           dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+                           inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                           M: Int, K: Int, N: Int) {
+    if let dinp {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(K), Int32(N),
+                    1, dout, Int32(N), weight, Int32(K), 1, dinp, Int32(K))
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(N), Int32(K), Int32(M),
+                1, dout, Int32(N), inp, Int32(K), 1, dweight, Int32(K))
+    if let dbias {
+        for m in 0..<M {
+            let row = dout + m * N
+            for n in 0..<N { dbias[n] += row[n] }
+        }
+    }
+}
+
+/// Plain sgemm, row-major: C(M,N) = alpha · op(A) · op(B) + beta · C. Used by benchmarks to
+/// measure the machine's peak in the same process.
+public func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                  _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(M), Int32(N), Int32(K), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// Sets the number of threads OpenBLAS uses in this process.
+public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
