@@ -247,10 +247,10 @@ def render_convert(pos):
     p = [a.strip() for a in pos]
     if not p or not p[0]:
         return ""
-    out = p[0]
+    out = fmt_number(p[0])  # convert prints thousands separators
     i = 1
     while i + 1 < len(p) and p[i].lower() in RANGE_WORDS:
-        out += RANGE_WORDS[p[i].lower()] + p[i + 1]
+        out += RANGE_WORDS[p[i].lower()] + fmt_number(p[i + 1])
         i += 2
     unit = p[i] if i < len(p) else ""
     # convert|5|ft|6|in  -> 5 ft 6 in

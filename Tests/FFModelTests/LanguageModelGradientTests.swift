@@ -1,0 +1,92 @@
+import XCTest
+import FFKernels
+@testable import FFModel
+
+/// The whole model's gradient against central finite differences of its loss.
+final class LanguageModelGradientTests: XCTestCase {
+    func tinyConfig() -> LMConfig {
+        var c = LMConfig(vocabSize: 11, layers: 2, dModel: 16, heads: 2, dFF: 24, context: 6)
+        c.initStd = 0.3
+        c.activation = .gelu
+        return c
+    }
+
+    /// Returns max relative error over a sample of parameters (every R entry included).
+    func checkGradient(_ config: LMConfig, file: StaticString = #filePath, line: UInt = #line) {
+        let B = 2, T = config.context
+        let model = LanguageModel(config: config, maxBatch: B, threads: 2)
+        model.initialize(seed: 5)
+        var rng = SplitMix64(seed: 9)
+        let tokens = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: config.vocabSize)) }
+        var targets = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: config.vocabSize)) }
+        targets[3] = -1 // ignored position
+        let keys: [UInt64] = [11, 12]
+        func loss() -> Double {
+            keys.withUnsafeBufferPointer { k in
+                model.forward(tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+            }
+        }
+        model.grads.zero()
+        _ = keys.withUnsafeBufferPointer { k in
+            model.forward(tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
+        }
+        model.backward()
+        var idx: [Int] = []
+        for t in model.layout.tensors {
+            if t.name.hasSuffix("attn.R") { idx += Array(t.range) } else {
+                for _ in 0..<3 { idx.append(t.offset + rng.nextInt(below: t.count)) }
+            }
+        }
+        var num = 0.0, den = 0.0, worst = (0.0, "")
+        func central(_ i: Int, _ h: Float) -> Double {
+            let old = model.params[i]
+            model.params[i] = old + h; let lp = loss()
+            model.params[i] = old - h; let lm = loss()
+            model.params[i] = old
+            return (lp - lm) / Double((old + h) - (old - h))
+        }
+        for i in idx {
+            // Richardson extrapolation cancels the h^2 error of central differences, which fp32
+            // forces us to take large.
+            let fd = (4 * central(i, 5e-3) - central(i, 1e-2)) / 3, an = Double(model.grads[i])
+            num += (fd - an) * (fd - an); den += fd * fd
+            let e = abs(fd - an) / max(abs(fd), 1e-2)
+            if e > worst.0 { worst = (e, model.layout.tensors.first { $0.range.contains(i) }!.name) }
+        }
+        let rel = (num / max(den, 1e-30)).squareRoot()
+        XCTAssertLessThan(rel, 1e-2, "gradient mismatch, worst \(worst)", file: file, line: line)
+        XCTAssertGreaterThan(den, 0, file: file, line: line)
+    }
+
+    func testFourierPostLNEveryRMode() {
+        for mode in RMode.allCases {
+            var c = tinyConfig()
+            c.attention = .fourier(FourierSpec(p: 4, eps: 1e-6, rMode: mode), rInit: 1.5)
+            checkGradient(c)
+        }
+    }
+
+    func testFourierPreLNLearnedPositionsUntied() {
+        var c = tinyConfig()
+        c.norm = .pre; c.positions = .learned; c.tieEmbeddings = false
+        // After LayerNorm q and k have unit scale whatever initStd is; a smaller weight scale keeps
+        // R|q - k| where finite differences in fp32 can still resolve dR.
+        c.initStd = 0.15
+        c.attention = .fourier(FourierSpec(rMode: .perHead), rInit: 1.0)
+        checkGradient(c)
+    }
+
+    func testSoftmaxBothNormPlacementsWithDropout() {
+        for norm in NormPlacement.allCases {
+            var c = tinyConfig()
+            c.norm = norm; c.attention = .softmax; c.dropout = 0.2
+            checkGradient(c)
+        }
+    }
+
+    func testFourierWithDropoutAndReLU() {
+        var c = tinyConfig()
+        c.dropout = 0.1; c.activation = .relu; c.scaleEmbeddings = false
+        checkGradient(c)
+    }
+}
