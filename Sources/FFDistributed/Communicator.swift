@@ -1,1 +1,38 @@
-public enum _Placeholder {}
+/// The collectives the trainer needs. Two implementations: `SingleProcess` (world of one, no
+/// MPI) and the MPI one. Every rank calls the same collectives in the same order.
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// In-place sum over ranks of `count` floats.
+    func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// In-place sum over ranks of `count` doubles.
+    func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws
+    /// Rank `root`'s `count` floats copied to every rank.
+    func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
+    /// Rank `root`'s bytes copied to every rank.
+    func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws
+    func barrier() throws
+}
+
+extension Communicator {
+    public var isRoot: Bool { rank == 0 }
+
+    /// Sum of one Double over ranks.
+    public func sum(_ x: Double) throws -> Double {
+        var v = x
+        try allreduceSum(&v, count: 1)
+        return v
+    }
+}
+
+/// The world of one process: every collective is the identity.
+public final class SingleProcess: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {}
+    public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
+    public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {}
+    public func barrier() throws {}
+}

@@ -45,3 +45,9 @@ public func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Flo
 
 /// Sets the number of threads OpenBLAS uses in this process.
 public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+/// The name of the kernel family OpenBLAS chose for this CPU (e.g. "SkylakeX", "Haswell").
+public func blasCoreName() -> String {
+    guard let p = openblas_get_corename() else { return "unknown" }
+    return String(cString: p)
+}

@@ -1,0 +1,82 @@
+/// Language-model samples cut from a token shard: sample i is the window of T + 1 tokens starting
+/// at i * T (inputs: the first T, targets: the last T). Windows do not overlap, so every token but
+/// the first is a target exactly once (the "independent segments" of the paper's evaluation).
+public struct LMDataset: Sendable {
+    public let shard: TokenShard
+    public let context: Int
+
+    public init(shard: TokenShard, context: Int) throws {
+        guard shard.count >= context + 1 else {
+            throw DataError(shard.path, "has \(shard.count) tokens, fewer than context + 1 = \(context + 1)")
+        }
+        self.shard = shard
+        self.context = context
+    }
+
+    /// Number of samples.
+    public var count: Int { (shard.count - 1) / context }
+
+    /// Writes sample `i`'s inputs and targets (T each).
+    public func sample(_ i: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
+        let start = i * context
+        shard.copy(from: start, count: context, into: inputs)
+        shard.copy(from: start + 1, count: context, into: targets)
+    }
+}
+
+/// Deterministic epoch orders: epoch e visits samples in a permutation drawn from (seed, e).
+/// A global batch of B samples takes B consecutive positions of that order; the last
+/// `count % B` positions of each epoch are dropped, so every step's batch is full and every
+/// sample is seen at most once per epoch.
+public struct EpochSampler: Sendable {
+    public let count: Int
+    public let seed: UInt64
+    public let globalBatch: Int
+
+    public init(count: Int, seed: UInt64, globalBatch: Int) {
+        precondition(globalBatch > 0 && count >= globalBatch)
+        self.count = count; self.seed = seed; self.globalBatch = globalBatch
+    }
+
+    public var stepsPerEpoch: Int { count / globalBatch }
+
+    /// The permutation of epoch `e`.
+    public func order(epoch e: Int) -> [Int] {
+        var p = Array(0..<count)
+        var state = mix64(seed ^ mix64(UInt64(e) &+ 0xE90C))
+        for i in stride(from: count - 1, to: 0, by: -1) {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            let j = Int(mix64(state) % UInt64(i + 1))
+            p.swapAt(i, j)
+        }
+        return p
+    }
+
+    /// (epoch, first position in that epoch's order) of global step `step` (0-based).
+    public func position(ofStep step: Int) -> (epoch: Int, offset: Int) {
+        (step / stepsPerEpoch, (step % stepsPerEpoch) * globalBatch)
+    }
+}
+
+@inline(__always) func mix64(_ x: UInt64) -> UInt64 {
+    var z = x
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+extension LMDataset {
+    /// Segments for evaluation: like `count`, plus a final partial window, so that every token
+    /// but the first is predicted exactly once.
+    public var evalCount: Int { (shard.count - 1 + context - 1) / context }
+
+    /// Segment `i` for evaluation; positions past the end of the data get input 0 and target -1
+    /// (ignored by the loss).
+    public func evalSample(_ i: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
+        let start = i * context
+        let n = min(context, shard.count - 1 - start)
+        shard.copy(from: start, count: n, into: inputs)
+        shard.copy(from: start + 1, count: n, into: targets)
+        for t in n..<context { inputs[t] = 0; targets[t] = -1 }
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// AdamW with decoupled weight decay (Loshchilov & Hutter), over flat buffers.
+public struct AdamW: Sendable, Equatable {
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 0
+    public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0) {
+        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+    }
+
+    /// One update of the elements in `range` (a whole tensor or a piece of one), at 1-based step
+    /// `t`. `gradScale` multiplies the gradient first (e.g. the clipping factor).
+    public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+                       m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                       range: Range<Int>, decays: Bool, lr: Float, step t: Int, gradScale: Float) {
+        let bc1 = 1 - pow(beta1, Float(t)), bc2 = 1 - pow(beta2, Float(t))
+        let stepSize = lr / bc1
+        let decay = decays ? 1 - lr * weightDecay : 1
+        let b1 = beta1, b2 = beta2, e = eps
+        for i in range {
+            let g = grads[i] * gradScale
+            let mi = b1 * m[i] + (1 - b1) * g
+            let vi = b2 * v[i] + (1 - b2) * g * g
+            m[i] = mi; v[i] = vi
+            params[i] = params[i] * decay - stepSize * mi / ((vi / bc2).squareRoot() + e)
+        }
+    }
+
+    /// One update of every tensor of `layout` over its full range.
+    public func update(layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
+                       lr: Float, step t: Int, gradScale: Float) {
+        for tensor in layout.tensors {
+            update(params: params.pointer, grads: grads.pointer, m: m.pointer, v: v.pointer,
+                   range: tensor.range, decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
+        }
+    }
+}
+
+/// Linear warm-up from 0 to `peak` over `warmup` steps, then cosine (or constant) decay to `minLR`
+/// at `total` steps. Steps are 1-based.
+public struct LRSchedule: Sendable, Equatable {
+    public enum Decay: String, Sendable, CaseIterable { case cosine, linear, constant }
+    public var peak: Float
+    public var warmup: Int
+    public var total: Int
+    public var minLR: Float
+    public var decay: Decay
+    public init(peak: Float, warmup: Int, total: Int, minLR: Float = 0, decay: Decay = .cosine) {
+        self.peak = peak; self.warmup = warmup; self.total = total; self.minLR = minLR; self.decay = decay
+    }
+
+    public func lr(at step: Int) -> Float {
+        if step <= warmup && warmup > 0 { return peak * Float(step) / Float(warmup) }
+        let span = max(total - warmup, 1)
+        let progress = min(max(Float(step - warmup) / Float(span), 0), 1)
+        switch decay {
+        case .constant: return peak
+        case .linear: return minLR + (peak - minLR) * (1 - progress)
+        case .cosine: return minLR + (peak - minLR) * 0.5 * (1 + cos(Float.pi * progress))
+        }
+    }
+}
+
+/// sqrt(Σ g²) over a flat buffer, accumulated in Double.
+public func globalNorm(_ g: UnsafePointer<Float>, count: Int) -> Double {
+    var s = 0.0
+    for i in 0..<count { let x = Double(g[i]); s += x * x }
+    return s.squareRoot()
+}

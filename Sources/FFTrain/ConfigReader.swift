@@ -1,0 +1,151 @@
+import Foundation
+import Yams
+
+/// Reads a nested YAML mapping key by key, checking types, and remembers which keys were read so
+/// that any key left over can be reported as unknown.
+struct ConfigReader {
+    let source: String
+    private(set) var tree: [String: Any]
+    private var used: Set<String> = []
+
+    init(source: String, tree: [String: Any]) { self.source = source; self.tree = tree }
+
+    /// Parses YAML text; the top level must be a mapping.
+    static func parse(yaml: String, source: String) throws -> [String: Any] {
+        let any: Any?
+        do { any = try Yams.load(yaml: yaml) } catch {
+            throw ConfigError("\(source): not valid YAML: \(error)")
+        }
+        guard let dict = any as? [String: Any] else {
+            throw ConfigError("\(source): the top level must be a mapping of sections (run, data, model, train)")
+        }
+        return dict
+    }
+
+    /// Applies `key.path=value` overrides; the value is parsed as a YAML scalar.
+    static func applyOverrides(_ overrides: [String], to tree: inout [String: Any]) throws {
+        for o in overrides {
+            guard let eq = o.firstIndex(of: "="), eq != o.startIndex else {
+                throw ConfigError("--set \(o): expected key.path=value")
+            }
+            let path = o[..<eq].split(separator: ".").map(String.init)
+            let text = String(o[o.index(after: eq)...])
+            let value: Any = (try? Yams.load(yaml: text)).flatMap { $0 } ?? text
+            try set(&tree, path[...], value, full: String(o[..<eq]))
+        }
+    }
+
+    private static func set(_ tree: inout [String: Any], _ path: ArraySlice<String>, _ value: Any, full: String) throws {
+        guard let head = path.first else { return }
+        if path.count == 1 { tree[head] = value; return }
+        var sub: [String: Any]
+        if let existing = tree[head] {
+            guard let d = existing as? [String: Any] else {
+                throw ConfigError("--set \(full): '\(head)' is a value, not a section")
+            }
+            sub = d
+        } else {
+            sub = [:]
+        }
+        try set(&sub, path.dropFirst(), value, full: full)
+        tree[head] = sub
+    }
+
+    private func lookup(_ key: String) -> Any? {
+        var node: Any? = tree
+        for part in key.split(separator: ".") {
+            guard let d = node as? [String: Any] else { return nil }
+            node = d[String(part)]
+        }
+        return node
+    }
+
+    private mutating func raw(_ key: String) -> Any? {
+        used.insert(key)
+        return lookup(key)
+    }
+
+    private func bad(_ key: String, _ v: Any, _ expected: String) -> ConfigError {
+        ConfigError("\(source): \(key): expected \(expected), got '\(v)'")
+    }
+
+    mutating func int(_ key: String, _ def: Int? = nil, min: Int? = nil) throws -> Int {
+        guard let v = raw(key) else {
+            guard let def else { throw ConfigError("\(source): \(key): missing (an integer is required)") }
+            return def
+        }
+        let i: Int
+        if let x = v as? Int { i = x } else if let d = v as? Double, d == d.rounded(), abs(d) < 1e15 { i = Int(d) } else {
+            throw bad(key, v, "an integer")
+        }
+        if let min, i < min { throw ConfigError("\(source): \(key): must be at least \(min), got \(i)") }
+        return i
+    }
+
+    mutating func optionalInt(_ key: String) throws -> Int? {
+        lookup(key) == nil ? (used.insert(key), nil).1 : try int(key)
+    }
+
+    mutating func double(_ key: String, _ def: Double? = nil, min: Double? = nil, max: Double? = nil) throws -> Double {
+        guard let v = raw(key) else {
+            guard let def else { throw ConfigError("\(source): \(key): missing (a number is required)") }
+            return def
+        }
+        let d: Double
+        if let x = v as? Double { d = x } else if let x = v as? Int { d = Double(x) } else if let s = v as? String, let x = Double(s) {
+            d = x // YAML 1.1 reads 1e-6 as a string
+        } else {
+            throw bad(key, v, "a number")
+        }
+        guard d.isFinite else { throw bad(key, v, "a finite number") }
+        if let min, d < min { throw ConfigError("\(source): \(key): must be at least \(min), got \(d)") }
+        if let max, d > max { throw ConfigError("\(source): \(key): must be at most \(max), got \(d)") }
+        return d
+    }
+
+    mutating func float(_ key: String, _ def: Float? = nil, min: Double? = nil, max: Double? = nil) throws -> Float {
+        Float(try double(key, def.map(Double.init), min: min, max: max))
+    }
+
+    mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
+        guard let v = raw(key) else { return def }
+        guard let b = v as? Bool else { throw bad(key, v, "true or false") }
+        return b
+    }
+
+    mutating func string(_ key: String, _ def: String? = nil) throws -> String {
+        guard let v = raw(key) else {
+            guard let def else { throw ConfigError("\(source): \(key): missing (a string is required)") }
+            return def
+        }
+        if let s = v as? String { return s }
+        if v is Int || v is Double { return "\(v)" }
+        throw bad(key, v, "a string")
+    }
+
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ def: E) throws -> E where E.RawValue == String {
+        let s = try string(key, def.rawValue)
+        guard let e = E(rawValue: s) else {
+            throw ConfigError("\(source): \(key): '\(s)' is not one of \(E.allCases.map { $0.rawValue }.joined(separator: ", "))")
+        }
+        return e
+    }
+
+    /// Every key in the tree that nobody read, as dotted paths.
+    func unknownKeys() -> [String] {
+        var out: [String] = []
+        func walk(_ d: [String: Any], _ prefix: String) {
+            for (k, v) in d {
+                let path = prefix.isEmpty ? k : prefix + "." + k
+                if used.contains(path) { continue }
+                if let sub = v as? [String: Any], used.contains(where: { $0.hasPrefix(path + ".") }) {
+                    walk(sub, path)
+                } else {
+                    out.append(path)
+                }
+            }
+        }
+        walk(tree, "")
+        return out.sorted()
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+
+/// `metrics.jsonl`: one JSON object per line, appended and flushed as the run goes.
+final class MetricsLog {
+    let handle: FileHandle
+    let path: String
+    let encoder: JSONEncoder
+
+    init(path: String) throws {
+        self.path = path
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw ConfigError("\(path): cannot create the metrics file")
+        }
+        handle = h
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    }
+
+    deinit { try? handle.close() }
+
+    func append<T: Encodable>(_ record: T) throws {
+        var line = try encoder.encode(record)
+        line.append(0x0A)
+        do { try handle.write(contentsOf: line) } catch { throw ConfigError("\(path): cannot append metrics: \(error)") }
+    }
+}

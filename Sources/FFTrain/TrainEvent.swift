@@ -1,0 +1,71 @@
+/// What the trainer reports while it works; the command line decides what to show.
+public enum TrainEvent: Sendable {
+    case started(StartInfo)
+    case step(StepMetrics)
+    case evaluated(EvalResult)
+    case finished(RunSummary)
+}
+
+public struct StartInfo: Sendable {
+    public var parameters: Int
+    public var vocabSize: Int
+    public var trainTokens: Int
+    public var worldSize: Int
+    public var steps: Int
+    public var tokensPerStep: Int
+    public var attention: String
+    public var runDirectory: String
+}
+
+public struct StepMetrics: Sendable, Codable {
+    public var step: Int
+    public var steps: Int
+    public var epoch: Int
+    /// Mean cross-entropy per target token of this step's global batch (nats).
+    public var loss: Double
+    public var lr: Double
+    public var gradNorm: Double
+    public var tokensPerSecond: Double
+    /// Seconds per step, averaged since the last report.
+    public var stepSeconds: Double
+    public var elapsedSeconds: Double
+    public var etaSeconds: Double
+    /// Mean Σ_j A_ij per layer (attention health: 1 is healthy, near 0 means collapsed rows).
+    public var attentionRowSum: [Double]
+    enum CodingKeys: String, CodingKey {
+        case step, steps, epoch, loss, lr
+        case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", stepSeconds = "step_s"
+        case elapsedSeconds = "elapsed_s", etaSeconds = "eta_s", attentionRowSum = "attn_row_sum"
+    }
+}
+
+public struct EvalResult: Sendable, Codable {
+    public var step: Int
+    public var split: String
+    /// Mean cross-entropy per predicted token (nats).
+    public var loss: Double
+    public var perplexity: Double
+    public var tokens: Int
+    /// The perplexity of the training split's unigram model on this split.
+    public var unigramPerplexity: Double?
+    enum CodingKeys: String, CodingKey {
+        case step, split, loss, perplexity, tokens
+        case unigramPerplexity = "unigram_perplexity"
+    }
+}
+
+public struct RunSummary: Sendable, Codable {
+    public var attention: String
+    public var steps: Int
+    public var finalTrainLoss: Double
+    public var valid: EvalResult
+    public var test: EvalResult
+    public var tokensPerSecond: Double
+    public var wallSeconds: Double
+    public var weightsPath: String
+    enum CodingKeys: String, CodingKey {
+        case attention, steps, valid, test
+        case finalTrainLoss = "final_train_loss", tokensPerSecond = "tokens_per_s"
+        case wallSeconds = "wall_s", weightsPath = "weights"
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import FFTrain
+
+@main
+struct SwiftFFTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swift-ff-train",
+        abstract: "Train FourierFormer (and softmax) Transformers on CPUs, in one process or over MPI.",
+        subcommands: [Train.self, Prepare.self, Eval.self],
+        defaultSubcommand: Train.self)
+
+    static func main() {
+        ensureFastBLASKernels()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Prints to standard error and exits non-zero: the one way a command reports a failure.
+func fail(_ error: Error) -> Never {
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    exit(1)
+}
+
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    if t >= 3600 { return "\(t / 3600)h\(String(format: "%02d", t / 60 % 60))m" }
+    if t >= 60 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+    return "\(t)s"
+}
+
+/// Progress lines for rank 0.
+func printEvent(_ e: TrainEvent) {
+    switch e {
+    case .started(let s):
+        print("swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, vocab \(s.vocabSize), \(s.worldSize) rank(s), \(s.steps) steps x \(s.tokensPerStep) tokens; run folder \(s.runDirectory)")
+    case .step(let m):
+        let health = m.attentionRowSum.map { String(format: "%.3f", $0) }.joined(separator: ",")
+        print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %@ elapsed, ETA %@ | attn row-sum %@",
+                     m.step, m.steps, m.loss, m.lr, m.gradNorm, m.tokensPerSecond,
+                     formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health))
+    case .evaluated(let r):
+        var line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split, r.perplexity, r.tokens)
+        if let u = r.unigramPerplexity { line += String(format: " | unigram perplexity %.2f", u) }
+        print(line)
+    case .finished(let s):
+        print(String(format: "done: %@ | valid ppl %.2f | test ppl %.2f | unigram test ppl %.2f | %.0f tok/s | %@ | weights %@",
+                     s.attention, s.valid.perplexity, s.test.perplexity, s.test.unigramPerplexity ?? .nan,
+                     s.tokensPerSecond, formatDuration(s.wallSeconds), s.weightsPath))
+    }
+    fflush(stdout)
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model from a YAML config (the default command).")
+
+    @Option(name: .long, help: "The YAML config file.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    func run() throws {
+        do {
+            let cfg = try TrainConfig.load(path: config, overrides: overrides)
+            let trainer = try Trainer(config: cfg)
+            try trainer.run(onEvent: printEvent)
+        } catch {
+            fail(error)
+        }
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Valid and test perplexity of saved weights.")
+
+    @Option(name: .long, help: "The YAML config the weights were trained with.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    @Option(name: .long, help: "Weights (safetensors); default: RUN_DIR/model.safetensors.")
+    var weights: String?
+
+    func run() throws {
+        do {
+            let cfg = try TrainConfig.load(path: config, overrides: overrides)
+            let trainer = try Trainer(config: cfg)
+            let path = weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors")
+            try trainer.loadWeights(from: path)
+            for r in try trainer.evaluateSplits() { printEvent(.evaluated(r)) }
+        } catch {
+            fail(error)
+        }
+    }
+}
