@@ -4,28 +4,76 @@ import Foundation
 ///
 /// Returns the summed loss (nats, in Double) over rows whose target is >= 0. When `dscale` is
 /// non-nil, the logits are overwritten by their gradient, `dscale * (softmax - onehot)`; rows with
-/// target < 0 get a zero gradient.
+/// target < 0 get a zero gradient. `rowLoss` (M) is scratch for the per-row losses, summed in row
+/// order so the result does not depend on `threads`.
 public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-                         M: Int, V: Int, dscale: Float?) -> Double {
-    var total = 0.0
-    for m in 0..<M {
+                         M: Int, V: Int, dscale: Float?, rowLoss: UnsafeMutablePointer<Double>,
+                         threads: Int = 1) -> Double {
+    let chunks = V / 8
+    parallelFor(M, threads: threads) { m, _ in
         let row = logits + m * V
         let t = Int(targets[m])
         guard t >= 0 else {
             if dscale != nil { row.update(repeating: 0, count: V) }
-            continue
+            rowLoss[m] = 0
+            return
         }
-        var mx = -Float.infinity
-        for v in 0..<V { mx = max(mx, row[v]) }
-        var s: Float = 0
-        for v in 0..<V { s += expf(row[v] - mx) }
-        let lse = mx + logf(s)
-        total += Double(lse - row[t])
+        let target = row[t]
+        let raw = UnsafeMutableRawPointer(row)
+        var mx8 = SIMD8<Float>(repeating: -.infinity)
+        for c in 0..<chunks { mx8 = pointwiseMax(mx8, raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)) }
+        var mx = mx8.max()
+        for v in (chunks * 8)..<V { mx = max(mx, row[v]) }
+        // e = exp(logit - max), kept in the row for the gradient.
+        var s8 = SIMD8<Float>()
+        let mxv = SIMD8<Float>(repeating: mx)
+        for c in 0..<chunks {
+            let e = fastExp(raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) - mxv)
+            raw.storeBytes(of: e, toByteOffset: c * 32, as: SIMD8<Float>.self)
+            s8 += e
+        }
+        var s = s8.sum()
+        for v in (chunks * 8)..<V { let e = expf(row[v] - mx); row[v] = e; s += e }
+        rowLoss[m] = Double(mx + logf(s) - target)
         if let dscale {
-            let inv = 1 / s
-            for v in 0..<V { row[v] = expf(row[v] - mx) * inv * dscale }
+            let k = SIMD8<Float>(repeating: dscale / s)
+            for c in 0..<chunks {
+                let e = raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
+                raw.storeBytes(of: e * k, toByteOffset: c * 32, as: SIMD8<Float>.self)
+            }
+            for v in (chunks * 8)..<V { row[v] *= dscale / s }
             row[t] -= dscale
         }
     }
+    var total = 0.0
+    for m in 0..<M { total += rowLoss[m] }
     return total
+}
+
+/// exp(x) per lane for x <= 0 (softmax arguments), relative error ~2e-7: 2^n * 2^f with a degree-6
+/// polynomial for 2^f on f in [-0.5, 0.5]. Lanes below -87 give 0.
+@inline(__always) public func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let log2e: Float = 1.4426950408889634
+    var y = x * log2e
+    y.replace(with: SIMD8<Float>(repeating: -126), where: y .< -126)
+    // Round to nearest by the 1.5 * 2^23 trick: the integer lands in the low mantissa bits.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let t = y + magic
+    let n = t - magic
+    let f = y - n // [-0.5, 0.5]
+    // 2^f = exp(f ln2): Taylor coefficients of exp scaled by powers of ln 2.
+    let c6: Float = 1.5403530393381606e-4, c5: Float = 1.3333558146428443e-3, c4: Float = 9.618129107628477e-3
+    let c3: Float = 5.550410866482158e-2, c2: Float = 0.2402265069591007, c1: Float = 0.6931471805599453
+    var p = SIMD8<Float>(repeating: c6)
+    p = p * f + c5
+    p = p * f + c4
+    p = p * f + c3
+    p = p * f + c2
+    p = p * f + c1
+    p = p * f + 1
+    let bits = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)) &+ 127
+    let scale = unsafeBitCast(bits &<< 23, to: SIMD8<Float>.self)
+    var r = p * scale
+    r.replace(with: SIMD8<Float>(), where: x .< -87)
+    return r
 }

@@ -50,6 +50,8 @@ public final class LanguageModel {
     let dF1, dF2: UnsafeMutablePointer<Float>                       // (B,T,F)
     let targetsBuf: UnsafeMutablePointer<Int32>                     // (B,T)
     let tokensBuf: UnsafeMutablePointer<Int32>                      // (B,T)
+    let rowLoss: UnsafeMutablePointer<Double>                       // (B,T)
+    let threads: Int
 
     // State of the last forward, for backward.
     var lastBatch = 0
@@ -63,6 +65,8 @@ public final class LanguageModel {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         self.config = config
         self.maxBatch = maxBatch
+        self.threads = max(1, threads)
+        rowLoss = .allocate(capacity: maxBatch * config.context)
         let C = config.dModel, F = config.dFF, V = config.vocabSize, T = config.context, L = config.layers
         var lay = ParameterLayout()
         tokEmb = lay.add("tok_emb.weight", [V, C], decays: true).offset
@@ -144,6 +148,8 @@ public final class LanguageModel {
         }
     }
 
+    deinit { rowLoss.deallocate() }
+
     /// Fills the parameters from `seed`: weights ~ N(0, initStd²), output projections of the
     /// residual branches scaled by 1/sqrt(2L) (GPT-2), biases 0, LayerNorm gains 1, R = rInit.
     public func initialize(seed: UInt64) {
@@ -216,7 +222,7 @@ public final class LanguageModel {
         }
         linearForward(logits, final, p + head, nil, M: BT, K: C, N: V)
         _ = F
-        return crossEntropy(logits: logits, targets: targets, M: BT, V: V, dscale: scale)
+        return crossEntropy(logits: logits, targets: targets, M: BT, V: V, dscale: scale, rowLoss: rowLoss, threads: threads)
     }
 
     /// Multiplies x (B,T,C) in place by a fresh dropout mask and keeps the mask for backward.
