@@ -75,16 +75,17 @@ public struct TrainConfig: Sendable {
         data.valid = try r.string("data.valid", data.valid)
         data.test = try r.string("data.test", data.test)
 
+        // The Fourier keys are read whatever the kind, so that `--set model.attention.kind=softmax`
+        // turns a Fourier config into its twin without tripping the unknown-key check.
         let kind = try r.string("model.attention.kind", "fourier")
+        let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
+                               eps: try r.float("model.attention.eps", 1e-6, min: 0),
+                               rMode: try r.choice("model.attention.r_mode", RMode.scalar))
+        let rInit = try r.float("model.attention.r_init", 2.0)
         let attention: AttentionKind
         switch kind {
-        case "fourier":
-            let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
-                                   eps: try r.float("model.attention.eps", 1e-6, min: 0),
-                                   rMode: try r.choice("model.attention.r_mode", RMode.scalar))
-            attention = .fourier(spec, rInit: try r.float("model.attention.r_init", 2.0))
-        case "softmax":
-            attention = .softmax
+        case "fourier": attention = .fourier(spec, rInit: rInit)
+        case "softmax": attention = .softmax
         default:
             throw ConfigError("\(source): model.attention.kind: '\(kind)' is not one of fourier, softmax")
         }

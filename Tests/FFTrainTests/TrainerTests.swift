@@ -1,0 +1,112 @@
+import XCTest
+@testable import FFTrain
+import FFData
+import FFModel
+
+/// End to end on a small generated corpus: prepare-style shards, a short run, its files, eval.
+final class TrainerTests: XCTestCase {
+    var dir: String!
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "fftrain-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        // A corpus with structure a model can learn: repeated sentences with a few variants.
+        var lines: [String] = []
+        var rng = SplitMix64(seed: 1)
+        let subjects = ["the cat", "a dog", "the old man", "my sister"], verbs = ["sees", "likes", "finds"]
+        for _ in 0..<600 {
+            lines.append(" \(subjects[rng.nextInt(below: 4)]) \(verbs[rng.nextInt(below: 3)]) the red ball . ")
+        }
+        let text = lines.joined(separator: "\n") + "\n"
+        let vocab = Vocabulary.buildWord(trainText: text, minCount: 1, maxSize: nil)
+        try vocab.write(to: dir + "/data/vocab.json")
+        let ids = vocab.encode(text)
+        try writeTokenShard(ids, to: dir + "/data/train.bin")
+        try writeTokenShard(Array(ids.prefix(400)), to: dir + "/data/valid.bin")
+        try writeTokenShard(Array(ids.suffix(400)), to: dir + "/data/test.bin")
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func config(_ overrides: [String] = []) throws -> TrainConfig {
+        let yaml = """
+        run: {name: r, dir: \(dir!)/runs, seed: 5}
+        data: {dir: \(dir!)/data}
+        model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: 0.0, norm: pre}
+        train: {steps: 60, batch_size: 8, lr: 3.0e-3, warmup_steps: 5, threads: 1, log_every: 20}
+        """
+        var tree = try ConfigReader.parse(yaml: yaml, source: "test.yaml")
+        try ConfigReader.applyOverrides(overrides, to: &tree)
+        return try TrainConfig.parse(tree: tree, source: "test.yaml")
+    }
+
+    func testShortRunLearnsWritesMetricsAndWeightsThatEvalReloads() throws {
+        for kind in ["fourier", "softmax"] {
+            let cfg = try config(["model.attention.kind=\(kind)", "run.name=\(kind)"])
+            let trainer = try Trainer(config: cfg)
+            var events: [TrainEvent] = []
+            let summary = try trainer.run { events.append($0) }
+            XCTAssertLessThan(summary.test.perplexity, 0.5 * summary.test.unigramPerplexity!, kind)
+            XCTAssertTrue(events.contains { if case .step(let m) = $0 { return m.step == 60 }; return false })
+            let metrics = try String(contentsOfFile: cfg.runDirectory + "/metrics.jsonl", encoding: .utf8)
+            let lines = metrics.split(separator: "\n")
+            XCTAssertGreaterThanOrEqual(lines.count, 4)
+            for l in lines { XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(l.utf8))) }
+            // A fresh trainer (new random init) that loads the weights gets the same perplexity.
+            let other = try Trainer(config: try config(["model.attention.kind=\(kind)", "run.seed=99"]))
+            try other.loadWeights(from: summary.weightsPath)
+            let again = try other.evaluateSplits()
+            XCTAssertEqual(again[1].perplexity, summary.test.perplexity, accuracy: 1e-9 * summary.test.perplexity)
+        }
+    }
+
+    func testSameSeedSameRunBitForBit() throws {
+        let a = try Trainer(config: try config(["train.steps=8", "model.dropout=0.1"]))
+        try a.run()
+        let b = try Trainer(config: try config(["train.steps=8", "model.dropout=0.1", "run.name=r2"]))
+        try b.run()
+        XCTAssertEqual(a.model.params.array, b.model.params.array)
+    }
+
+    func testGradientAccumulationEqualsOneBigBatch() throws {
+        let a = try Trainer(config: try config(["train.steps=5", "train.grad_accum=1"]))
+        try a.run()
+        let b = try Trainer(config: try config(["train.steps=5", "train.grad_accum=4", "run.name=r2"]))
+        try b.run()
+        let pa = a.model.params.array, pb = b.model.params.array
+        var worst: Float = 0
+        for i in 0..<pa.count { worst = max(worst, abs(pa[i] - pb[i]) / max(abs(pa[i]), 1e-3)) }
+        XCTAssertLessThan(worst, 1e-4)
+    }
+
+    func testDataErrorsNameTheFile() throws {
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/data/valid.bin"))
+        XCTAssertThrowsError(try Trainer(config: try config())) { e in
+            XCTAssertTrue("\(e)".contains("valid.bin") && "\(e)".contains("shorter than"), "\(e)")
+        }
+        XCTAssertThrowsError(try Trainer(config: try config(["data.train=missing.bin"]))) { e in
+            XCTAssertTrue("\(e)".contains("missing.bin"), "\(e)")
+        }
+        XCTAssertThrowsError(try Trainer(config: try config(["model.context=100000"]))) { e in
+            XCTAssertTrue("\(e)".contains("fewer than context"), "\(e)")
+        }
+    }
+
+    func testSafetensorsRoundTripAndBoundsChecks() throws {
+        let values: [Float] = [1, -2, 3.5, 4, 5, 6]
+        let path = dir + "/t.safetensors"
+        try values.withUnsafeBufferPointer { buf in
+            try Safetensors.write([.init(name: "a", shape: [2, 2], data: UnsafeBufferPointer(rebasing: buf[0..<4])),
+                                   .init(name: "b", shape: [2], data: UnsafeBufferPointer(rebasing: buf[4..<6]))],
+                                  metadata: ["k": "v"], to: path)
+        }
+        let (t, meta) = try Safetensors.read(path: path)
+        XCTAssertEqual(t["a"]?.shape, [2, 2]); XCTAssertEqual(t["a"]?.values, [1, -2, 3.5, 4])
+        XCTAssertEqual(t["b"]?.values, [5, 6]); XCTAssertEqual(meta, ["k": "v"])
+        let raw = FileManager.default.contents(atPath: path)!
+        let headerLen = Int(raw.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        XCTAssertEqual(headerLen % 8, 0)
+        try raw.prefix(raw.count - 4).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Safetensors.read(path: path)) { e in XCTAssertTrue("\(e)".contains("do not fit"), "\(e)") }
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what swift-ff-train needs on a Debian/Ubuntu machine (idempotent): OpenBLAS, Open MPI.
+# The Swift toolchain (6.0 or newer) must already be on PATH: it is not an apt package.
+set -euo pipefail
+
+if ! command -v swift >/dev/null 2>&1; then
+  echo "setup: no 'swift' on PATH. Install a Swift 6 toolchain (https://swift.org/install) first." >&2
+  exit 1
+fi
+
+need=()
+for pkg in libopenblas-dev libopenmpi-dev openmpi-bin pkg-config python3; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+pkg-config --exists openblas || { echo "setup: pkg-config cannot find openblas" >&2; exit 1; }
+pkg-config --exists ompi-c || { echo "setup: pkg-config cannot find ompi-c (Open MPI)" >&2; exit 1; }
