@@ -32,6 +32,8 @@ let package = Package(
         .testTarget(name: "FFModelTests", dependencies: ["FFModel", "FFKernels"]),
         .testTarget(name: "FFDataTests", dependencies: ["FFData"]),
         .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"]),
+        // Runs the built executable under real `mpirun` (never MPI_Init in the test process).
+        .testTarget(name: "EndToEndTests", dependencies: ["FFTrain", "FFData", "FFModel"]),
     ],
     // Kernels hand raw buffers to worker threads that own disjoint ranges; Swift 6's strict
     // checking cannot see that, so the package builds in the Swift 5 language mode.

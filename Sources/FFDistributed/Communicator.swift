@@ -12,6 +12,12 @@ public protocol Communicator: AnyObject {
     /// Rank `root`'s bytes copied to every rank.
     func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws
     func barrier() throws
+    /// Starts an in-place sum over ranks of `count` floats; it completes in `waitPending`.
+    func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Lets outstanding non-blocking collectives progress, without waiting.
+    func progressPending() throws
+    /// Waits for every outstanding non-blocking collective.
+    func waitPending(_ what: String) throws
 }
 
 extension Communicator {
@@ -35,4 +41,7 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {}
     public func barrier() throws {}
+    public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
+    public func progressPending() throws {}
+    public func waitPending(_ what: String) throws {}
 }

@@ -291,8 +291,26 @@ public final class LanguageModel {
 
     // MARK: Backward
 
+    /// The ranges of the flat gradient buffer that `backward` completes, in the order it completes
+    /// them: the head (ln_f, lm_head), block L-1, ..., block 0, then the embeddings. Consecutive
+    /// stages are adjacent, so buckets cut from them are contiguous.
+    public var gradientStages: [Range<Int>] {
+        var stages: [Range<Int>] = []
+        let firstBlock = layout["blocks.0.ln1.weight"]!.offset
+        let blockStarts = (0..<config.layers).map { layout["blocks.\($0).ln1.weight"]!.offset }
+        let afterBlocks = config.layers > 0 ? (layout.tensors.first { $0.name.hasPrefix("blocks.\(config.layers - 1).") && $0.name.hasSuffix("mlp.fc2.bias") }!.range.upperBound) : firstBlock
+        stages.append(afterBlocks..<layout.count)
+        for l in stride(from: config.layers - 1, through: 0, by: -1) {
+            let end = l == config.layers - 1 ? afterBlocks : blockStarts[l + 1]
+            stages.append(blockStarts[l]..<end)
+        }
+        stages.append(0..<firstBlock)
+        return stages
+    }
+
     /// Accumulates into `grads` the gradient of `lossScale * loss` of the preceding `.train` forward.
-    public func backward() {
+    /// `onStageDone(k)` is called as soon as stage k of `gradientStages` holds its final gradient.
+    public func backward(onStageDone: ((Int) throws -> Void)? = nil) rethrows {
         precondition(lastTrain, "backward needs a preceding forward in .train mode")
         let B = lastBatch, T = config.context, C = config.dModel, V = config.vocabSize, BT = B * T
         let p = params.pointer, g = grads.pointer
@@ -311,9 +329,11 @@ public final class LanguageModel {
                               mean: lnfMean, rstd: lnfRstd, M: BT, C: C)
             dy = dB; dx = dA
         }
+        try onStageDone?(0)
         for l in stride(from: config.layers - 1, through: 0, by: -1) {
             blockBackward(l, dy: dy, dx: dx, B: B, dropout: dropout)
             swap(&dy, &dx)
+            try onStageDone?(config.layers - l)
         }
         // Embedding: dy holds d(embOut after dropout).
         if dropout > 0 { for i in 0..<(BT * C) { dy[i] *= embMask[i] } }
@@ -326,6 +346,7 @@ public final class LanguageModel {
                 if let posEmb { let pe = g + posEmb + t * C; for c in 0..<C { pe[c] += src[c] } }
             }
         }
+        try onStageDone?(config.layers + 1)
     }
 
     private func layerOutput(_ l: Int) -> UnsafeMutablePointer<Float> {

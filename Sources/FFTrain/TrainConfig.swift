@@ -50,7 +50,18 @@ public struct TrainConfig: Sendable {
         public var evalBatches: Int
     }
 
+    /// Data-parallel settings.
+    public struct Dist: Sendable {
+        /// Gradient bucket size for the overlapped allreduce, in MiB of floats.
+        public var bucketMB: Double
+        /// Seconds a collective may take before the watchdog aborts the job.
+        public var watchdogSeconds: Double
+    }
+
     public var source: String
+    /// FNV-1a hash of the whole config after overrides (ranks compare it at start-up).
+    public var hash: UInt64 = 0
+    public var dist: Dist
     public var run: Run
     public var data: Data
     public var model: Model
@@ -117,11 +128,14 @@ public struct TrainConfig: Sendable {
             logEvery: try r.int("train.log_every", 10, min: 1),
             evalEvery: try r.int("train.eval_every", 0, min: 0),
             evalBatches: try r.int("train.eval_batches", 0, min: 0))
+        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 4, min: 0.001),
+                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1))
         let unknown = r.unknownKeys()
         if !unknown.isEmpty {
             throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
         }
-        let cfg = TrainConfig(source: source, run: run, data: data, model: model, train: train)
+        var cfg = TrainConfig(source: source, dist: dist, run: run, data: data, model: model, train: train)
+        cfg.hash = fnv1a(canonical(tree))
         try cfg.validate()
         return cfg
     }
@@ -148,4 +162,19 @@ public struct TrainConfig: Sendable {
 
     public var runDirectory: String { (run.dir as NSString).appendingPathComponent(run.name) }
     public func dataPath(_ file: String) -> String { (data.dir as NSString).appendingPathComponent(file) }
+}
+
+/// A deterministic text form of a parsed YAML tree (mapping keys sorted).
+func canonical(_ v: Any) -> String {
+    if let d = v as? [String: Any] {
+        return "{" + d.keys.sorted().map { "\($0):\(canonical(d[$0]!))" }.joined(separator: ",") + "}"
+    }
+    if let a = v as? [Any] { return "[" + a.map(canonical).joined(separator: ",") + "]" }
+    return "\(type(of: v))=\(v)"
+}
+
+func fnv1a(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    return h
 }

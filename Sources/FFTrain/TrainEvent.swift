@@ -32,8 +32,12 @@ public struct StepMetrics: Sendable, Codable {
     public var etaSeconds: Double
     /// Mean Σ_j A_ij per layer (attention health: 1 is healthy, near 0 means collapsed rows).
     public var attentionRowSum: [Double]
+    /// Seconds per step of computation, and of communication the backward pass did not hide.
+    public var computeSeconds: Double
+    public var commSeconds: Double
     enum CodingKeys: String, CodingKey {
         case step, steps, epoch, loss, lr
+        case computeSeconds = "compute_s", commSeconds = "comm_s"
         case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", stepSeconds = "step_s"
         case elapsedSeconds = "elapsed_s", etaSeconds = "eta_s", attentionRowSum = "attn_row_sum"
     }

@@ -25,6 +25,11 @@ public final class Trainer {
     let keys: UnsafeMutablePointer<UInt64>
     var order: [Int] = []
     var orderEpoch = -1
+    let sync: GradientSync
+    /// Called at the start of every step (1-based) on every rank; debugging and fault injection.
+    public var beforeStep: ((Int) -> Void)?
+    /// Called with (step, epoch, the training samples this rank uses in that step), for audits.
+    public var onSamples: ((Int, Int, ArraySlice<Int>) -> Void)?
 
     public init(config: TrainConfig, comm: Communicator = SingleProcess()) throws {
         self.config = config
@@ -58,7 +63,7 @@ public final class Trainer {
         setBLASThreads(tc.threads)
         model = LanguageModel(config: lm, maxBatch: microBatch, threads: tc.threads)
         model.initialize(seed: config.run.seed)
-        try comm.broadcast(model.params.pointer, count: model.params.count, root: 0)
+        sync = GradientSync(comm: comm, stages: model.gradientStages, bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)))
         m = FlatBuffer(count: model.params.count)
         v = FlatBuffer(count: model.params.count)
         sampler = EpochSampler(count: train.count, seed: config.run.seed, globalBatch: tc.batchSize)
@@ -87,6 +92,8 @@ public final class Trainer {
     public func run(onEvent: (TrainEvent) -> Void = { _ in }) throws -> RunSummary {
         let tc = config.train, T = config.model.context
         let runDir = config.runDirectory
+        // Every rank starts from rank 0's parameters.
+        try comm.broadcast(model.params.pointer, count: model.params.count, root: 0)
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
         let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl")) : nil
         let tokensPerStep = tc.batchSize * T
@@ -97,25 +104,40 @@ public final class Trainer {
         var windowStart = Date(), windowSteps = 0
         var lastLoss = Double.nan
         let lossScale = 1 / Float(tokensPerStep)
+        var computeSeconds = 0.0, commSeconds = 0.0
         for s in 0..<tc.steps {
             let step = s + 1
+            beforeStep?(step)
             let lr = schedule.lr(at: step)
+            let t0 = Date()
+            var exposed = 0.0
             model.grads.zero()
             var lossSum = 0.0
             var epoch = 0
             for micro in 0..<tc.gradAccum {
                 let (e, idx) = sampleIndices(step: s, micro: micro)
                 epoch = e
+                onSamples?(step, e, idx)
                 for (row, sample) in idx.enumerated() {
                     train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
                     keys[row] = SplitMix64.key(config.run.seed, UInt64(step), UInt64(sample))
                 }
                 lossSum += model.forward(tokens: inputs, targets: targets, batch: microBatch,
                                          mode: .train(lossScale: lossScale, dropoutKeys: keys))
-                model.backward()
+                if micro == tc.gradAccum - 1 && comm.size > 1 {
+                    // Only the last micro-step syncs: its buckets go out as backward finishes them.
+                    sync.begin(grads: model.grads.pointer)
+                    try model.backward(onStageDone: sync.stageDone)
+                    exposed += try sync.finish()
+                } else {
+                    model.backward()
+                }
             }
-            try comm.allreduceSum(model.grads.pointer, count: model.grads.count)
+            let t1 = Date()
             lossSum = try comm.sum(lossSum)
+            exposed += Date().timeIntervalSince(t1)
+            computeSeconds += Date().timeIntervalSince(t0) - exposed
+            commSeconds += exposed
             let norm = globalNorm(model.grads.pointer, count: model.grads.count)
             let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
             optimizer.update(layout: model.layout, params: model.params, grads: model.grads, m: m, v: v,
@@ -129,10 +151,11 @@ public final class Trainer {
                 let sm = StepMetrics(step: step, steps: tc.steps, epoch: epoch, loss: lastLoss, lr: Double(lr),
                                      gradNorm: norm, tokensPerSecond: Double(tokensPerStep) / stepSec,
                                      stepSeconds: stepSec, elapsedSeconds: elapsed,
-                                     etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: model.attentionRowSum)
+                                     etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: model.attentionRowSum,
+                                     computeSeconds: computeSeconds / Double(windowSteps), commSeconds: commSeconds / Double(windowSteps))
                 try metrics?.append(sm)
                 onEvent(.step(sm))
-                windowStart = now; windowSteps = 0
+                windowStart = now; windowSteps = 0; computeSeconds = 0; commSeconds = 0
             }
             if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
                 let r = try evaluate(valid, split: "valid", step: step, maxBatches: tc.evalBatches)

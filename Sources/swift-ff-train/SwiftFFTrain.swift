@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FFDistributed
 import FFTrain
 
 @main
@@ -22,9 +23,16 @@ struct SwiftFFTrain: ParsableCommand {
 }
 
 /// Prints to standard error and exits non-zero: the one way a command reports a failure.
-func fail(_ error: Error) -> Never {
-    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+func fail(_ error: Error, rank: Int? = nil) -> Never {
+    let prefix = rank.map { "rank \($0): " } ?? ""
+    FileHandle.standardError.write(Data("\(prefix)error: \(error)\n".utf8))
     exit(1)
+}
+
+/// MPI when started by mpirun (or another MPI launcher), else a world of one.
+func makeCommunicator() -> Communicator {
+    guard MPICommunicator.launchedByMPI else { return SingleProcess() }
+    do { return try MPICommunicator() } catch { fail(error) }
 }
 
 func formatDuration(_ s: Double) -> String {
@@ -66,13 +74,44 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
+    @Option(name: .customLong("debug-kill-rank"), help: .hidden) var debugKillRank: Int?
+    @Option(name: .customLong("debug-kill-step"), help: .hidden) var debugKillStep: Int = 1
+    @Option(name: .customLong("debug-stall-rank"), help: .hidden) var debugStallRank: Int?
+    @Option(name: .customLong("debug-stall-step"), help: .hidden) var debugStallStep: Int = 1
+    @Option(name: .customLong("debug-stall-seconds"), help: .hidden) var debugStallSeconds: Double = 3600
+    @Option(name: .customLong("debug-log-samples"), help: .hidden) var debugLogSamples: String?
+
     func run() throws {
+        let comm = makeCommunicator()
+        let mpi = comm as? MPICommunicator
+        let rank = comm.size > 1 ? comm.rank : nil
         do {
-            let cfg = try TrainConfig.load(path: config, overrides: overrides)
-            let trainer = try Trainer(config: cfg)
-            try trainer.run(onEvent: printEvent)
+            let cfg = try agree(comm, "reading the config") { try TrainConfig.load(path: config, overrides: overrides) }
+            try checkSameConfig(comm, cfg)
+            mpi?.watchdogSeconds = cfg.dist.watchdogSeconds
+            let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
+            var currentStep = 0
+            mpi?.where_ = { "step \(currentStep)" }
+            let (killRank, killStep, stallRank, stallStep, stallSeconds) =
+                (debugKillRank, debugKillStep, debugStallRank, debugStallStep, debugStallSeconds)
+            trainer.beforeStep = { step in
+                currentStep = step
+                if comm.rank == killRank && step == killStep { raise(SIGKILL) }
+                if comm.rank == stallRank && step == stallStep { usleep(UInt32(min(stallSeconds, 4000) * 1_000_000)) }
+            }
+            if let prefix = debugLogSamples {
+                // One line per micro-step: "step epoch sample sample ...", one file per rank.
+                let path = "\(prefix).rank\(comm.rank)"
+                FileManager.default.createFile(atPath: path, contents: nil)
+                let handle = FileHandle(forWritingAtPath: path)
+                trainer.onSamples = { step, epoch, samples in
+                    handle?.write(Data(("\(step) \(epoch) " + samples.map(String.init).joined(separator: " ") + "\n").utf8))
+                }
+            }
+            try trainer.run(onEvent: comm.isRoot ? printEvent : { _ in })
+            mpi?.finalize()
         } catch {
-            fail(error)
+            fail(error, rank: rank)
         }
     }
 }

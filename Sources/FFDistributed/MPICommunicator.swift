@@ -1,0 +1,201 @@
+import CMPI
+import Foundation
+
+/// A failed MPI call: which call, on which rank, and MPI's own message.
+public struct MPIError: Error, CustomStringConvertible {
+    public let call: String
+    public let rank: Int
+    public let code: Int32
+    public let message: String
+    public var description: String { "rank \(rank): \(call) failed (\(code)): \(message)" }
+}
+
+/// Open MPI behind the `Communicator` protocol.
+///
+/// Every blocking collective is issued non-blocking and waited on with a watchdog: if it has not
+/// completed within `watchdogSeconds`, the rank prints which collective, at which step, and which
+/// ranks on its node have not reached it, then aborts the whole job (exit code 3). The node-local
+/// view comes from a shared-memory window in which every rank publishes how many collectives it
+/// has entered, so it can be read even when the other rank is stuck or dead.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    let world: MPI_Comm
+    /// Seconds a collective may take before the watchdog aborts the job.
+    public var watchdogSeconds: Double = 300
+    /// Describes where the caller is (e.g. "step 12"), for watchdog messages.
+    public var where_: () -> String = { "" }
+
+    // Node-local progress board: slot i holds the number of collectives node-rank i has entered.
+    var nodeComm: MPI_Comm? = nil
+    var board: UnsafeMutablePointer<Int64>? = nil
+    var boardWindow: MPI_Win? = nil
+    var nodeWorldRanks: [Int32] = []
+    var nodeRank = 0
+    var entered: Int64 = 0
+
+    /// True when this process was started by mpirun / an MPI launcher.
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil
+    }
+
+    public init() throws {
+        var provided: Int32 = 0
+        let rc = MPI_Init_thread(nil, nil, cmpi_thread_funneled(), &provided)
+        world = cmpi_comm_world()
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(world, &r)
+        MPI_Comm_size(world, &s)
+        rank = Int(r); size = Int(s)
+        try check(rc, "MPI_Init_thread")
+        try check(MPI_Comm_set_errhandler(world, cmpi_errors_return()), "MPI_Comm_set_errhandler")
+        try setUpBoard()
+    }
+
+    deinit { finalize() }
+
+    private var finalized = false
+    /// Ends MPI use in this process (idempotent).
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        if boardWindow != nil { MPI_Win_free(&boardWindow) }
+        if nodeComm != nil { MPI_Comm_free(&nodeComm) }
+        MPI_Finalize()
+    }
+
+    /// Ends the whole job from this rank (every process of it exits with `code`).
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
+
+    func check(_ rc: Int32, _ call: String) throws {
+        guard rc != MPI_SUCCESS else { return }
+        var buf = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING) + 1)
+        var len: Int32 = 0
+        MPI_Error_string(rc, &buf, &len)
+        throw MPIError(call: call, rank: rank, code: rc, message: String(cString: buf))
+    }
+
+    private func setUpBoard() throws {
+        var node: MPI_Comm? = nil
+        try check(MPI_Comm_split_type(world, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node), "MPI_Comm_split_type")
+        nodeComm = node
+        var nr: Int32 = 0, ns: Int32 = 0
+        MPI_Comm_rank(node, &nr); MPI_Comm_size(node, &ns)
+        nodeRank = Int(nr)
+        var base: UnsafeMutableRawPointer? = nil
+        var win: MPI_Win? = nil
+        try check(MPI_Win_allocate_shared(MPI_Aint(MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size), cmpi_info_null(), node, &base, &win),
+                  "MPI_Win_allocate_shared")
+        boardWindow = win
+        // Slot 0's address is the start of the contiguous segment of all node ranks.
+        var size0: MPI_Aint = 0, disp: Int32 = 0
+        var slot0: UnsafeMutableRawPointer? = nil
+        try check(MPI_Win_shared_query(win, 0, &size0, &disp, &slot0), "MPI_Win_shared_query")
+        board = slot0?.assumingMemoryBound(to: Int64.self)
+        board?[nodeRank] = 0
+        var me = Int32(rank)
+        nodeWorldRanks = [Int32](repeating: 0, count: Int(ns))
+        try check(MPI_Allgather(&me, 1, cmpi_int32(), &nodeWorldRanks, 1, cmpi_int32(), node), "MPI_Allgather")
+        MPI_Barrier(node)
+    }
+
+    /// Marks entry into a collective on the progress board.
+    private func enter() {
+        entered += 1
+        if let board {
+            let p = board + nodeRank
+            // A plain store is visible to the readers' plain loads on the same node (x86/arm64 TSO or
+            // eventual visibility); the watchdog only needs an approximate, eventual picture.
+            p.pointee = entered
+        }
+    }
+
+    /// Waits for `request` with the watchdog.
+    private func wait(_ request: inout MPI_Request?, _ what: String) throws {
+        let start = Date()
+        var done: Int32 = 0
+        var sleepNs: UInt32 = 0
+        while true {
+            try check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test(\(what))")
+            if done != 0 { return }
+            let elapsed = Date().timeIntervalSince(start)
+            if elapsed > watchdogSeconds { watchdogFire(what, elapsed) }
+            // Spin briefly, then back off so a waiting rank does not steal the core of a slow one.
+            if elapsed > 0.001 { sleepNs = min(max(sleepNs * 2, 1_000), 1_000_000); usleep(sleepNs / 1000) }
+        }
+    }
+
+    private func watchdogFire(_ what: String, _ elapsed: Double) -> Never {
+        var behind: [String] = []
+        if let board {
+            for (i, wr) in nodeWorldRanks.enumerated() where i != nodeRank {
+                let n = board[i]
+                if n < entered { behind.append("\(wr) (entered \(n) of my \(entered) collectives)") }
+            }
+        }
+        let ranksText = behind.isEmpty
+            ? "no rank on this node is behind; the missing rank(s) are on another node or stuck inside the collective"
+            : "waiting for rank(s) " + behind.joined(separator: ", ")
+        let msg = "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within \(String(format: "%.0f", watchdogSeconds)) s; \(ranksText). Aborting the job.\n"
+        FileHandle.standardError.write(Data(msg.utf8))
+        abort(code: 3)
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        try wait(&req, "allreduce(\(count) floats)")
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        try wait(&req, "allreduce(\(count) doubles)")
+    }
+
+    public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
+        try broadcast(bytes: UnsafeMutableRawPointer(buffer), count: count * 4, root: root)
+    }
+
+    public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Ibcast(bytes, Int32(count), cmpi_uint8(), Int32(root), world, &req), "MPI_Ibcast")
+        try wait(&req, "broadcast(\(count) bytes)")
+    }
+
+    public func barrier() throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Ibarrier(world, &req), "MPI_Ibarrier")
+        try wait(&req, "barrier")
+    }
+
+    // MARK: Non-blocking gradient buckets
+
+    var pending: [MPI_Request?] = []
+
+    public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        pending.append(req)
+    }
+
+    public func progressPending() throws {
+        guard !pending.isEmpty else { return }
+        var flag: Int32 = 0
+        try check(MPI_Testall(Int32(pending.count), &pending, &flag, cmpi_statuses_ignore()), "MPI_Testall")
+    }
+
+    public func waitPending(_ what: String) throws {
+        for i in pending.indices { try wait(&pending[i], what) }
+        pending.removeAll(keepingCapacity: true)
+    }
+}
