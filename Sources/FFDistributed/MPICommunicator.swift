@@ -170,6 +170,25 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "broadcast(\(count) bytes)")
     }
 
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, counts: [Int]) throws {
+        enter()
+        var req: MPI_Request? = nil
+        let c = counts.map { Int32($0) }
+        try check(MPI_Ireduce_scatter(send, recv, c, cmpi_float(), cmpi_sum(), world, &req), "MPI_Ireduce_scatter")
+        try wait(&req, "reduce-scatter(\(counts.reduce(0, +)) floats)")
+    }
+
+    public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
+        enter()
+        var req: MPI_Request? = nil
+        let c = counts.map { Int32($0) }
+        var displs: [Int32] = []
+        var off: Int32 = 0
+        for x in c { displs.append(off); off += x }
+        try check(MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buffer, c, displs, cmpi_float(), world, &req), "MPI_Iallgatherv")
+        try wait(&req, "allgather(\(counts.reduce(0, +)) floats)")
+    }
+
     public func barrier() throws {
         enter()
         var req: MPI_Request? = nil

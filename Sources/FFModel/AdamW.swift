@@ -10,16 +10,17 @@ public struct AdamW: Sendable, Equatable {
         self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
     }
 
-    /// One update of the elements in `range` (a whole tensor or a piece of one), at 1-based step
-    /// `t`. `gradScale` multiplies the gradient first (e.g. the clipping factor).
+    /// One update of `count` consecutive elements (a tensor, or a rank's ZeRO-1 partition). The four
+    /// pointers point at the first element of the span in their own buffers; `t` is the 1-based
+    /// step; `gradScale` multiplies the gradient first (the clipping factor).
     public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
                        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                       range: Range<Int>, decays: Bool, lr: Float, step t: Int, gradScale: Float) {
+                       count: Int, decays: Bool, lr: Float, step t: Int, gradScale: Float) {
         let bc1 = 1 - pow(beta1, Float(t)), bc2 = 1 - pow(beta2, Float(t))
         let stepSize = lr / bc1
         let decay = decays ? 1 - lr * weightDecay : 1
         let b1 = beta1, b2 = beta2, e = eps
-        for i in range {
+        for i in 0..<count {
             let g = grads[i] * gradScale
             let mi = b1 * m[i] + (1 - b1) * g
             let vi = b2 * v[i] + (1 - b2) * g * g
@@ -28,13 +29,23 @@ public struct AdamW: Sendable, Equatable {
         }
     }
 
-    /// One update of every tensor of `layout` over its full range.
+    /// Updates the tensors `tensors` of `layout`. `grads`, `m` and `v` hold the elements from
+    /// `base` on (0 for full buffers; a ZeRO-1 partition's first element otherwise).
+    public func update(layout: ParameterLayout, tensors: Range<Int>, params: UnsafeMutablePointer<Float>,
+                       grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                       base: Int, lr: Float, step t: Int, gradScale: Float) {
+        for tensor in layout.tensors[tensors] {
+            let o = tensor.offset - base
+            update(params: params + tensor.offset, grads: grads + o, m: m + o, v: v + o, count: tensor.count,
+                   decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
+        }
+    }
+
+    /// One update of every tensor of `layout` over full buffers.
     public func update(layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
                        lr: Float, step t: Int, gradScale: Float) {
-        for tensor in layout.tensors {
-            update(params: params.pointer, grads: grads.pointer, m: m.pointer, v: v.pointer,
-                   range: tensor.range, decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
-        }
+        update(layout: layout, tensors: 0..<layout.tensors.count, params: params.pointer, grads: grads.pointer,
+               m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale)
     }
 }
 

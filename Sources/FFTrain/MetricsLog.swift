@@ -6,11 +6,17 @@ final class MetricsLog {
     let path: String
     let encoder: JSONEncoder
 
-    init(path: String) throws {
+    /// Starts a new file, or with `append` continues an existing one (a resumed run).
+    init(path: String, append: Bool = false) throws {
         self.path = path
-        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-            throw ConfigError("\(path): cannot create the metrics file")
+        let exists = FileManager.default.fileExists(atPath: path)
+        if !(append && exists) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw ConfigError("\(path): cannot create the metrics file")
+            }
         }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw ConfigError("\(path): cannot open the metrics file") }
+        if append { h.seekToEndOfFile() }
         handle = h
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -56,9 +56,22 @@ public struct TrainConfig: Sendable {
         public var bucketMB: Double
         /// Seconds a collective may take before the watchdog aborts the job.
         public var watchdogSeconds: Double
+        /// ZeRO-1: each rank keeps the AdamW moments of its partition only.
+        public var zero1: Bool
+    }
+
+    /// Periodic sharded checkpoints.
+    public struct Checkpointing: Sendable {
+        /// Save every this many steps (0: only on a stop request).
+        public var every: Int
+        /// Keep the newest this many checkpoints...
+        public var keepLast: Int
+        /// ...plus every checkpoint whose step is a multiple of this (0: none).
+        public var keepEvery: Int
     }
 
     public var source: String
+    public var checkpoint: Checkpointing
     /// FNV-1a hash of the whole config after overrides (ranks compare it at start-up).
     public var hash: UInt64 = 0
     public var dist: Dist
@@ -129,12 +142,16 @@ public struct TrainConfig: Sendable {
             evalEvery: try r.int("train.eval_every", 0, min: 0),
             evalBatches: try r.int("train.eval_batches", 0, min: 0))
         let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 4, min: 0.001),
-                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1))
+                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
+                        zero1: try r.bool("dist.zero1", false))
+        let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),
+                                       keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
+                                       keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
         let unknown = r.unknownKeys()
         if !unknown.isEmpty {
             throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
         }
-        var cfg = TrainConfig(source: source, dist: dist, run: run, data: data, model: model, train: train)
+        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model, train: train)
         cfg.hash = fnv1a(canonical(tree))
         try cfg.validate()
         return cfg
@@ -161,6 +178,7 @@ public struct TrainConfig: Sendable {
     }
 
     public var runDirectory: String { (run.dir as NSString).appendingPathComponent(run.name) }
+    public var checkpointDirectory: String { (runDirectory as NSString).appendingPathComponent("checkpoints") }
     public func dataPath(_ file: String) -> String { (data.dir as NSString).appendingPathComponent(file) }
 }
 

@@ -18,7 +18,15 @@ public final class Trainer {
     let sampler: EpochSampler
     let optimizer: AdamW
     let schedule: LRSchedule
+    /// AdamW moments of the elements `owned` (all of them, or this rank's ZeRO-1 partition).
     let m: FlatBuffer, v: FlatBuffer
+    /// Tensor indices and element range whose optimizer state this rank keeps and updates.
+    public let ownedTensors: Range<Int>
+    public let owned: Range<Int>
+    /// Element count of every rank's partition (ZeRO-1), in rank order.
+    let partitionCounts: [Int]
+    /// ZeRO-1: this rank's piece of the reduce-scattered gradient.
+    let gradShard: FlatBuffer?
     /// Sequences per micro-step on this rank.
     public let microBatch: Int
     let inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
@@ -30,6 +38,14 @@ public final class Trainer {
     public var beforeStep: ((Int) -> Void)?
     /// Called with (step, epoch, the training samples this rank uses in that step), for audits.
     public var onSamples: ((Int, Int, ArraySlice<Int>) -> Void)?
+    /// Polled once per step on every rank (e.g. a SIGTERM flag); if any rank says yes, all ranks
+    /// save a checkpoint and `run` throws `TrainingStopped`.
+    public var stopRequested: () -> Bool = { false }
+    /// Called with the step inside every checkpoint save, after the shards are written and before
+    /// the commit (fault injection).
+    public var checkpointHook: ((Int) -> Void)?
+    /// Optimizer steps already done (non-zero after `resume`).
+    public private(set) var startStep = 0
 
     public init(config: TrainConfig, comm: Communicator = SingleProcess()) throws {
         self.config = config
@@ -64,8 +80,23 @@ public final class Trainer {
         model = LanguageModel(config: lm, maxBatch: microBatch, threads: tc.threads)
         model.initialize(seed: config.run.seed)
         sync = GradientSync(comm: comm, stages: model.gradientStages, bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)))
-        m = FlatBuffer(count: model.params.count)
-        v = FlatBuffer(count: model.params.count)
+        let layout = model.layout
+        let groups = Checkpoint.partition(layout, into: world)
+        let elementRange = { (g: Range<Int>) -> Range<Int> in
+            g.isEmpty ? 0..<0 : layout.tensors[g.lowerBound].offset..<layout.tensors[g.upperBound - 1].range.upperBound
+        }
+        partitionCounts = groups.map { elementRange($0).count }
+        if config.dist.zero1 {
+            ownedTensors = groups[comm.rank]
+            owned = elementRange(ownedTensors)
+            gradShard = FlatBuffer(count: owned.count)
+        } else {
+            ownedTensors = 0..<model.layout.tensors.count
+            owned = 0..<model.params.count
+            gradShard = nil
+        }
+        m = FlatBuffer(count: owned.count)
+        v = FlatBuffer(count: owned.count)
         sampler = EpochSampler(count: train.count, seed: config.run.seed, globalBatch: tc.batchSize)
         optimizer = AdamW(beta1: tc.beta1, beta2: tc.beta2, eps: tc.adamEps, weightDecay: tc.weightDecay)
         schedule = LRSchedule(peak: tc.lr, warmup: tc.warmupSteps, total: tc.steps, minLR: tc.minLR, decay: tc.schedule)
@@ -95,7 +126,7 @@ public final class Trainer {
         // Every rank starts from rank 0's parameters.
         try comm.broadcast(model.params.pointer, count: model.params.count, root: 0)
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
-        let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl")) : nil
+        let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0) : nil
         let tokensPerStep = tc.batchSize * T
         onEvent(.started(StartInfo(parameters: model.params.count, vocabSize: vocab.size, trainTokens: train.shard.count,
                                    worldSize: comm.size, steps: tc.steps, tokensPerStep: tokensPerStep,
@@ -105,7 +136,7 @@ public final class Trainer {
         var lastLoss = Double.nan
         let lossScale = 1 / Float(tokensPerStep)
         var computeSeconds = 0.0, commSeconds = 0.0
-        for s in 0..<tc.steps {
+        for s in startStep..<tc.steps {
             let step = s + 1
             beforeStep?(step)
             let lr = schedule.lr(at: step)
@@ -124,7 +155,7 @@ public final class Trainer {
                 }
                 lossSum += model.forward(tokens: inputs, targets: targets, batch: microBatch,
                                          mode: .train(lossScale: lossScale, dropoutKeys: keys))
-                if micro == tc.gradAccum - 1 && comm.size > 1 {
+                if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
                     // Only the last micro-step syncs: its buckets go out as backward finishes them.
                     sync.begin(grads: model.grads.pointer)
                     try model.backward(onStageDone: sync.stageDone)
@@ -133,15 +164,40 @@ public final class Trainer {
                     model.backward()
                 }
             }
+            if let gradShard {
+                // ZeRO-1: each rank receives the summed gradient of its own partition only.
+                let tz = Date()
+                try comm.reduceScatterSum(model.grads.pointer, gradShard.pointer, counts: partitionCounts)
+                exposed += Date().timeIntervalSince(tz)
+            }
             let t1 = Date()
-            lossSum = try comm.sum(lossSum)
+            // The loss sum and the stop votes travel in one allreduce.
+            var reduced = [lossSum, stopRequested() ? 1 : 0]
+            try comm.allreduceSum(&reduced, count: 2)
+            lossSum = reduced[0]
+            let stop = reduced[1] > 0
             exposed += Date().timeIntervalSince(t1)
             computeSeconds += Date().timeIntervalSince(t0) - exposed
             commSeconds += exposed
-            let norm = globalNorm(model.grads.pointer, count: model.grads.count)
+            let norm: Double
+            if let gradShard {
+                var sq = globalNorm(gradShard.pointer, count: gradShard.count)
+                sq *= sq
+                try comm.allreduceSum(&sq, count: 1)
+                norm = sq.squareRoot()
+            } else {
+                norm = globalNorm(model.grads.pointer, count: model.grads.count)
+            }
             let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
-            optimizer.update(layout: model.layout, params: model.params, grads: model.grads, m: m, v: v,
-                             lr: lr, step: step, gradScale: clip)
+            let grads = gradShard.map { UnsafePointer($0.pointer) } ?? UnsafePointer(model.grads.pointer + owned.lowerBound)
+            optimizer.update(layout: model.layout, tensors: ownedTensors, params: model.params.pointer, grads: grads,
+                             m: m.pointer, v: v.pointer, base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
+            if gradShard != nil {
+                let ta = Date()
+                try comm.allgather(model.params.pointer, counts: partitionCounts)
+                let dt = Date().timeIntervalSince(ta)
+                commSeconds += dt
+            }
             lastLoss = lossSum / Double(tokensPerStep)
             windowSteps += 1
             if step % tc.logEvery == 0 || step == tc.steps || step == 1 {
@@ -156,6 +212,11 @@ public final class Trainer {
                 try metrics?.append(sm)
                 onEvent(.step(sm))
                 windowStart = now; windowSteps = 0; computeSeconds = 0; commSeconds = 0
+            }
+            let ck = config.checkpoint
+            if stop || (ck.every > 0 && (step % ck.every == 0 || step == tc.steps)) {
+                let dir = try saveCheckpoint(step: step, epoch: epoch)
+                if stop { throw TrainingStopped(step: step, checkpoint: dir) }
             }
             if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
                 let r = try evaluate(valid, split: "valid", step: step, maxBatches: tc.evalBatches)
@@ -242,7 +303,51 @@ extension TrainConfig {
     }
 }
 
+/// Thrown by `Trainer.run` after a requested stop (SIGTERM/SIGINT) once every rank has saved.
+public struct TrainingStopped: Error, CustomStringConvertible {
+    public let step: Int
+    public let checkpoint: String
+    public var description: String { "stopped on request after step \(step); checkpoint \(checkpoint)" }
+}
+
 extension Trainer {
+    /// Saves a sharded checkpoint of the state after `step` (every rank calls this).
+    @discardableResult
+    public func saveCheckpoint(step: Int, epoch: Int) throws -> String {
+        let state = TrainerState(step: step, epoch: epoch, samplesSeen: step * config.train.batchSize,
+                                 globalBatch: config.train.batchSize, worldSize: comm.size, shards: comm.size,
+                                 seed: config.run.seed, configHash: String(config.hash, radix: 16),
+                                 modelConfig: config.modelJSON(vocabSize: vocab.size), files: [:])
+        return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: model.layout,
+                                   params: model.params, m: m, v: v, stateBase: owned.lowerBound, comm: comm,
+                                   keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
+                                   afterShards: { [weak self] in self?.checkpointHook?(step) })
+    }
+
+    /// Continues from a checkpoint folder, or (`"auto"`) from the run's newest committed one if any.
+    /// Returns the folder used, or nil for a fresh start. Works with any number of ranks as long as
+    /// the global batch divides evenly.
+    @discardableResult
+    public func resume(from spec: String) throws -> String? {
+        let root = config.checkpointDirectory
+        var dir: String? = spec
+        if spec == "auto" {
+            if comm.isRoot { Checkpoint.cleanUncommitted(root: root) }
+            try comm.barrier()
+            dir = Checkpoint.latest(root: root)
+        }
+        guard let dir else { return nil }
+        let state = try Checkpoint.load(dir, layout: model.layout, params: model.params, m: m, v: v, owned: owned)
+        guard state.globalBatch == config.train.batchSize else {
+            throw ConfigError("\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config says \(config.train.batchSize); the global batch must stay the same to continue the data order")
+        }
+        guard state.seed == config.run.seed else {
+            throw ConfigError("\(dir): the checkpoint was trained with run.seed \(state.seed), the config says \(config.run.seed)")
+        }
+        startStep = state.step
+        return dir
+    }
+
     /// Loads weights saved by `saveWeights` (or `export`); every tensor must match by name and shape.
     public func loadWeights(from path: String) throws {
         let (tensors, _) = try Safetensors.read(path: path)

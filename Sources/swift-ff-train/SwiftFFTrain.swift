@@ -8,7 +8,7 @@ struct SwiftFFTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swift-ff-train",
         abstract: "Train FourierFormer (and softmax) Transformers on CPUs, in one process or over MPI.",
-        subcommands: [Train.self, Prepare.self, Eval.self, Bench.self],
+        subcommands: [Train.self, Prepare.self, Eval.self, Export.self, Inspect.self, Bench.self],
         defaultSubcommand: Train.self)
 
     static func main() {
@@ -74,12 +74,17 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
+    @Option(name: .long, help: "Continue from a checkpoint: 'auto' (the run's newest committed one, or a fresh start) or a checkpoint folder.")
+    var resume: String?
+
     @Option(name: .customLong("debug-kill-rank"), help: .hidden) var debugKillRank: Int?
     @Option(name: .customLong("debug-kill-step"), help: .hidden) var debugKillStep: Int = 1
     @Option(name: .customLong("debug-stall-rank"), help: .hidden) var debugStallRank: Int?
     @Option(name: .customLong("debug-stall-step"), help: .hidden) var debugStallStep: Int = 1
     @Option(name: .customLong("debug-stall-seconds"), help: .hidden) var debugStallSeconds: Double = 3600
     @Option(name: .customLong("debug-log-samples"), help: .hidden) var debugLogSamples: String?
+    @Option(name: .customLong("debug-kill-in-checkpoint"), help: .hidden) var debugKillInCheckpoint: Int?
+    @Option(name: .customLong("debug-stop-at-step"), help: .hidden) var debugStopAtStep: Int?
 
     func run() throws {
         let comm = makeCommunicator()
@@ -90,14 +95,28 @@ struct Train: ParsableCommand {
             try checkSameConfig(comm, cfg)
             mpi?.watchdogSeconds = cfg.dist.watchdogSeconds
             let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
+            if let resume {
+                let dir = try agree(comm, "resuming") { try trainer.resume(from: resume) }
+                if comm.isRoot {
+                    print(dir.map { "resuming from \($0) at step \(trainer.startStep)" } ?? "no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
+                }
+            }
+            installStopHandlers()
+            trainer.stopRequested = { stopSignal != 0 }
             var currentStep = 0
             mpi?.where_ = { "step \(currentStep)" }
-            let (killRank, killStep, stallRank, stallStep, stallSeconds) =
-                (debugKillRank, debugKillStep, debugStallRank, debugStallStep, debugStallSeconds)
+            let (killRank, killStep, stallRank, stallStep, stallSeconds, stopAt) =
+                (debugKillRank, debugKillStep, debugStallRank, debugStallStep, debugStallSeconds, debugStopAtStep)
             trainer.beforeStep = { step in
                 currentStep = step
                 if comm.rank == killRank && step == killStep { raise(SIGKILL) }
                 if comm.rank == stallRank && step == stallStep { usleep(UInt32(min(stallSeconds, 4000) * 1_000_000)) }
+                // As if the last rank alone got SIGTERM during this step: the vote stops every rank.
+                if step == stopAt && comm.rank == comm.size - 1 { stopSignal = 1 }
+            }
+            if let step = debugKillInCheckpoint {
+                // Dies after the shards of that step's checkpoint are written, before the commit.
+                trainer.checkpointHook = { s in if s == step && comm.isRoot { raise(SIGKILL) } }
             }
             if let prefix = debugLogSamples {
                 // One line per micro-step: "step epoch sample sample ...", one file per rank.
@@ -108,7 +127,11 @@ struct Train: ParsableCommand {
                     handle?.write(Data(("\(step) \(epoch) " + samples.map(String.init).joined(separator: " ") + "\n").utf8))
                 }
             }
-            try trainer.run(onEvent: comm.isRoot ? printEvent : { _ in })
+            do {
+                try trainer.run(onEvent: comm.isRoot ? printEvent : { _ in })
+            } catch let stopped as TrainingStopped {
+                if comm.isRoot { print("swift-ff-train: \(stopped)") }
+            }
             mpi?.finalize()
         } catch {
             fail(error, rank: rank)
@@ -139,4 +162,12 @@ struct Eval: ParsableCommand {
             fail(error)
         }
     }
+}
+
+/// Set by SIGTERM/SIGINT (what schedulers send before they pre-empt); the trainer polls it.
+nonisolated(unsafe) var stopSignal: sig_atomic_t = 0
+
+func installStopHandlers() {
+    signal(SIGTERM) { _ in stopSignal = 1 }
+    signal(SIGINT) { _ in stopSignal = 1 }
 }

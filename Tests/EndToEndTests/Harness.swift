@@ -38,13 +38,15 @@ final class Harness {
 
     /// Writes a config; `extra` lines are appended to the train section.
     func config(name: String, attention: String = "fourier", steps: Int = 20, batch: Int = 8,
-                accum: Int = 1, dropout: Double = 0.1, watchdog: Double = 60) throws -> String {
+                accum: Int = 1, dropout: Double = 0.1, watchdog: Double = 60, checkpointEvery: Int = 0,
+                zero1: Bool = false, logEvery: Int = 5) throws -> String {
         let yaml = """
         run: {name: \(name), dir: \(dir)/runs, seed: 5}
         data: {dir: \(dir)/data}
         model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: \(dropout), attention: {kind: \(attention)}}
-        train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: 5}
-        dist: {watchdog_s: \(watchdog), bucket_mb: 0.01}
+        train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: \(logEvery)}
+        dist: {watchdog_s: \(watchdog), bucket_mb: 0.01, zero1: \(zero1)}
+        checkpoint: {every: \(checkpointEvery), keep_last: 5}
         """
         let path = "\(dir)/\(name).yaml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
@@ -98,6 +100,19 @@ final class Harness {
         for (k, v) in mca { cmd += ["--mca", k, v] }
         return try run(cmd + [binary] + args, timeout: timeout)
     }
+
+    /// Per-step training losses from a run's metrics.jsonl.
+    func losses(_ run: String) throws -> [Int: Double] {
+        let text = try String(contentsOfFile: "\(dir)/runs/\(run)/metrics.jsonl", encoding: .utf8)
+        var out: [Int: Double] = [:]
+        for line in text.split(separator: "\n") {
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            if o["grad_norm"] != nil, let s = o["step"] as? Int, let l = o["loss"] as? Double { out[s] = l }
+        }
+        return out
+    }
+
+    func checkpoints(_ run: String) -> String { "\(dir)/runs/\(run)/checkpoints" }
 
     func weights(_ run: String) throws -> [String: [Float]] {
         let (t, _) = try Safetensors.read(path: "\(dir)/runs/\(run)/model.safetensors")

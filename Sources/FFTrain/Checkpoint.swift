@@ -1,0 +1,296 @@
+import Foundation
+import FFDistributed
+import FFModel
+
+/// What `trainer_state.json` records: enough to continue a run exactly, and the checksums that
+/// prove the checkpoint's files are the ones written.
+public struct TrainerState: Codable, Sendable, Equatable {
+    public var formatVersion = 1
+    /// Optimizer steps completed.
+    public var step: Int
+    public var epoch: Int
+    /// Training samples consumed so far by all ranks (step × global batch).
+    public var samplesSeen: Int
+    public var globalBatch: Int
+    public var worldSize: Int
+    public var shards: Int
+    /// The seed; every random stream is counter-based on (seed, step, sample), so it is the whole
+    /// RNG state.
+    public var seed: UInt64
+    public var configHash: String
+    public var modelConfig: String
+    /// File name -> sha256 (hex) of every other file of the checkpoint.
+    public var files: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case formatVersion = "format_version", step, epoch, samplesSeen = "samples_seen", globalBatch = "global_batch"
+        case worldSize = "world_size", shards, seed, configHash = "config_hash", modelConfig = "model_config", files
+    }
+}
+
+/// Sharded checkpoints in the Hugging Face layout:
+/// `step-NNNNNNNN/model-0000i-of-0000N.safetensors`, `model.safetensors.index.json`,
+/// `optimizer-0000i-of-0000N.safetensors` (AdamW `exp_avg`, `exp_avg_sq` of that shard's tensors),
+/// `trainer_state.json` (written last: a folder without it was never committed), and `latest`.
+public enum Checkpoint {
+    public static let stateFile = "trainer_state.json"
+    public static let indexFile = "model.safetensors.index.json"
+
+    public static func folderName(step: Int) -> String { String(format: "step-%08d", step) }
+    static func modelFile(_ i: Int, of n: Int) -> String { String(format: "model-%05d-of-%05d.safetensors", i + 1, n) }
+    static func optimizerFile(_ i: Int, of n: Int) -> String { String(format: "optimizer-%05d-of-%05d.safetensors", i + 1, n) }
+
+    /// Splits the tensors, in layout order, into `n` contiguous groups of about equal size; the
+    /// same split serves checkpoint shards and ZeRO-1 partitions.
+    public static func partition(_ layout: ParameterLayout, into n: Int) -> [Range<Int>] {
+        var groups: [Range<Int>] = []
+        var start = 0, acc = 0
+        let total = layout.count
+        for (i, t) in layout.tensors.enumerated() {
+            acc += t.count
+            let remainingTensors = layout.tensors.count - i - 1
+            let remainingGroups = n - groups.count - 1
+            if groups.count < n - 1 && (acc * n >= total * (groups.count + 1) || remainingTensors == remainingGroups) {
+                groups.append(start..<(i + 1)); start = i + 1
+            }
+        }
+        groups.append(start..<layout.tensors.count)
+        while groups.count < n { groups.append(layout.tensors.count..<layout.tensors.count) }
+        return groups
+    }
+
+    /// Every rank calls this at the same step; rank i writes shard i, rank 0 commits.
+    public static func save(root: String, step: Int, state: TrainerState, layout: ParameterLayout,
+                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, stateBase: Int, comm: Communicator,
+                            keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil) throws -> String {
+        let dir = (root as NSString).appendingPathComponent(folderName(step: step))
+        let n = state.shards
+        try agree(comm, "creating checkpoint folder \(dir)") {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        let groups = partition(layout, into: n)
+        try agree(comm, "writing checkpoint shards in \(dir)") {
+            for i in stride(from: comm.rank, to: n, by: comm.size) {
+                let tensors = Array(layout.tensors[groups[i]])
+                try Safetensors.write(tensors.map { view($0, params) }, metadata: ["format": "pt"],
+                                      to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
+                try Safetensors.write(tensors.flatMap { t -> [Safetensors.Tensor] in
+                    [view(t, m, base: stateBase, suffix: ".exp_avg"), view(t, v, base: stateBase, suffix: ".exp_avg_sq")]
+                }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n)))
+            }
+        }
+        afterShards?()
+        try agree(comm, "committing checkpoint \(dir)") {
+            guard comm.isRoot else { return }
+            var weightMap: [String: String] = [:]
+            for (i, g) in groups.enumerated() { for t in layout.tensors[g] { weightMap[t.name] = modelFile(i, of: n) } }
+            let index: [String: Any] = ["metadata": ["total_size": layout.count * 4], "weight_map": weightMap]
+            try writeAtomically(try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted]),
+                                to: (dir as NSString).appendingPathComponent(indexFile))
+            var st = state
+            st.files = [:]
+            for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f != stateFile && !f.contains(".tmp-") {
+                st.files[f] = try SHA256.file((dir as NSString).appendingPathComponent(f))
+            }
+            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(try enc.encode(st), to: (dir as NSString).appendingPathComponent(stateFile))
+            fsyncDirectory(dir)
+            try writeAtomically(Data((folderName(step: step) + "\n").utf8), to: (root as NSString).appendingPathComponent("latest"))
+            fsyncDirectory(root)
+            prune(root: root, keepLast: keepLast, keepEvery: keepEvery)
+        }
+        return dir
+    }
+
+    /// Tensor `t` of a buffer that holds the elements from `base` on.
+    static func view(_ t: TensorInfo, _ buf: FlatBuffer, base: Int = 0, suffix: String = "") -> Safetensors.Tensor {
+        precondition(t.offset - base >= 0 && t.offset - base + t.count <= buf.count, "tensor \(t.name) outside the buffer")
+        return Safetensors.Tensor(name: t.name + suffix, shape: t.shape, data: UnsafeBufferPointer(start: buf.pointer + t.offset - base, count: t.count))
+    }
+
+    /// Committed checkpoint folders under `root`, oldest first.
+    public static func committed(root: String) -> [(step: Int, path: String)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return names.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("step-"), let s = Int(name.dropFirst(5)) else { return nil }
+            let p = (root as NSString).appendingPathComponent(name)
+            return FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile)) ? (s, p) : nil
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    /// Removes uncommitted folders, and committed ones beyond the newest `keepLast` except every
+    /// `keepEvery`-th step (0: none kept for that reason).
+    static func prune(root: String, keepLast: Int, keepEvery: Int) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let done = committed(root: root)
+        let keep = Set(done.suffix(max(keepLast, 1)).map { $0.step })
+        for name in names where name.hasPrefix("step-") {
+            let p = (root as NSString).appendingPathComponent(name)
+            guard let s = Int(name.dropFirst(5)) else { continue }
+            let isCommitted = done.contains { $0.step == s }
+            if isCommitted && (keep.contains(s) || (keepEvery > 0 && s % keepEvery == 0)) { continue }
+            if !isCommitted && s >= (done.last?.step ?? -1) { continue } // may be in progress elsewhere
+            try? FileManager.default.removeItem(atPath: p)
+        }
+    }
+
+    /// Removes folders that were never committed (no trainer_state.json): left by a crash mid-save.
+    public static func cleanUncommitted(root: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        for name in names where name.hasPrefix("step-") {
+            let p = (root as NSString).appendingPathComponent(name)
+            if !FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile)) {
+                try? FileManager.default.removeItem(atPath: p)
+            }
+        }
+    }
+
+    /// The folder `latest` names under `root`, if it names a committed checkpoint.
+    public static func latest(root: String) -> String? {
+        guard let text = try? String(contentsOfFile: (root as NSString).appendingPathComponent("latest"), encoding: .utf8) else { return nil }
+        let p = (root as NSString).appendingPathComponent(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        return FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile)) ? p : nil
+    }
+
+    /// Reads and verifies a checkpoint folder: the state, every file's checksum, then the weights and
+    /// optimizer moments by tensor name into the given buffers (any number of shards).
+    /// `m` and `v` hold the optimizer state of the elements `owned` (all, or a ZeRO-1 partition);
+    /// moments of other tensors are checked but not kept.
+    public static func load(_ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
+                            owned: Range<Int>? = nil) throws -> TrainerState {
+        let owned = owned ?? 0..<layout.count
+        let statePath = (dir as NSString).appendingPathComponent(stateFile)
+        guard let data = FileManager.default.contents(atPath: statePath) else {
+            throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw ConfigError("\(statePath): unreadable trainer state: \(error)")
+        }
+        try verify(dir, state)
+        var seen = Set<String>()
+        for i in 0..<state.shards {
+            for (file, isOptimizer) in [(modelFile(i, of: state.shards), false), (optimizerFile(i, of: state.shards), true)] {
+                if isOptimizer && m == nil { continue }
+                let path = (dir as NSString).appendingPathComponent(file)
+                let (tensors, _) = try Safetensors.read(path: path)
+                for (name, t) in tensors {
+                    var base = name, target = params
+                    if isOptimizer {
+                        if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }
+                        else if name.hasSuffix(".exp_avg") { base = String(name.dropLast(8)); target = m! }
+                        else { throw ConfigError("\(path): unexpected tensor '\(name)' in an optimizer shard") }
+                    }
+                    guard let info = layout[base] else {
+                        throw ConfigError("\(path): tensor '\(base)' is not part of this model (does the config match the checkpoint?)")
+                    }
+                    guard info.shape == t.shape else {
+                        throw ConfigError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
+                    }
+                    seen.insert(name)
+                    if isOptimizer && !(owned.contains(info.offset) || info.count == 0) { continue }
+                    let at = isOptimizer ? info.offset - owned.lowerBound : info.offset
+                    t.values.withUnsafeBufferPointer { (target.pointer + at).update(from: $0.baseAddress!, count: info.count) }
+                }
+            }
+        }
+        for t in layout.tensors {
+            for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"]) where !seen.contains(name) {
+                throw ConfigError("\(dir): tensor '\(name)' missing from the checkpoint (does the config match?)")
+            }
+        }
+        return state
+    }
+
+    /// Checks that every file the state lists exists and has its recorded sha256.
+    public static func verify(_ dir: String, _ state: TrainerState) throws {
+        for (file, sum) in state.files.sorted(by: { $0.key < $1.key }) {
+            let path = (dir as NSString).appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ConfigError("\(path): missing (listed in \(stateFile))")
+            }
+            let actual = try SHA256.file(path)
+            guard actual == sum else {
+                throw ConfigError("\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the file is corrupt or was changed")
+            }
+        }
+        for i in 0..<state.shards where state.files[modelFile(i, of: state.shards)] == nil {
+            throw ConfigError("\(dir): \(stateFile) does not list \(modelFile(i, of: state.shards))")
+        }
+    }
+}
+
+/// fsync on a directory, so a rename inside it survives a power cut.
+func fsyncDirectory(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    if fd >= 0 { fsync(fd); close(fd) }
+}
+
+extension Checkpoint {
+    /// A checkpoint's summary for `inspect`.
+    public struct Summary: Sendable {
+        public var state: TrainerState
+        public var tensors: [(name: String, shape: [Int], file: String)]
+        public var parameters: Int
+        public var files: [(name: String, bytes: Int, checksumOK: Bool)]
+    }
+
+    /// Reads a checkpoint's state and index, and checks every file's checksum (without throwing
+    /// on a mismatch: the summary says which file is bad).
+    public static func inspect(_ dir: String) throws -> Summary {
+        let statePath = (dir as NSString).appendingPathComponent(stateFile)
+        guard let data = FileManager.default.contents(atPath: statePath) else {
+            throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw ConfigError("\(statePath): unreadable trainer state: \(error)")
+        }
+        var files: [(String, Int, Bool)] = []
+        for (f, sum) in state.files.sorted(by: { $0.key < $1.key }) {
+            let p = (dir as NSString).appendingPathComponent(f)
+            let size = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? -1
+            let ok = size >= 0 && (try? SHA256.file(p)) == sum
+            files.append((f, size, ok))
+        }
+        var tensors: [(String, [Int], String)] = []
+        var parameters = 0
+        for i in 0..<state.shards {
+            let f = modelFile(i, of: state.shards)
+            let p = (dir as NSString).appendingPathComponent(f)
+            guard let (t, _) = try? Safetensors.read(path: p) else { continue }
+            for (name, x) in t.sorted(by: { $0.key < $1.key }) {
+                tensors.append((name, x.shape, f)); parameters += x.values.count
+            }
+        }
+        return Summary(state: state, tensors: tensors, parameters: parameters, files: files)
+    }
+
+    /// Writes `out/model.safetensors` (every tensor of the checkpoint in one file) and
+    /// `out/config.json` (the model configuration), after verifying the checksums.
+    public static func export(_ dir: String, to out: String) throws {
+        let statePath = (dir as NSString).appendingPathComponent(stateFile)
+        guard let data = FileManager.default.contents(atPath: statePath),
+              let state = try? JSONDecoder().decode(TrainerState.self, from: data) else {
+            throw ConfigError("\(dir): not a committed checkpoint (no readable \(stateFile))")
+        }
+        try verify(dir, state)
+        var names: [String] = [], shapes: [[Int]] = [], values: [Float] = [], offsets: [Int] = []
+        for i in 0..<state.shards {
+            let (t, _) = try Safetensors.read(path: (dir as NSString).appendingPathComponent(modelFile(i, of: state.shards)))
+            for (name, x) in t.sorted(by: { $0.key < $1.key }) {
+                names.append(name); shapes.append(x.shape); offsets.append(values.count); values += x.values
+            }
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try values.withUnsafeBufferPointer { buf in
+            let tensors = names.indices.map { k in
+                Safetensors.Tensor(name: names[k], shape: shapes[k],
+                                   data: UnsafeBufferPointer(rebasing: buf[offsets[k]..<(offsets[k] + shapes[k].reduce(1, *))]))
+            }
+            try Safetensors.write(tensors, metadata: ["format": "pt", "config": state.modelConfig],
+                                  to: (out as NSString).appendingPathComponent("model.safetensors"))
+        }
+        try writeAtomically(Data(state.modelConfig.utf8), to: (out as NSString).appendingPathComponent("config.json"))
+    }
+}
