@@ -6,4 +6,15 @@ bash launch/setup.sh
 # The export test reads our safetensors with Hugging Face's own reader.
 python3 -c "import safetensors.numpy" 2>/dev/null || pip install -q numpy safetensors
 swift build --build-tests
-swift test --skip-build 2>&1 | tee /tmp/swift-ff-train-test.log
+# XCTest only (the suite has no swift-testing tests); end with the plain "N passed, N failed" line.
+log=$(mktemp)
+set +e
+swift test --skip-build --disable-swift-testing 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -cE "^Test Case .* passed" "$log" || true)
+failed=$(grep -cE "^Test Case .* failed" "$log" || true)
+skipped=$(grep -cE "^Test Case .* skipped" "$log" || true)
+rm -f "$log"
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$status"
