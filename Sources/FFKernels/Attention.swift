@@ -87,6 +87,9 @@ public final class AttentionKernels {
         }
     }
 
+    /// Bytes of workspace held.
+    public var workspaceBytes: Int { perWorker * threads * MemoryLayout<F8>.stride + dRPartialCount * 8 }
+
     /// Reserves what a backward with this shape needs, so that the step itself allocates nothing.
     public func reserve(_ s: AttentionShape) {
         precondition(s.seq <= maxSeq && s.headDim == headDim, "attention workspace too small")

@@ -150,6 +150,9 @@ public final class LanguageModel {
 
     deinit { rowLoss.deallocate() }
 
+    /// Bytes held for activations and kernel workspaces (parameters and gradients excluded).
+    public var activationBytes: Int { arena.floats * 4 + kernels.workspaceBytes + maxBatch * config.context * 8 }
+
     /// Fills the parameters from `seed`: weights ~ N(0, initStd²), output projections of the
     /// residual branches scaled by 1/sqrt(2L) (GPT-2), biases 0, LayerNorm gains 1, R = rInit.
     public func initialize(seed: UInt64) {

@@ -15,6 +15,10 @@ public struct StartInfo: Sendable {
     public var tokensPerStep: Int
     public var attention: String
     public var runDirectory: String
+    /// Bytes this rank holds for training state: parameters, gradients, AdamW moments (all or its
+    /// ZeRO-1 partition), the reduce-scatter buffer, activations and workspaces.
+    public var memoryBytes: Int
+    public var zero1: Bool
 }
 
 public struct StepMetrics: Sendable, Codable {

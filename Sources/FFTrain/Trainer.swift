@@ -109,6 +109,11 @@ public final class Trainer {
         inputs.deallocate(); targets.deallocate(); keys.deallocate()
     }
 
+    /// Bytes this rank holds for training (see `StartInfo.memoryBytes`).
+    public var memoryBytes: Int {
+        4 * (model.params.count + model.grads.count + m.count + v.count + (gradShard?.count ?? 0)) + model.activationBytes
+    }
+
     /// Global sample indices of this rank's micro-step `micro` of 0-based step `step`.
     func sampleIndices(step: Int, micro: Int) -> (epoch: Int, indices: ArraySlice<Int>) {
         let (epoch, offset) = sampler.position(ofStep: step)
@@ -130,7 +135,8 @@ public final class Trainer {
         let tokensPerStep = tc.batchSize * T
         onEvent(.started(StartInfo(parameters: model.params.count, vocabSize: vocab.size, trainTokens: train.shard.count,
                                    worldSize: comm.size, steps: tc.steps, tokensPerStep: tokensPerStep,
-                                   attention: config.model.attention.name, runDirectory: runDir)))
+                                   attention: config.model.attention.name, runDirectory: runDir,
+                                   memoryBytes: memoryBytes, zero1: gradShard != nil)))
         let start = Date()
         var windowStart = Date(), windowSteps = 0
         var lastLoss = Double.nan
