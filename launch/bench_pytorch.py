@@ -160,8 +160,9 @@ def cmd_attention(args):
     g = torch.Generator().manual_seed(args.seed)
     shape = (args.batch, args.heads, args.seq, args.dim)
     # q and k are drawn at --std (default 0.25 ~ 0.02 * sqrt(128), the scale of q and k at init in
-    # the debug model). At std 1 with R = 2 and D = 16, Y^4 is mostly below fp32's range: rows
-    # collapse to 0 and the timing measures subnormal/underflow arithmetic, not attention.
+    # the debug model). At std 1 with R = 2 and D = 16 most W = Y^4 are subnormal or 0 in fp32
+    # (median row sum ~1e-12, far below eps): rows collapse to A ~ 0 and the timing would include
+    # slow subnormal arithmetic that a trained model does not see. attn_row_sum_mean reports it.
     q = (torch.randn(shape, generator=g) * args.std).requires_grad_()
     k = (torch.randn(shape, generator=g) * args.std).requires_grad_()
     v = torch.randn(shape, generator=g).requires_grad_()
@@ -641,6 +642,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
+    if min(getattr(args, "repeats", 1), getattr(args, "steps", 1)) < 1:
+        ap.error("--repeats and --steps must be >= 1")
     setup_threads(args.threads)
     {"attention": cmd_attention, "train": cmd_train, "check-weights": cmd_check_weights}[args.cmd](args)
 

@@ -76,16 +76,32 @@ public enum Safetensors {
 }
 
 /// Writes `data` to a temporary file beside `path`, fsyncs it, then renames it into place, so a
-/// reader sees the old file or the whole new one.
+/// reader sees the old file or the whole new one. On any failure (a full disk, say) the temporary
+/// file is removed and the error names the path and the system's reason.
 public func writeAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: data) else {
-        throw ConfigError("\(path): cannot write (\(String(cString: strerror(errno))))")
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw ConfigError("\(path): cannot create (\(String(cString: strerror(errno))))") }
+    func failure(_ what: String) -> ConfigError {
+        let reason = String(cString: strerror(errno))
+        close(fd); unlink(tmp)
+        return ConfigError("\(path): \(what) (\(reason))")
     }
-    let fd = open(tmp, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
+    let ok = data.withUnsafeBytes { raw -> Bool in
+        var off = 0
+        while off < raw.count {
+            let n = write(fd, raw.baseAddress! + off, raw.count - off)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            off += n
+        }
+        return true
+    }
+    guard ok else { throw failure("cannot write \(data.count) bytes") }
+    guard fsync(fd) == 0 else { throw failure("cannot fsync") }
+    close(fd)
     guard rename(tmp, path) == 0 else {
+        let reason = String(cString: strerror(errno))
         unlink(tmp)
-        throw ConfigError("\(path): cannot rename into place (\(String(cString: strerror(errno))))")
+        throw ConfigError("\(path): cannot rename into place (\(reason))")
     }
 }

@@ -48,6 +48,18 @@ public struct TrainConfig: Sendable {
         public var evalEvery: Int
         /// Batches of the validation split per periodic evaluation (0: the whole split).
         public var evalBatches: Int
+        /// What to do when the loss or the gradient is NaN/Inf (decided on reduced values, so
+        /// every rank decides the same).
+        public var onNonFinite: NonFinitePolicy
+        /// Stop anyway after this many consecutive skipped steps.
+        public var maxSkippedSteps: Int
+    }
+
+    public enum NonFinitePolicy: String, Sendable, CaseIterable {
+        /// Drop the step's update and go on.
+        case skip
+        /// End the run with an error (the last checkpoint stays intact).
+        case stop
     }
 
     /// Data-parallel settings.
@@ -140,7 +152,9 @@ public struct TrainConfig: Sendable {
             threads: try r.int("train.threads", 1, min: 1),
             logEvery: try r.int("train.log_every", 10, min: 1),
             evalEvery: try r.int("train.eval_every", 0, min: 0),
-            evalBatches: try r.int("train.eval_batches", 0, min: 0))
+            evalBatches: try r.int("train.eval_batches", 0, min: 0),
+            onNonFinite: try r.choice("train.on_nonfinite", NonFinitePolicy.skip),
+            maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0))
         let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 4, min: 0.001),
                         watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
                         zero1: try r.bool("dist.zero1", false))

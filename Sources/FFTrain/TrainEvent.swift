@@ -3,6 +3,10 @@ public enum TrainEvent: Sendable {
     case started(StartInfo)
     case step(StepMetrics)
     case evaluated(EvalResult)
+    /// A step's update was dropped (non-finite loss or gradient, policy `skip`).
+    case skipped(step: Int, reason: String)
+    /// A checkpoint was committed: its folder, the seconds the save took, its size.
+    case checkpointed(path: String, seconds: Double, bytes: Int)
     case finished(RunSummary)
 }
 

@@ -41,6 +41,9 @@ public final class Trainer {
     /// Polled once per step on every rank (e.g. a SIGTERM flag); if any rank says yes, all ranks
     /// save a checkpoint and `run` throws `TrainingStopped`.
     public var stopRequested: () -> Bool = { false }
+    /// Called on every rank after the forward passes of a step, before its (last) backward: fault
+    /// injection.
+    public var beforeBackward: ((Int) -> Void)?
     /// Called with the step inside every checkpoint save, after the shards are written and before
     /// the commit (fault injection).
     public var checkpointHook: ((Int) -> Void)?
@@ -142,6 +145,7 @@ public final class Trainer {
         var lastLoss = Double.nan
         let lossScale = 1 / Float(tokensPerStep)
         var computeSeconds = 0.0, commSeconds = 0.0
+        var skippedInARow = 0
         for s in startStep..<tc.steps {
             let step = s + 1
             beforeStep?(step)
@@ -161,6 +165,7 @@ public final class Trainer {
                 }
                 lossSum += model.forward(tokens: inputs, targets: targets, batch: microBatch,
                                          mode: .train(lossScale: lossScale, dropoutKeys: keys))
+                if micro == tc.gradAccum - 1 { beforeBackward?(step) }
                 if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
                     // Only the last micro-step syncs: its buckets go out as backward finishes them.
                     sync.begin(grads: model.grads.pointer)
@@ -194,6 +199,19 @@ public final class Trainer {
             } else {
                 norm = globalNorm(model.grads.pointer, count: model.grads.count)
             }
+            // The loss sum and the norm are reduced values: every rank takes the same branch.
+            if !(lossSum.isFinite && norm.isFinite) {
+                skippedInARow += 1
+                let what = "step \(step): loss \(lossSum / Double(tokensPerStep)), gradient norm \(norm)"
+                if tc.onNonFinite == .stop || skippedInARow > tc.maxSkippedSteps {
+                    throw NonFiniteError(message: "\(what) not finite" + (tc.onNonFinite == .stop
+                        ? " (train.on_nonfinite: stop)" : "; \(skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"))
+                }
+                onEvent(.skipped(step: step, reason: "\(what) not finite: update skipped"))
+                try metrics?.append(SkippedStep(step: step, reason: "nonfinite"))
+                continue
+            }
+            skippedInARow = 0
             let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
             let grads = gradShard.map { UnsafePointer($0.pointer) } ?? UnsafePointer(model.grads.pointer + owned.lowerBound)
             optimizer.update(layout: model.layout, tensors: ownedTensors, params: model.params.pointer, grads: grads,
@@ -221,7 +239,13 @@ public final class Trainer {
             }
             let ck = config.checkpoint
             if stop || (ck.every > 0 && (step % ck.every == 0 || step == tc.steps)) {
+                let tc0 = Date()
                 let dir = try saveCheckpoint(step: step, epoch: epoch)
+                let bytes = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).reduce(0) { sum, f in
+                    sum + ((try? FileManager.default.attributesOfItem(atPath: (dir as NSString).appendingPathComponent(f))[.size] as? Int) ?? 0)
+                }
+                onEvent(.checkpointed(path: dir, seconds: Date().timeIntervalSince(tc0), bytes: bytes))
+                windowStart = Date()
                 if stop { throw TrainingStopped(step: step, checkpoint: dir) }
             }
             if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
@@ -307,6 +331,18 @@ extension TrainConfig {
         let data = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Foundation.Data()
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// The run stopped on a NaN/Inf loss or gradient.
+public struct NonFiniteError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+struct SkippedStep: Encodable {
+    var step: Int
+    var skipped = true
+    var reason: String
 }
 
 /// Thrown by `Trainer.run` after a requested stop (SIGTERM/SIGINT) once every rank has saved.

@@ -58,6 +58,10 @@ func printEvent(_ e: TrainEvent) {
         var line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split, r.perplexity, r.tokens)
         if let u = r.unigramPerplexity { line += String(format: " | unigram perplexity %.2f", u) }
         print(line)
+    case .skipped(let step, let reason):
+        print("warning: step \(step): \(reason)")
+    case .checkpointed(let path, let seconds, let bytes):
+        print(String(format: "checkpoint %@ committed: %.1f MB in %.2f s", path, Double(bytes) / 1e6, seconds))
     case .finished(let s):
         print(String(format: "done: %@ | valid ppl %.2f | test ppl %.2f | unigram test ppl %.2f | %.0f tok/s | %@ | weights %@",
                      s.attention, s.valid.perplexity, s.test.perplexity, s.test.unigramPerplexity ?? .nan,
@@ -86,6 +90,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-log-samples"), help: .hidden) var debugLogSamples: String?
     @Option(name: .customLong("debug-kill-in-checkpoint"), help: .hidden) var debugKillInCheckpoint: Int?
     @Option(name: .customLong("debug-stop-at-step"), help: .hidden) var debugStopAtStep: Int?
+    @Option(name: .customLong("debug-nan-rank"), help: .hidden) var debugNaNRank: Int?
+    @Option(name: .customLong("debug-nan-steps"), help: .hidden) var debugNaNSteps: [Int] = []
 
     func run() throws {
         let comm = makeCommunicator()
@@ -97,9 +103,11 @@ struct Train: ParsableCommand {
             mpi?.watchdogSeconds = cfg.dist.watchdogSeconds
             let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
             if let resume {
+                let t0 = Date()
                 let dir = try agree(comm, "resuming") { try trainer.resume(from: resume) }
                 if comm.isRoot {
-                    print(dir.map { "resuming from \($0) at step \(trainer.startStep)" } ?? "no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
+                    print(dir.map { String(format: "resuming from %@ at step %d (verified and loaded in %.2f s)", $0, trainer.startStep, Date().timeIntervalSince(t0)) }
+                          ?? "no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
                 }
             }
             installStopHandlers()
@@ -114,6 +122,13 @@ struct Train: ParsableCommand {
                 if comm.rank == stallRank && step == stallStep { usleep(UInt32(min(stallSeconds, 4000) * 1_000_000)) }
                 // As if the last rank alone got SIGTERM during this step: the vote stops every rank.
                 if step == stopAt && comm.rank == comm.size - 1 { stopSignal = 1 }
+            }
+            if let nanRank = debugNaNRank {
+                // A NaN in one rank's gradient, as an overflow in its backward would leave.
+                let steps = Set(debugNaNSteps)
+                trainer.beforeBackward = { step in
+                    if comm.rank == nanRank && steps.contains(step) { trainer.model.grads[0] = .nan }
+                }
             }
             if let step = debugKillInCheckpoint {
                 // Dies after the shards of that step's checkpoint are written, before the commit.
