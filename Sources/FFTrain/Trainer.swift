@@ -202,9 +202,9 @@ public final class Trainer {
             // The loss sum and the norm are reduced values: every rank takes the same branch.
             if !(lossSum.isFinite && norm.isFinite) {
                 skippedInARow += 1
-                let what = "step \(step): loss \(lossSum / Double(tokensPerStep)), gradient norm \(norm)"
+                let what = "loss \(lossSum / Double(tokensPerStep)), gradient norm \(norm)"
                 if tc.onNonFinite == .stop || skippedInARow > tc.maxSkippedSteps {
-                    throw NonFiniteError(message: "\(what) not finite" + (tc.onNonFinite == .stop
+                    throw NonFiniteError(message: "step \(step): \(what) not finite" + (tc.onNonFinite == .stop
                         ? " (train.on_nonfinite: stop)" : "; \(skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"))
                 }
                 onEvent(.skipped(step: step, reason: "\(what) not finite: update skipped"))

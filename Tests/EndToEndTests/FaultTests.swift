@@ -78,7 +78,8 @@ final class FaultTests: XCTestCase {
             usleep(100_000)
         }
         // What SLURM does before pre-emption: SIGTERM to every task.
-        _ = try h.run(["pkill", "-TERM", "-f", "swift-ff-train --config \(cfg)"], timeout: 10)
+        // The ranks, not mpirun (whose own command line also contains the binary's).
+        _ = try h.run(["pkill", "-TERM", "-f", "^\(h.binary) --config \(cfg)"], timeout: 10)
         let stopBy = Date().addingTimeInterval(60)
         while p.isRunning && Date() < stopBy { usleep(100_000) }
         if p.isRunning { p.terminate() }
