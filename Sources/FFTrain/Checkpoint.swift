@@ -43,15 +43,17 @@ public enum Checkpoint {
     /// Splits the tensors, in layout order, into `n` contiguous groups of about equal size; the
     /// same split serves checkpoint shards and ZeRO-1 partitions.
     public static func partition(_ layout: ParameterLayout, into n: Int) -> [Range<Int>] {
+        // Greedy: each group takes tensors until it holds its fair share of what is left, so one
+        // huge tensor (the embedding) does not leave the next groups nearly empty.
         var groups: [Range<Int>] = []
-        var start = 0, acc = 0
-        let total = layout.count
+        var start = 0, acc = 0, left = layout.count
         for (i, t) in layout.tensors.enumerated() {
             acc += t.count
-            let remainingTensors = layout.tensors.count - i - 1
-            let remainingGroups = n - groups.count - 1
-            if groups.count < n - 1 && (acc * n >= total * (groups.count + 1) || remainingTensors == remainingGroups) {
-                groups.append(start..<(i + 1)); start = i + 1
+            let groupsLeft = n - groups.count
+            let tensorsLeft = layout.tensors.count - i - 1
+            if groupsLeft > 1 && (acc * groupsLeft >= left || tensorsLeft < groupsLeft) {
+                groups.append(start..<(i + 1))
+                start = i + 1; left -= acc; acc = 0
             }
         }
         groups.append(start..<layout.tensors.count)

@@ -155,7 +155,7 @@ public struct TrainConfig: Sendable {
             evalBatches: try r.int("train.eval_batches", 0, min: 0),
             onNonFinite: try r.choice("train.on_nonfinite", NonFinitePolicy.skip),
             maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0))
-        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 4, min: 0.001),
+        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
                         watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
                         zero1: try r.bool("dist.zero1", false))
         let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),

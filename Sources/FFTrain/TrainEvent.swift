@@ -22,6 +22,9 @@ public struct StartInfo: Sendable {
     /// Bytes this rank holds for training state: parameters, gradients, AdamW moments (all or its
     /// ZeRO-1 partition), the reduce-scatter buffer, activations and workspaces.
     public var memoryBytes: Int
+    /// Per rank (in rank order): bytes of training state, and of AdamW moments alone.
+    public var memoryPerRank: [Int]
+    public var optimizerBytesPerRank: [Int]
     public var zero1: Bool
 }
 

@@ -136,10 +136,15 @@ public final class Trainer {
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
         let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0) : nil
         let tokensPerStep = tc.batchSize * T
+        var perRank = [Double](repeating: 0, count: 2 * comm.size)
+        perRank[comm.rank] = Double(memoryBytes)
+        perRank[comm.size + comm.rank] = Double(4 * (m.count + v.count))
+        try comm.allreduceSum(&perRank, count: perRank.count)
         onEvent(.started(StartInfo(parameters: model.params.count, vocabSize: vocab.size, trainTokens: train.shard.count,
                                    worldSize: comm.size, steps: tc.steps, tokensPerStep: tokensPerStep,
                                    attention: config.model.attention.name, runDirectory: runDir,
-                                   memoryBytes: memoryBytes, zero1: gradShard != nil)))
+                                   memoryBytes: memoryBytes, memoryPerRank: perRank[0..<comm.size].map { Int($0) },
+                                   optimizerBytesPerRank: perRank[comm.size...].map { Int($0) }, zero1: gradShard != nil)))
         let start = Date()
         var windowStart = Date(), windowSteps = 0
         var lastLoss = Double.nan

@@ -45,7 +45,10 @@ struct BenchAllreduce: ParsableCommand {
                 try comm.allreduceSum(&t, count: 1)
                 return t / Double(comm.size)
             }
-            let raw = try time { try comm.allreduceSum(model.grads.pointer, count: n) }
+            let mpi = comm as? MPICommunicator
+            let raw = try time {
+                if let mpi { try mpi.rawAllreduceSum(model.grads.pointer, count: n) } else { try comm.allreduceSum(model.grads.pointer, count: n) }
+            }
             let bucketed = try time {
                 sync.begin(grads: model.grads.pointer)
                 for k in 0..<model.gradientStages.count { try sync.stageDone(k) }

@@ -48,7 +48,8 @@ func printEvent(_ e: TrainEvent) {
     switch e {
     case .started(let s):
         print("swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, vocab \(s.vocabSize), \(s.worldSize) rank(s), \(s.steps) steps x \(s.tokensPerStep) tokens; run folder \(s.runDirectory)")
-        print(String(format: "memory per rank: %.1f MB (parameters, gradients, AdamW state%@, activations)", Double(s.memoryBytes) / 1e6, s.zero1 ? " of its ZeRO-1 partition" : ""))
+        let mb = { (b: [Int]) in b.map { String(format: "%.1f", Double($0) / 1e6) }.joined(separator: ", ") }
+        print("memory per rank (MB): \(mb(s.memoryPerRank)) in all, of which AdamW moments \(mb(s.optimizerBytesPerRank))\(s.zero1 ? " (ZeRO-1 partitions)" : "")")
     case .step(let m):
         let health = m.attentionRowSum.map { String(format: "%.3f", $0) }.joined(separator: ",")
         print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %@ elapsed, ETA %@ | attn row-sum %@",
