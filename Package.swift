@@ -31,7 +31,8 @@ let package = Package(
         .testTarget(name: "FFKernelsTests", dependencies: ["FFKernels"]),
         .testTarget(name: "FFModelTests", dependencies: ["FFModel", "FFKernels"]),
         .testTarget(name: "FFDataTests", dependencies: ["FFData"]),
-        .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"]),
+        .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"],
+                    exclude: ["HostileCorpus"]),
         // Runs the built executable under real `mpirun` (never MPI_Init in the test process).
         .testTarget(name: "EndToEndTests", dependencies: ["FFTrain", "FFData", "FFModel"]),
     ],

@@ -161,15 +161,9 @@ public enum Checkpoint {
     public static func load(_ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
                             owned: Range<Int>? = nil) throws -> TrainerState {
         let owned = owned ?? 0..<layout.count
-        let statePath = (dir as NSString).appendingPathComponent(stateFile)
-        guard let data = FileManager.default.contents(atPath: statePath) else {
-            throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))")
-        }
-        let state: TrainerState
-        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
-            throw ConfigError("\(statePath): unreadable trainer state: \(error)")
-        }
+        let state = try readState(dir)
         try verify(dir, state)
+        try checkIndex(dir, state, layout: layout)
         var seen = Set<String>()
         for i in 0..<state.shards {
             for (file, isOptimizer) in [(modelFile(i, of: state.shards), false), (optimizerFile(i, of: state.shards), true)] {
@@ -202,6 +196,63 @@ public enum Checkpoint {
             }
         }
         return state
+    }
+
+    /// Reads `trainer_state.json` and checks every field a reader relies on (it may come from
+    /// someone else: sizes are bounded, file names must be plain names inside the folder).
+    public static func readState(_ dir: String) throws -> TrainerState {
+        let path = (dir as NSString).appendingPathComponent(stateFile)
+        let attrs = try? FileManager.default.attributesOfItem(atPath: path)
+        guard let size = attrs?[.size] as? Int else { throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))") }
+        guard size <= 64 << 20 else { throw ConfigError("\(path): \(size) bytes, too large for a trainer state") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): cannot read") }
+        return try parseState(data, path: path)
+    }
+
+    /// Decodes and validates a trainer state (`path` names it in errors).
+    public static func parseState(_ data: Data, path: String) throws -> TrainerState {
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw ConfigError("\(path): unreadable trainer state: \(error)")
+        }
+        func bad(_ m: String) -> ConfigError { ConfigError("\(path): invalid trainer state: \(m)") }
+        guard state.formatVersion == 1 else { throw bad("format_version \(state.formatVersion), this build reads 1") }
+        guard state.step >= 0, state.epoch >= 0, state.samplesSeen >= 0 else { throw bad("negative step, epoch or samples_seen") }
+        guard (1...1_000_000).contains(state.globalBatch) else { throw bad("global_batch \(state.globalBatch) out of range") }
+        guard (1...100_000).contains(state.worldSize), (1...100_000).contains(state.shards) else {
+            throw bad("world_size \(state.worldSize) / shards \(state.shards) out of range")
+        }
+        for name in state.files.keys {
+            guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !name.contains("\0") else {
+                throw bad("file name '\(name)' is not a plain name inside the checkpoint folder")
+            }
+        }
+        return state
+    }
+
+    /// Checks `model.safetensors.index.json`: every tensor of the model is mapped to one of this
+    /// checkpoint's model shards.
+    static func checkIndex(_ dir: String, _ state: TrainerState, layout: ParameterLayout) throws {
+        let path = (dir as NSString).appendingPathComponent(indexFile)
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): missing") }
+        let map = try parseIndex(data, path: path, shards: state.shards)
+        for t in layout.tensors where map[t.name] == nil {
+            throw ConfigError("\(path): weight_map has no entry for '\(t.name)' (does the config match the checkpoint?)")
+        }
+    }
+
+    /// Decodes an index file's weight_map, accepting only this checkpoint's shard names.
+    public static func parseIndex(_ data: Data, path: String, shards: Int) throws -> [String: String] {
+        guard data.count <= 64 << 20,
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let map = obj["weight_map"] as? [String: String] else {
+            throw ConfigError("\(path): not a safetensors index (a JSON object with a weight_map of strings)")
+        }
+        let allowed = Set((0..<min(shards, 100_000)).map { modelFile($0, of: shards) })
+        for (tensor, file) in map where !allowed.contains(file) {
+            throw ConfigError("\(path): tensor '\(tensor)' maps to '\(file)', not one of this checkpoint's \(shards) model shards")
+        }
+        return map
     }
 
     /// Checks that every file the state lists exists and has its recorded sha256.
@@ -240,14 +291,7 @@ extension Checkpoint {
     /// Reads a checkpoint's state and index, and checks every file's checksum (without throwing
     /// on a mismatch: the summary says which file is bad).
     public static func inspect(_ dir: String) throws -> Summary {
-        let statePath = (dir as NSString).appendingPathComponent(stateFile)
-        guard let data = FileManager.default.contents(atPath: statePath) else {
-            throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))")
-        }
-        let state: TrainerState
-        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
-            throw ConfigError("\(statePath): unreadable trainer state: \(error)")
-        }
+        let state = try readState(dir)
         var files: [(String, Int, Bool)] = []
         for (f, sum) in state.files.sorted(by: { $0.key < $1.key }) {
             let p = (dir as NSString).appendingPathComponent(f)
@@ -271,11 +315,7 @@ extension Checkpoint {
     /// Writes `out/model.safetensors` (every tensor of the checkpoint in one file) and
     /// `out/config.json` (the model configuration), after verifying the checksums.
     public static func export(_ dir: String, to out: String) throws {
-        let statePath = (dir as NSString).appendingPathComponent(stateFile)
-        guard let data = FileManager.default.contents(atPath: statePath),
-              let state = try? JSONDecoder().decode(TrainerState.self, from: data) else {
-            throw ConfigError("\(dir): not a committed checkpoint (no readable \(stateFile))")
-        }
+        let state = try readState(dir)
         try verify(dir, state)
         var names: [String] = [], shapes: [[Int]] = [], values: [Float] = [], offsets: [Int] = []
         for i in 0..<state.shards {

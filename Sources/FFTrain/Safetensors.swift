@@ -63,7 +63,8 @@ public enum Safetensors {
                 count = m
             }
             let (b, e) = (offs[0], offs[1])
-            guard b >= 0, e >= b, e <= data.count - dataStart, e - b == count * 4 else {
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: 4)
+            guard !overflow, b >= 0, e >= b, e <= data.count - dataStart, e - b == bytes else {
                 throw fail("tensor '\(name)' offsets [\(b), \(e)] do not fit its shape \(shape) or the file")
             }
             let values = data.subdata(in: (dataStart + b)..<(dataStart + e)).withUnsafeBytes { raw in
