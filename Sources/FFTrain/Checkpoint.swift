@@ -170,7 +170,7 @@ public enum Checkpoint {
                 if isOptimizer && m == nil { continue }
                 let path = (dir as NSString).appendingPathComponent(file)
                 let (tensors, _) = try Safetensors.read(path: path)
-                for (name, t) in tensors {
+                for (name, t) in tensors.sorted(by: { $0.key < $1.key }) {
                     var base = name, target = params
                     if isOptimizer {
                         if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }

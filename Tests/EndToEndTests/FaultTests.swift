@@ -93,3 +93,73 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(resumed.status, 0, resumed.output)
     }
 }
+
+/// After a rank dies or hangs, the last committed checkpoint resumes to the uninterrupted run;
+/// bad inputs stop every rank before training.
+final class RecoveryAndBadInputTests: XCTestCase {
+    var h: Harness!
+    override func setUpWithError() throws { h = try Harness() }
+    override func tearDown() { h = nil }
+
+    func recoverAfter(_ faultArgs: [String], name: String, watchdog: Double) throws -> Harness.Outcome {
+        let full = try h.config(name: "\(name)-full", checkpointEvery: 2)
+        XCTAssertEqual(try h.mpirun(2, ["--config", full]).status, 0)
+        let cfg = try h.config(name: name, watchdog: watchdog, checkpointEvery: 2)
+        let fault = try h.mpirun(2, ["--config", cfg] + faultArgs, timeout: 90)
+        XCTAssertFalse(fault.timedOut, fault.output)
+        XCTAssertNotEqual(fault.status, 0)
+        XCTAssertEqual(try String(contentsOfFile: h.checkpoints(name) + "/latest", encoding: .utf8), "step-00000004\n")
+        let resumed = try h.mpirun(2, ["--config", cfg, "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertEqual(try h.weights(name), try h.weights("\(name)-full"), "resumed run must equal the uninterrupted one bit for bit")
+        return fault
+    }
+
+    func testKilledRankMidStepThenResume() throws {
+        let o = try recoverAfter(["--debug-kill-rank", "1", "--debug-kill-step", "5"], name: "kill", watchdog: 5)
+        XCTAssertLessThan(o.seconds, 5 + 15)
+    }
+
+    func testStalledRankThenResume() throws {
+        let o = try recoverAfter(["--debug-stall-rank", "0", "--debug-stall-step", "6", "--debug-stall-seconds", "120"], name: "stall", watchdog: 3)
+        XCTAssertTrue(o.output.contains("rank 1: watchdog: collective"), o.output)
+        XCTAssertTrue(o.output.contains("waiting for rank(s) 0"), o.output)
+    }
+
+    func testBatchNotDivisibleByRanksStopsEveryRank() throws {
+        let cfg = try h.config(name: "div", batch: 8)
+        let o = try h.mpirun(3, ["--config", cfg], timeout: 60)
+        XCTAssertNotEqual(o.status, 0)
+        for r in 0..<3 { XCTAssertTrue(o.output.contains("rank \(r): error: \(cfg): train.batch_size (8) must be divisible by ranks x grad_accum (3 x 1)"), o.output) }
+    }
+
+    func testMissingDataOnOneRankIsReportedByEveryRank() throws {
+        let cfg = try h.config(name: "missing")
+        // Rank 1 reads another data folder that lacks the shards.
+        let o = try h.run(["mpirun", "--oversubscribe", "-n", "1", h.binary, "--config", cfg, ":",
+                           "-n", "1", h.binary, "--config", cfg, "--set", "data.dir=\(h.dir)/nowhere"], timeout: 60)
+        XCTAssertNotEqual(o.status, 0)
+        XCTAssertTrue(o.output.contains("rank 1: error:"), o.output)
+        XCTAssertTrue(o.output.contains("rank 0: error:"), o.output)
+    }
+
+    func testCheckpointOfAnotherModelShapeOrVocabularyIsRefused() throws {
+        let cfg = try h.config(name: "shape", steps: 4, checkpointEvery: 4)
+        XCTAssertEqual(try h.run([h.binary, "--config", cfg]).status, 0)
+        let ck = h.checkpoints("shape") + "/step-00000004"
+        let wider = try h.run([h.binary, "--config", cfg, "--set", "model.d_ff=128", "--set", "run.name=other", "--resume", ck])
+        XCTAssertNotEqual(wider.status, 0)
+        XCTAssertTrue(wider.output.contains("'blocks.0.mlp.fc1.bias' has shape [64], this model needs [128]"), wider.output)
+        // Another vocabulary: same data folder layout, one more word.
+        let other = h.dir + "/data2"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        for f in ["train.bin", "valid.bin", "test.bin"] { try FileManager.default.copyItem(atPath: h.dir + "/data/" + f, toPath: other + "/" + f) }
+        var vocab = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: h.dir + "/data/vocab.json"))) as! [String: Any]
+        vocab["tokens"] = (vocab["tokens"] as! [String]) + ["zebra"]
+        vocab["counts"] = (vocab["counts"] as! [Int]) + [1]
+        try JSONSerialization.data(withJSONObject: vocab).write(to: URL(fileURLWithPath: other + "/vocab.json"))
+        let vocabMismatch = try h.run([h.binary, "--config", cfg, "--set", "data.dir=\(other)", "--set", "run.name=v", "--resume", ck])
+        XCTAssertNotEqual(vocabMismatch.status, 0)
+        XCTAssertTrue(vocabMismatch.output.contains("'tok_emb.weight' has shape"), vocabMismatch.output)
+    }
+}
