@@ -9,7 +9,7 @@ import FFData
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (not tests): collectives and kernels, timed in this process.",
-        subcommands: [BenchAllreduce.self])
+        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self])
 }
 
 /// Times a raw MPI_Allreduce of the model's gradient bytes next to the bucketed `GradientSync`
@@ -71,4 +71,131 @@ struct BenchAllreduce: ParsableCommand {
 /// The vocabulary size of a config's data (the model's shape depends on it).
 func dataVocabularySize(_ cfg: TrainConfig) throws -> Int {
     try Vocabulary.read(from: cfg.dataPath("vocab.json")).size
+}
+
+/// Median of the timings of `body` after one warm-up run.
+func medianSeconds(repeats: Int, _ body: () throws -> Void) rethrows -> Double {
+    try body()
+    var t: [Double] = []
+    for _ in 0..<max(repeats, 1) {
+        let t0 = Date()
+        try body()
+        t.append(Date().timeIntervalSince(t0))
+    }
+    return t.sorted()[t.count / 2]
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MB.
+func peakRSSMegabytes() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kb / 1024
+}
+
+/// sgemm GFLOP/s on (n x n) · (n x n), this process, this thread count: the MFU yardstick.
+func measuredSgemmGFLOPs(n: Int = 1024, repeats: Int = 5) -> Double {
+    let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
+    var c = [Float](repeating: 0, count: n * n)
+    let t = medianSeconds(repeats: repeats) {
+        sgemm(transA: false, transB: false, M: n, N: n, K: n, alpha: 1, a, lda: n, b, ldb: n, beta: 0, &c, ldc: n)
+    }
+    return 2 * Double(n * n * n) / t / 1e9
+}
+
+/// Forward + backward of one fused attention call on random data.
+struct BenchAttention: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attention",
+        abstract: "Fused attention forward+backward: time, pair-dims/s, memory.")
+
+    @Option var kind: String = "both"
+    @Option var batch = 8
+    @Option var heads = 8
+    @Option var seq = 256
+    @Option var dim = 16
+    @Flag var causal = false
+    @Option var threads = 1
+    @Option var repeats = 3
+    @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
+    @Option(name: .customLong("r-init")) var rInit: Float = 2.0
+
+    func run() throws {
+        let B = batch, T = seq, H = heads, D = dim, C = H * D
+        var rng = SplitMix64(seed: 1)
+        var qkv = [Float](repeating: 0, count: B * T * 3 * C)
+        for i in qkv.indices { qkv[i] = Float(rng.nextNormal() * ((i / C) % 3 == 2 ? 1 : std)) }
+        let g = (0..<(B * T * C)).map { _ in Float(rng.nextNormal()) }
+        var out = [Float](repeating: 0, count: B * T * C), stat = [Float](repeating: 0, count: B * H * T)
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
+        let kernels = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
+        let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
+        kernels.reserve(shape)
+        let pairs = Double(B * H) * (causal ? Double(T * (T + 1) / 2) : Double(T * T))
+        var results: [String: Double] = [:]
+        for k in (kind == "both" ? ["fourier", "softmax"] : [kind]) {
+            let R: [Float] = [rInit]
+            let fwd = try medianSeconds(repeats: repeats) {
+                if k == "fourier" {
+                    kernels.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
+                } else if k == "softmax" {
+                    kernels.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
+                } else { throw ValidationError("--kind must be fourier, softmax or both") }
+            }
+            let bwd = medianSeconds(repeats: repeats) {
+                if k == "fourier" {
+                    kernels.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: FourierSpec(), shape: shape)
+                } else {
+                    kernels.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
+                }
+            }
+            results[k] = fwd + bwd
+            let rowSum = k == "fourier" ? stat.reduce(0.0) { $0 + Double(($1 - 1e-6) / $1) } / Double(stat.count) : 1
+            print(String(format: "{\"kind\":\"%@\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"dim\":%d,\"causal\":%@,\"threads\":%d,\"seconds_fwd\":%.6f,\"seconds_bwd\":%.6f,\"seconds_fwd_bwd\":%.6f,\"pair_dims_per_s\":%.4g,\"workspace_mb\":%.2f,\"peak_rss_mb\":%.1f,\"attn_row_sum_mean\":%.4f}",
+                         k, B, H, T, D, causal ? "true" : "false", threads, fwd, bwd, fwd + bwd,
+                         pairs * Double(D) / (fwd + bwd), Double(kernels.workspaceBytes) / 1e6, peakRSSMegabytes(), rowSum))
+        }
+        if let f = results["fourier"], let s = results["softmax"] {
+            print(String(format: "fourier / softmax fwd+bwd time: %.2fx", f / s))
+        }
+    }
+}
+
+/// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here.
+struct BenchStep: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "step",
+        abstract: "Training steps of a config: tokens/s, model GFLOP/s and MFU vs in-process sgemm.")
+
+    @Option var config: String
+    @Option(name: .customLong("set")) var overrides: [String] = []
+    @Option var steps = 10
+
+    func run() throws {
+        do {
+            var cfg = try TrainConfig.load(path: config, overrides: overrides + ["train.eval_every=0", "train.log_every=1000000"])
+            cfg.train.steps = steps + 2
+            let trainer = try Trainer(config: cfg)
+            let m = cfg.model
+            let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = trainer.vocab.size
+            // Matmul FLOPs per token, forward: 2 x weights touched (qkv, proj, fc1, fc2, head);
+            // attention: QK^T and AV, 2 x 2 x C per visible key (T+1)/2 on average (causal).
+            let weights = Double(L * (4 * C * C + 2 * C * F) + V * C)
+            let attn = Double(L) * 4 * Double(C) * Double(T + 1) / 2
+            let flopsPerToken = 3 * (2 * weights + attn) // backward = 2 x forward
+            var times: [Double] = []
+            var last = Date()
+            let tokensPerStep = Double(cfg.train.batchSize * T)
+            trainer.beforeStep = { step in
+                let now = Date()
+                if step > 3 { times.append(now.timeIntervalSince(last)) }
+                last = now
+            }
+            _ = try? trainer.run()
+            let stepSec = times.sorted()[times.count / 2]
+            let peak = measuredSgemmGFLOPs()
+            let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
+            print(String(format: "{\"config\":\"%@\",\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
+                         config, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
+                         achieved, peak, achieved / peak, blasCoreName()))
+        } catch { fail(error) }
+    }
 }
