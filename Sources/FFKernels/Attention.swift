@@ -119,6 +119,36 @@ public final class AttentionKernels {
         }
     }
 
+    /// Loads row i of dout (head h) into padded chunks `gi`; returns c_i = g_i · O_i.
+    @inline(__always)
+    private func loadGradientRow(_ dout: UnsafePointer<Float>, _ out: UnsafePointer<Float>, _ s: AttentionShape,
+                                 b: Int, h: Int, i: Int, into gi: UnsafeMutablePointer<F8>) -> Float {
+        let D = s.headDim, at = (b * s.seq + i) * s.width + h * D
+        var ci: Float = 0
+        for c in 0..<nc {
+            var gv = F8()
+            for l in 0..<8 where c * 8 + l < D { gv[l] = dout[at + c * 8 + l]; ci += dout[at + c * 8 + l] * out[at + c * 8 + l] }
+            gi[c] = gv
+        }
+        return ci
+    }
+
+    /// Adds the per-head dk and dv tables (T, nc) into dqkv (B, T, 3C).
+    @inline(__always)
+    private func storeKeyValueGradients(_ dkT: UnsafePointer<F8>, _ dvT: UnsafePointer<F8>, into dqkv: UnsafeMutablePointer<Float>,
+                                        _ s: AttentionShape, b: Int, h: Int) {
+        let C = s.width, D = s.headDim
+        for t in 0..<s.seq {
+            let row = dqkv + (b * s.seq + t) * 3 * C + h * D
+            for c in 0..<nc {
+                for l in 0..<8 where c * 8 + l < D {
+                    row[C + c * 8 + l] += dkT[t * nc + c][l]
+                    row[2 * C + c * 8 + l] += dvT[t * nc + c][l]
+                }
+            }
+        }
+    }
+
     /// R of head h as padded chunks (padding lanes 0).
     @inline(__always)
     private func rChunk(_ R: UnsafePointer<Float>, mode: RMode, h: Int, c: Int, D: Int) -> F8 {
@@ -245,16 +275,8 @@ public final class AttentionKernels {
             let dRTask = partial + task * nc * 8
             for l in 0..<(nc * 8) { dRTask[l] = 0 }
             for i in 0..<T {
-                let g = dout + (b * T + i) * C + h * D
-                let o = out + (b * T + i) * C + h * D
-                var ci: Float = 0
-                for c in 0..<nc {
-                    var gv = F8()
-                    for l in 0..<8 where c * 8 + l < D { gv[l] = g[c * 8 + l]; ci += g[c * 8 + l] * o[c * 8 + l] }
-                    gi[c] = gv
-                    dqi[c] = F8()
-                    drRow[c] = F8()
-                }
+                let ci = loadGradientRow(dout, out, s, b: b, h: h, i: i, into: gi)
+                for c in 0..<nc { dqi[c] = F8(); drRow[c] = F8() }
                 let invS = 1 / rowSum[(b * s.heads + h) * T + i]
                 let jEnd = s.causal ? i + 1 : T
                 for j in 0..<jEnd {
@@ -283,15 +305,7 @@ public final class AttentionKernels {
                     for l in 0..<8 { dRTask[c * 8 + l] += Double(drRow[c][l]) }
                 }
             }
-            for t in 0..<T {
-                let row = dqkv + (b * T + t) * 3 * C + h * D
-                for c in 0..<nc {
-                    for l in 0..<8 where c * 8 + l < D {
-                        row[C + c * 8 + l] += dkT[t * nc + c][l]
-                        row[2 * C + c * 8 + l] += dvT[t * nc + c][l]
-                    }
-                }
-            }
+            storeKeyValueGradients(dkT, dvT, into: dqkv, s, b: b, h: h)
         }
         // Reduce the per-(b, h) dR in task order, in Double.
         let stride = nc * 8
@@ -370,14 +384,8 @@ public final class AttentionKernels {
             load(qkv, s, b: b, h: h, q: qT, k: kT, v: vT)
             for t in 0..<(T * nc) { dkT[t] = F8(); dvT[t] = F8() }
             for i in 0..<T {
-                let g = dout + (b * T + i) * C + h * D
-                let o = out + (b * T + i) * C + h * D
-                var ci: Float = 0
-                for c in 0..<nc {
-                    var gv = F8()
-                    for l in 0..<8 where c * 8 + l < D { gv[l] = g[c * 8 + l]; ci += g[c * 8 + l] * o[c * 8 + l] }
-                    gi[c] = gv; dqi[c] = F8()
-                }
+                let ci = loadGradientRow(dout, out, s, b: b, h: h, i: i, into: gi)
+                for c in 0..<nc { dqi[c] = F8() }
                 let lse = rowLSE[(b * s.heads + h) * T + i]
                 let jEnd = s.causal ? i + 1 : T
                 for j in 0..<jEnd {
@@ -394,15 +402,7 @@ public final class AttentionKernels {
                 let dq = dqkv + (b * T + i) * 3 * C + h * D
                 for c in 0..<nc { for l in 0..<8 where c * 8 + l < D { dq[c * 8 + l] += dqi[c][l] } }
             }
-            for t in 0..<T {
-                let row = dqkv + (b * T + t) * 3 * C + h * D
-                for c in 0..<nc {
-                    for l in 0..<8 where c * 8 + l < D {
-                        row[C + c * 8 + l] += dkT[t * nc + c][l]
-                        row[2 * C + c * 8 + l] += dvT[t * nc + c][l]
-                    }
-                }
-            }
+            storeKeyValueGradients(dkT, dvT, into: dqkv, s, b: b, h: h)
         }
     }
 }
