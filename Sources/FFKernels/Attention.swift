@@ -60,6 +60,8 @@ public final class AttentionKernels {
     let tableCount = 11
     let perWorker: Int
     let work: UnsafeMutablePointer<F8>
+    /// Per-worker scratch of the Fourier kernel.
+    let fourierScratch: [FourierScratch]
     /// Per (b, h) partial dR, reduced in a fixed order so results do not depend on threads.
     var dRPartial: UnsafeMutablePointer<Double>
     var dRPartialCount: Int
@@ -72,12 +74,15 @@ public final class AttentionKernels {
         work.initialize(repeating: F8(), count: perWorker * self.threads)
         dRPartialCount = 0
         dRPartial = .allocate(capacity: 1)
+        fourierScratch = (0..<self.threads).map { _ in FourierScratch(T: maxSeq, D: headDim) }
     }
 
     deinit {
         work.deallocate()
         dRPartial.deallocate()
     }
+
+    func reserveDR(_ n: Int) { ensurePartial(n) }
 
     private func ensurePartial(_ n: Int) {
         if n > dRPartialCount {
@@ -88,7 +93,9 @@ public final class AttentionKernels {
     }
 
     /// Bytes of workspace held.
-    public var workspaceBytes: Int { perWorker * threads * MemoryLayout<F8>.stride + dRPartialCount * 8 }
+    public var workspaceBytes: Int {
+        perWorker * threads * MemoryLayout<F8>.stride + dRPartialCount * 8 + fourierScratch.reduce(0) { $0 + $1.bytes }
+    }
 
     /// Reserves what a backward with this shape needs, so that the step itself allocates nothing.
     public func reserve(_ s: AttentionShape) {
@@ -145,186 +152,6 @@ public final class AttentionKernels {
                     row[C + c * 8 + l] += dkT[t * nc + c][l]
                     row[2 * C + c * 8 + l] += dvT[t * nc + c][l]
                 }
-            }
-        }
-    }
-
-    /// R of head h as padded chunks (padding lanes 0).
-    @inline(__always)
-    private func rChunk(_ R: UnsafePointer<Float>, mode: RMode, h: Int, c: Int, D: Int) -> F8 {
-        var r = F8()
-        for l in 0..<8 where c * 8 + l < D {
-            switch mode {
-            case .scalar: r[l] = R[0]
-            case .perDim: r[l] = R[c * 8 + l]
-            case .perHead: r[l] = R[h]
-            }
-        }
-        return r
-    }
-
-    /// rq = R q, with sin and cos tables of rq (and the same for k).
-    @inline(__always)
-    private func scaleAndTabulate(_ x: UnsafePointer<F8>, _ rx: UnsafeMutablePointer<F8>,
-                                  _ sx: UnsafeMutablePointer<F8>, _ cx: UnsafeMutablePointer<F8>,
-                                  r: UnsafePointer<F8>, T: Int) {
-        for t in 0..<T {
-            for c in 0..<nc {
-                let u = x[t * nc + c] * r[c]
-                rx[t * nc + c] = u
-                var s = F8(), co = F8()
-                for l in 0..<8 { s[l] = sinf(u[l]); co[l] = cosf(u[l]) }
-                sx[t * nc + c] = s; cx[t * nc + c] = co
-            }
-        }
-    }
-
-    // MARK: Fourier
-
-    /// Forward of Fourier attention.
-    /// - Parameters:
-    ///   - out: (B, T, C) attention output, overwritten.
-    ///   - rowSum: (B, H, T) receives S_i = Σ_j W_ij + eps for backward and health metrics.
-    ///   - qkv: (B, T, 3C); R: the layer's R (1, D or H entries by `spec.rMode`).
-    public func fourierForward(out: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>,
-                               qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                               spec: FourierSpec, shape s: AttentionShape) {
-        precondition(s.seq <= maxSeq && s.headDim == headDim)
-        let T = s.seq, C = s.width, D = s.headDim, nc = self.nc
-        parallelFor(s.batch * s.heads, threads: threads) { task, w in
-            let b = task / s.heads, h = task % s.heads
-            let qT = table(w, 0), kT = table(w, 1), vT = table(w, 2)
-            let rq = table(w, 3), rk = table(w, 4), sq = table(w, 5), cq = table(w, 6)
-            let sk = table(w, 7), ck = table(w, 8), accT = table(w, 9)
-            let rr = work + w * perWorker + tableCount * maxSeq * nc
-            load(qkv, s, b: b, h: h, q: qT, k: kT, v: vT)
-            for c in 0..<nc { rr[c] = rChunk(R, mode: spec.rMode, h: h, c: c, D: D) }
-            scaleAndTabulate(qT, rq, sq, cq, r: rr, T: T)
-            scaleAndTabulate(kT, rk, sk, ck, r: rr, T: T)
-            for i in 0..<T {
-                let acc = accT
-                for c in 0..<nc { acc[c] = F8() }
-                var sumW: Float = 0
-                let jEnd = s.causal ? i + 1 : T
-                for j in 0..<jEnd {
-                    let wgt = fourierWeight(i, j, rq, rk, sq, cq, sk, ck, p: spec.p)
-                    if wgt == 0 { continue }
-                    sumW += wgt
-                    for c in 0..<nc { acc[c] += wgt * vT[j * nc + c] }
-                }
-                let S = sumW + spec.eps
-                rowSum[(b * s.heads + h) * T + i] = S
-                let o = out + (b * T + i) * C + h * D
-                let inv = S > 0 ? 1 / S : 0
-                for c in 0..<nc {
-                    let a = acc[c] * inv
-                    for l in 0..<8 where c * 8 + l < D { o[c * 8 + l] = a[l] }
-                }
-            }
-        }
-    }
-
-    /// W_ij = Π_d sinc(u_d)^p with u = rq_i - rk_j, sin u from the angle-difference identity and
-    /// sinc by its series where |u| < 0.3 (the identity loses relative accuracy there).
-    @inline(__always)
-    private func fourierWeight(_ i: Int, _ j: Int, _ rq: UnsafePointer<F8>, _ rk: UnsafePointer<F8>,
-                               _ sq: UnsafePointer<F8>, _ cq: UnsafePointer<F8>,
-                               _ sk: UnsafePointer<F8>, _ ck: UnsafePointer<F8>, p: Int) -> Float {
-        var y = F8(repeating: 1)
-        for c in 0..<nc {
-            let u = rq[i * nc + c] - rk[j * nc + c]
-            let su = sq[i * nc + c] * ck[j * nc + c] - cq[i * nc + c] * sk[j * nc + c]
-            y *= sincChunk(u, su)
-        }
-        let Y = ((y[0] * y[1]) * (y[2] * y[3])) * ((y[4] * y[5]) * (y[6] * y[7]))
-        // Below 1e-9, Y^4 < 1e-36 would enter fp32's subnormal range, where every operation traps
-        // to microcode (~100x slower) for a weight that rounds to nothing against eps anyway.
-        if Y * Y < 1e-18 { return 0 }
-        return power(Y, p)
-    }
-
-    /// Backward of Fourier attention. Accumulates into dqkv (B, T, 3C) and dR (entries of R).
-    /// - Parameters:
-    ///   - dout: (B, T, C) gradient of the output; out: (B, T, C) the forward output.
-    ///   - rowSum: (B, H, T) saved by the forward.
-    public func fourierBackward(dqkv: UnsafeMutablePointer<Float>, dR: UnsafeMutablePointer<Float>,
-                                dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                                qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                                rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape) {
-        precondition(s.seq <= maxSeq && s.headDim == headDim)
-        let T = s.seq, C = s.width, D = s.headDim, nc = self.nc
-        let tasks = s.batch * s.heads
-        ensurePartial(tasks * nc * 8)
-        let partial = dRPartial
-        let pf = Float(spec.p)
-        parallelFor(tasks, threads: threads) { task, w in
-            let b = task / s.heads, h = task % s.heads
-            let qT = table(w, 0), kT = table(w, 1), vT = table(w, 2)
-            let rq = table(w, 3), rk = table(w, 4), sq = table(w, 5), cq = table(w, 6)
-            let sk = table(w, 7), ck = table(w, 8), dkT = table(w, 9), dvT = table(w, 10)
-            let rr = work + w * perWorker + tableCount * maxSeq * nc
-            let gi = rr + nc, dqi = rr + 2 * nc
-            load(qkv, s, b: b, h: h, q: qT, k: kT, v: vT)
-            for c in 0..<nc { rr[c] = rChunk(R, mode: spec.rMode, h: h, c: c, D: D) }
-            scaleAndTabulate(qT, rq, sq, cq, r: rr, T: T)
-            scaleAndTabulate(kT, rk, sk, ck, r: rr, T: T)
-            for t in 0..<(T * nc) { dkT[t] = F8(); dvT[t] = F8() }
-            // dR is a sum of terms far larger than itself: accumulate each row's terms in Float
-            // (drRow), then the rows in Double (dRTask).
-            let drRow = rr + 3 * nc
-            let dRTask = partial + task * nc * 8
-            for l in 0..<(nc * 8) { dRTask[l] = 0 }
-            for i in 0..<T {
-                let ci = loadGradientRow(dout, out, s, b: b, h: h, i: i, into: gi)
-                for c in 0..<nc { dqi[c] = F8(); drRow[c] = F8() }
-                let invS = 1 / rowSum[(b * s.heads + h) * T + i]
-                let jEnd = s.causal ? i + 1 : T
-                for j in 0..<jEnd {
-                    let wgt = fourierWeight(i, j, rq, rk, sq, cq, sk, ck, p: spec.p)
-                    if wgt == 0 { continue }
-                    let a = wgt * invS
-                    var G: Float = 0
-                    for c in 0..<nc { G += (gi[c] * vT[j * nc + c]).sum() }
-                    let z = pf * a * (G - ci)
-                    for c in 0..<nc {
-                        dvT[j * nc + c] += a * gi[c]
-                        let u = rq[i * nc + c] - rk[j * nc + c]
-                        let su = sq[i * nc + c] * ck[j * nc + c] - cq[i * nc + c] * sk[j * nc + c]
-                        let cu = cq[i * nc + c] * ck[j * nc + c] + sq[i * nc + c] * sk[j * nc + c]
-                        let zp = z * psiChunk(u, su, cu)
-                        let zpr = zp * rr[c]
-                        dqi[c] += zpr
-                        dkT[j * nc + c] -= zpr
-                        // (q - k) rather than u / R: R may be zero.
-                        drRow[c] += zp * (qT[i * nc + c] - kT[j * nc + c])
-                    }
-                }
-                let dq = dqkv + (b * T + i) * 3 * C + h * D
-                for c in 0..<nc {
-                    for l in 0..<8 where c * 8 + l < D { dq[c * 8 + l] += dqi[c][l] }
-                    for l in 0..<8 { dRTask[c * 8 + l] += Double(drRow[c][l]) }
-                }
-            }
-            storeKeyValueGradients(dkT, dvT, into: dqkv, s, b: b, h: h)
-        }
-        // Reduce the per-(b, h) dR in task order, in Double.
-        let stride = nc * 8
-        switch spec.rMode {
-        case .scalar:
-            var total = 0.0
-            for task in 0..<tasks { for d in 0..<D { total += partial[task * stride + d] } }
-            dR[0] += Float(total)
-        case .perDim:
-            for d in 0..<D {
-                var total = 0.0
-                for task in 0..<tasks { total += partial[task * stride + d] }
-                dR[d] += Float(total)
-            }
-        case .perHead:
-            for h in 0..<s.heads {
-                var total = 0.0
-                for b in 0..<s.batch { for d in 0..<D { total += partial[(b * s.heads + h) * stride + d] } }
-                dR[h] += Float(total)
             }
         }
     }
