@@ -63,8 +63,10 @@ public struct EvalResult: Sendable, Codable {
     public var tokens: Int
     /// The perplexity of the training split's unigram model on this split.
     public var unigramPerplexity: Double?
+    /// Window stride (= context: independent segments; smaller: sliding window).
+    public var stride: Int? = nil
     enum CodingKeys: String, CodingKey {
-        case step, split, loss, perplexity, tokens
+        case step, split, loss, perplexity, tokens, stride
         case unigramPerplexity = "unigram_perplexity"
     }
 }

@@ -282,15 +282,18 @@ public final class Trainer {
 
     /// Perplexity on independent segments of the context length (every token but the first
     /// predicted once), over at most `maxBatches` micro-batches per rank (0: all).
-    public func evaluate(_ data: LMDataset, split: String, step: Int, maxBatches: Int) throws -> EvalResult {
+    /// With `stride` (< context) the windows overlap and each scores only its new tokens, so
+    /// every token is predicted with at least context − stride tokens of history.
+    public func evaluate(_ data: LMDataset, split: String, step: Int, maxBatches: Int, stride: Int? = nil) throws -> EvalResult {
         let T = config.model.context
-        let segments = data.evalCount
+        let stride = min(max(stride ?? T, 1), T)
+        let segments = data.windowCount(stride: stride)
         var nll = 0.0, count = 0.0
         var first = comm.rank * microBatch
         var batches = 0
         while first < segments && (maxBatches == 0 || batches < maxBatches) {
             let n = min(microBatch, segments - first)
-            for row in 0..<n { data.evalSample(first + row, inputs: inputs + row * T, targets: targets + row * T) }
+            for row in 0..<n { data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T) }
             nll += model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
             for i in 0..<(n * T) where targets[i] >= 0 { count += 1 }
             first += microBatch * comm.size
@@ -299,7 +302,8 @@ public final class Trainer {
         var sums = [nll, count]
         try comm.allreduceSum(&sums, count: 2)
         let loss = sums[0] / max(sums[1], 1)
-        return EvalResult(step: step, split: split, loss: loss, perplexity: exp(loss), tokens: Int(sums[1]), unigramPerplexity: nil)
+        return EvalResult(step: step, split: split, loss: loss, perplexity: exp(loss), tokens: Int(sums[1]),
+                          unigramPerplexity: nil, stride: stride)
     }
 
     func unigramPerplexity(_ data: LMDataset) -> Double {
@@ -410,9 +414,9 @@ extension Trainer {
     }
 
     /// Full valid and test evaluation of the current weights, with unigram baselines.
-    public func evaluateSplits(step: Int = 0) throws -> [EvalResult] {
-        var v = try evaluate(valid, split: "valid", step: step, maxBatches: 0)
-        var t = try evaluate(test, split: "test", step: step, maxBatches: 0)
+    public func evaluateSplits(step: Int = 0, stride: Int? = nil) throws -> [EvalResult] {
+        var v = try evaluate(valid, split: "valid", step: step, maxBatches: 0, stride: stride)
+        var t = try evaluate(test, split: "test", step: step, maxBatches: 0, stride: stride)
         v.unigramPerplexity = unigramPerplexity(valid)
         t.unigramPerplexity = unigramPerplexity(test)
         return [v, t]

@@ -57,6 +57,7 @@ func printEvent(_ e: TrainEvent) {
                      formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health))
     case .evaluated(let r):
         var line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split, r.perplexity, r.tokens)
+        if let s = r.stride { line += " | stride \(s)" }
         if let u = r.unigramPerplexity { line += String(format: " | unigram perplexity %.2f", u) }
         print(line)
     case .skipped(let step, let reason):
@@ -168,13 +169,19 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Weights (safetensors); default: RUN_DIR/model.safetensors.")
     var weights: String?
 
+    @Option(name: .long, help: "Sliding-window stride (default: the context, i.e. independent segments).")
+    var stride: Int?
+
     func run() throws {
         do {
             let cfg = try TrainConfig.load(path: config, overrides: overrides)
             let trainer = try Trainer(config: cfg)
             let path = weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors")
             try trainer.loadWeights(from: path)
-            for r in try trainer.evaluateSplits() { printEvent(.evaluated(r)) }
+            if let stride, stride < 1 || stride > cfg.model.context {
+                throw ConfigError("--stride \(stride) must be between 1 and the context (\(cfg.model.context))")
+            }
+            for r in try trainer.evaluateSplits(stride: stride) { printEvent(.evaluated(r)) }
         } catch {
             fail(error)
         }

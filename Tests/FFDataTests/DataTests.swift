@@ -103,3 +103,27 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(s.order(epoch: 2), EpochSampler(count: 103, seed: 42, globalBatch: 10).order(epoch: 2))
     }
 }
+
+final class SlidingWindowTests: XCTestCase {
+    func testEveryTokenIsScoredOnceForAnyStride() throws {
+        let path = NSTemporaryDirectory() + "sw-\(UUID().uuidString).bin"
+        defer { unlink(path) }
+        let tokens = (0..<203).map { Int32($0) }
+        try writeTokenShard(tokens, to: path)
+        let ds = try LMDataset(shard: try TokenShard(path: path), context: 16)
+        for stride in [1, 3, 8, 15, 16] {
+            var scored: [Int32] = []
+            var inp = [Int32](repeating: 0, count: 16), tgt = inp
+            for w in 0..<ds.windowCount(stride: stride) {
+                ds.windowSample(w, stride: stride, inputs: &inp, targets: &tgt)
+                for t in 0..<16 where tgt[t] >= 0 {
+                    scored.append(tgt[t])
+                    XCTAssertEqual(tgt[t], inp[t] + 1, "target follows its input")
+                    if w > 0 { XCTAssertGreaterThanOrEqual(t, 16 - stride, "a later window scores only its last stride tokens") }
+                }
+            }
+            XCTAssertEqual(scored, Array(tokens.dropFirst()), "stride \(stride)")
+        }
+        XCTAssertEqual(ds.windowCount(stride: 16), ds.evalCount)
+    }
+}

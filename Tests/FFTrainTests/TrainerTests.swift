@@ -110,3 +110,18 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try Safetensors.read(path: path)) { e in XCTAssertTrue("\(e)".contains("do not fit"), "\(e)") }
     }
 }
+
+extension TrainerTests {
+    func testSlidingWindowWithStrideContextEqualsSegmentEvaluation() throws {
+        let trainer = try Trainer(config: try config(["train.steps=3"]))
+        try trainer.run()
+        let segments = try trainer.evaluateSplits()
+        let sliding = try trainer.evaluateSplits(stride: 16)
+        XCTAssertEqual(sliding[0].perplexity, segments[0].perplexity)
+        XCTAssertEqual(sliding[1].perplexity, segments[1].perplexity)
+        let overlapping = try trainer.evaluateSplits(stride: 4)
+        XCTAssertEqual(overlapping[1].tokens, segments[1].tokens, "the same tokens are scored, with more context")
+        XCTAssertTrue(overlapping[1].perplexity.isFinite)
+        XCTAssertNotEqual(overlapping[1].perplexity, segments[1].perplexity)
+    }
+}
