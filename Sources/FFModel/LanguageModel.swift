@@ -426,3 +426,55 @@ public final class LanguageModel {
         }
     }
 }
+
+extension LanguageModel {
+    /// The attention maps A (H maps of T x T, row-major, in Double) of `layer` for sequence `b`
+    /// of the last forward pass, recomputed from its saved q, k, v (analysis only; allocates).
+    public func attentionMaps(layer: Int, sequence b: Int) -> [[Double]] {
+        precondition(b < lastBatch, "sequence \(b) not in the last forward's batch of \(lastBatch)")
+        let T = config.context, C = config.dModel, H = config.heads, D = config.headDim
+        let qkv = acts[layer].qkv, p = params.pointer
+        var maps: [[Double]] = []
+        for h in 0..<H {
+            func slice(_ off: Int) -> [Double] {
+                (0..<T).flatMap { t in (0..<D).map { d in Double(qkv[(b * T + t) * 3 * C + off + h * D + d]) } }
+            }
+            let q = slice(0), k = slice(C), v = slice(2 * C)
+            switch config.attention {
+            case .fourier(let spec, _):
+                let R = p + blockParams[layer].R
+                let r: [Double] = (0..<D).map { d in
+                    switch spec.rMode {
+                    case .scalar: Double(R[0])
+                    case .perDim: Double(R[d])
+                    case .perHead: Double(R[h])
+                    }
+                }
+                maps.append(FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: spec.p,
+                                                     eps: Double(spec.eps), causal: true).a)
+            case .softmax:
+                var a = [Double](repeating: 0, count: T * T)
+                let scale = 1 / Double(D).squareRoot()
+                for i in 0..<T {
+                    var mx = -Double.infinity
+                    for j in 0...i {
+                        var s = 0.0
+                        for d in 0..<D { s += q[i * D + d] * k[j * D + d] }
+                        a[i * T + j] = s * scale; mx = max(mx, s * scale)
+                    }
+                    var sum = 0.0
+                    for j in 0...i { a[i * T + j] = exp(a[i * T + j] - mx); sum += a[i * T + j] }
+                    for j in 0...i { a[i * T + j] /= sum }
+                }
+                maps.append(a)
+            }
+        }
+        return maps
+    }
+
+    /// The learned R entries of `layer` (empty for softmax attention).
+    public func rValues(layer: Int) -> [Float] {
+        guard let t = layout["blocks.\(layer).attn.R"] else { return [] }
+        return Array(UnsafeBufferPointer(start: params.pointer + t.offset, count: t.count))
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+
+/// Measures of a layer's attention maps: the questions the paper asks of FourierFormer.
+public enum AttentionStats {
+    /// Mean over pairs of heads of the mean over query rows of ‖A_h[i,:] − A_h'[i,:]‖₂: the paper's
+    /// redundancy measure (higher = heads attend differently = less redundant). maps: H maps (T x T).
+    public static func meanPairwiseHeadDistance(_ maps: [[Double]], T: Int) -> Double {
+        let H = maps.count
+        guard H > 1 else { return 0 }
+        var total = 0.0, pairs = 0
+        for a in 0..<H {
+            for b in (a + 1)..<H {
+                var rows = 0.0
+                for i in 0..<T {
+                    var s = 0.0
+                    for j in 0..<T { let d = maps[a][i * T + j] - maps[b][i * T + j]; s += d * d }
+                    rows += s.squareRoot()
+                }
+                total += rows / Double(T); pairs += 1
+            }
+        }
+        return total / Double(pairs)
+    }
+
+    /// Mean over rows of the entropy −Σ_j A_ij log A_ij (nats) of one map, each row normalised to
+    /// sum 1 first (a collapsed Fourier row, Σ_j A ≈ 0, counts as its normalised shape).
+    public static func meanRowEntropy(_ map: [Double], T: Int) -> Double {
+        var total = 0.0
+        for i in 0..<T {
+            var s = 0.0
+            for j in 0..<T { s += map[i * T + j] }
+            guard s > 0 else { continue }
+            var e = 0.0
+            for j in 0..<T { let p = map[i * T + j] / s; if p > 0 { e -= p * log(p) } }
+            total += e
+        }
+        return total / Double(T)
+    }
+
+    /// (mean Σ_j A_ij, fraction of rows whose Σ_j W fell below eps, i.e. Σ_j A_ij < 1/2).
+    public static func rowHealth(_ map: [Double], T: Int) -> (meanRowSum: Double, collapsed: Double) {
+        var sum = 0.0, collapsed = 0
+        for i in 0..<T {
+            var s = 0.0
+            for j in 0..<T { s += map[i * T + j] }
+            sum += s
+            if s < 0.5 { collapsed += 1 }
+        }
+        return (sum / Double(T), Double(collapsed) / Double(T))
+    }
+}
+
+/// The analysis of one checkpoint on one split, written as JSON by `swift-ff-train analyze`.
+public struct AttentionReport: Codable, Sendable {
+    public struct Head: Codable, Sendable {
+        public var entropy: Double
+        public var meanRowSum: Double
+        public var collapsedRows: Double
+        enum CodingKeys: String, CodingKey { case entropy, meanRowSum = "mean_row_sum", collapsedRows = "collapsed_rows" }
+    }
+    public struct Layer: Codable, Sendable {
+        public var layer: Int
+        public var meanPairwiseHeadDistance: Double
+        public var heads: [Head]
+        public var r: [Float]
+        enum CodingKeys: String, CodingKey { case layer, heads, r = "R", meanPairwiseHeadDistance = "mean_pairwise_head_distance" }
+    }
+    public var attention: String
+    public var split: String
+    public var sequences: Int
+    public var layers: [Layer]
+}
+
+extension Trainer {
+    /// Runs `sequences` segments of a split through the model and averages the attention
+    /// statistics per layer and head; `onMaps(layer, maps)` sees the first sequence's maps.
+    public func analyzeAttention(split: String, sequences: Int,
+                                 onMaps: (Int, [[Double]]) -> Void = { _, _ in }) throws -> AttentionReport {
+        let data = split == "test" ? test : split == "train" ? train : valid
+        let T = config.model.context, H = config.model.heads, L = config.model.layers
+        let n = min(sequences, data.evalCount, microBatch)
+        guard n >= 1 else { throw ConfigError("analyze: no sequence to analyse in the \(split) split") }
+        for row in 0..<n { data.evalSample(row, inputs: inputs + row * T, targets: targets + row * T) }
+        _ = model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
+        var layers: [AttentionReport.Layer] = []
+        for l in 0..<L {
+            var heads = [AttentionReport.Head](repeating: .init(entropy: 0, meanRowSum: 0, collapsedRows: 0), count: H)
+            var distance = 0.0
+            for b in 0..<n {
+                let maps = model.attentionMaps(layer: l, sequence: b)
+                if b == 0 { onMaps(l, maps) }
+                distance += AttentionStats.meanPairwiseHeadDistance(maps, T: T) / Double(n)
+                for h in 0..<H {
+                    let health = AttentionStats.rowHealth(maps[h], T: T)
+                    heads[h].entropy += AttentionStats.meanRowEntropy(maps[h], T: T) / Double(n)
+                    heads[h].meanRowSum += health.meanRowSum / Double(n)
+                    heads[h].collapsedRows += health.collapsed / Double(n)
+                }
+            }
+            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads, r: model.rValues(layer: l)))
+        }
+        return AttentionReport(attention: config.model.attention.name, split: split, sequences: n, layers: layers)
+    }
+}
+
+/// Attention maps as an SVG heat map: the heads of one layer side by side, each averaged down to
+/// at most 64 x 64 cells (darker = more weight).
+public func attentionHeatmapSVG(_ maps: [[Double]], T: Int, title: String) -> String {
+    let cells = min(T, 64), f = Double(T) / Double(cells), size = 4, gap = 12
+    let width = maps.count * (cells * size + gap) + gap, height = cells * size + 40
+    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(gap)\" y=\"14\">\(title)</text>\n"
+    for (h, m) in maps.enumerated() {
+        let x0 = gap + h * (cells * size + gap)
+        svg += "<text x=\"\(x0)\" y=\"32\">head \(h)</text>\n"
+        var peak = 1e-12
+        var pooled = [Double](repeating: 0, count: cells * cells)
+        for i in 0..<T { for j in 0..<T { pooled[Int(Double(i) / f) * cells + Int(Double(j) / f)] += m[i * T + j] } }
+        for v in pooled { peak = max(peak, v) }
+        for r in 0..<cells {
+            for c in 0..<cells where pooled[r * cells + c] > 0 {
+                let shade = Int(255 * (1 - (pooled[r * cells + c] / peak).squareRoot()))
+                svg += "<rect x=\"\(x0 + c * size)\" y=\"\(36 + r * size)\" width=\"\(size)\" height=\"\(size)\" fill=\"rgb(\(shade),\(shade),255)\"/>\n"
+            }
+        }
+    }
+    return svg + "</svg>\n"
+}
