@@ -171,7 +171,11 @@ struct BenchStep: ParsableCommand {
 
     func run() throws {
         do {
-            var cfg = try TrainConfig.load(path: config, overrides: overrides + ["train.eval_every=0", "train.log_every=1000000"])
+            // A benchmark must not touch the user's runs: its run folder is a temporary one.
+            let scratch = NSTemporaryDirectory() + "swift-ff-train-bench-\(getpid())"
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            var cfg = try TrainConfig.load(path: config, overrides: overrides + ["train.eval_every=0", "train.log_every=1000000",
+                                                                                 "run.dir=\(scratch)", "checkpoint.every=0"])
             cfg.train.steps = steps + 2
             let trainer = try Trainer(config: cfg)
             let m = cfg.model
