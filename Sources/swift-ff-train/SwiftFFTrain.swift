@@ -8,7 +8,7 @@ struct SwiftFFTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swift-ff-train",
         abstract: "Train FourierFormer (and softmax) Transformers on CPUs, in one process or over MPI.",
-        subcommands: [Train.self, Prepare.self, Eval.self, Analyze.self, Export.self, Inspect.self, Bench.self, Fuzz.self],
+        subcommands: [Train.self, Prepare.self, Eval.self, Analyze.self, Plot.self, Export.self, Inspect.self, Bench.self, Fuzz.self],
         defaultSubcommand: Train.self)
 
     static func main() {

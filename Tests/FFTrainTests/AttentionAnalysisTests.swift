@@ -66,3 +66,22 @@ extension TrainerTests {
         }
     }
 }
+
+final class PlotTests: XCTestCase {
+    func testCurvesFromMetricsAndTheirChart() throws {
+        let path = NSTemporaryDirectory() + "m-\(UUID().uuidString).jsonl"
+        defer { unlink(path) }
+        let lines = [#"{"step":1,"loss":9.5,"grad_norm":1.0,"lr":0.1}"#, #"{"step":2,"loss":8.0,"grad_norm":1.0,"lr":0.1}"#,
+                     #"{"step":2,"split":"valid","loss":8.1,"perplexity":3300.0,"tokens":10}"#,
+                     #"{"step":2,"split":"test","loss":8.2,"perplexity":3640.0,"tokens":10}"#,
+                     #"{"step":3,"skipped":true,"reason":"nonfinite"}"#]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let c = try RunCurves.read(path, name: "run")
+        XCTAssertEqual(c.loss.map { $0.0 }, [1, 2])
+        XCTAssertEqual(c.validPerplexity.map { $0.1 }, [3300])
+        let svg = curvesSVG([c, c], title: "t")
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 4, "2 runs x 2 panels")
+        try "not json\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try RunCurves.read(path, name: "x")) { XCTAssertTrue("\($0)".contains("line 1"), "\($0)") }
+    }
+}
