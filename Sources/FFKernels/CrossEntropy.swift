@@ -19,23 +19,12 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
             return
         }
         let target = row[t]
-        let raw = UnsafeMutableRawPointer(row)
-        var mx8 = SIMD8<Float>(repeating: -.infinity)
-        for c in 0..<chunks { mx8 = pointwiseMax(mx8, raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)) }
-        var mx = mx8.max()
-        for v in (chunks * 8)..<V { mx = max(mx, row[v]) }
         // e = exp(logit - max), kept in the row for the gradient.
-        var s8 = SIMD8<Float>()
-        let mxv = SIMD8<Float>(repeating: mx)
-        for c in 0..<chunks {
-            let e = fastExp(raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) - mxv)
-            raw.storeBytes(of: e, toByteOffset: c * 32, as: SIMD8<Float>.self)
-            s8 += e
-        }
-        var s = s8.sum()
-        for v in (chunks * 8)..<V { let e = expf(row[v] - mx); row[v] = e; s += e }
+        let mx = rowMax(row, V)
+        let s = expShiftInPlace(row, V, mx)
         rowLoss[m] = Double(mx + logf(s) - target)
         if let dscale {
+            let raw = UnsafeMutableRawPointer(row)
             let k = SIMD8<Float>(repeating: dscale / s)
             for c in 0..<chunks {
                 let e = raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
@@ -48,6 +37,31 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
     var total = 0.0
     for m in 0..<M { total += rowLoss[m] }
     return total
+}
+
+/// max of row[0..<n].
+@inline(__always) func rowMax(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
+    let raw = UnsafeRawPointer(row), chunks = n / 8
+    var m8 = SIMD8<Float>(repeating: -.infinity)
+    for c in 0..<chunks { m8 = pointwiseMax(m8, raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)) }
+    var m = m8.max()
+    for j in (chunks * 8)..<n { m = max(m, row[j]) }
+    return m
+}
+
+/// row[j] = exp(row[j] - shift) for j < n; returns their sum.
+@inline(__always) func expShiftInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int, _ shift: Float) -> Float {
+    let raw = UnsafeMutableRawPointer(row), chunks = n / 8
+    let sv = SIMD8<Float>(repeating: shift)
+    var s8 = SIMD8<Float>()
+    for c in 0..<chunks {
+        let e = fastExp(raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) - sv)
+        raw.storeBytes(of: e, toByteOffset: c * 32, as: SIMD8<Float>.self)
+        s8 += e
+    }
+    var s = s8.sum()
+    for j in (chunks * 8)..<n { let e = expf(row[j] - shift); row[j] = e; s += e }
+    return s
 }
 
 /// exp(x) per lane for x <= 0 (softmax arguments), relative error < 5e-6 (tested): 2^n * 2^f, degree-6

@@ -39,26 +39,8 @@ extension AttentionKernels {
                              lse: UnsafeMutablePointer<Float>, recompute: Bool) {
         for i in 0..<T {
             let row = P + i * T, n = causal ? i + 1 : T
-            let raw = UnsafeMutableRawPointer(row)
-            let chunks = n / 8
-            var mx: Float
-            if recompute {
-                mx = lse[i]
-            } else {
-                var m8 = SIMD8<Float>(repeating: -.infinity)
-                for c in 0..<chunks { m8 = pointwiseMax(m8, raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)) }
-                mx = m8.max()
-                for j in (chunks * 8)..<n { mx = max(mx, row[j]) }
-            }
-            let mv = SIMD8<Float>(repeating: mx)
-            var s8 = SIMD8<Float>()
-            for c in 0..<chunks {
-                let e = fastExp(raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) - mv)
-                raw.storeBytes(of: e, toByteOffset: c * 32, as: SIMD8<Float>.self)
-                s8 += e
-            }
-            var sum = s8.sum()
-            for j in (chunks * 8)..<n { let e = expf(row[j] - mx); row[j] = e; sum += e }
+            let mx = recompute ? lse[i] : rowMax(row, n)
+            let sum = expShiftInPlace(row, n, mx)
             for j in n..<T { row[j] = 0 }
             if recompute { continue } // exp(s - lse) is already the probability
             let inv = 1 / sum
