@@ -118,7 +118,8 @@ public func attentionHeatmapSVG(_ maps: [[Double]], T: Int, title: String) -> St
         for i in 0..<T { for j in 0..<T { pooled[Int(Double(i) / f) * cells + Int(Double(j) / f)] += m[i * T + j] } }
         for v in pooled { peak = max(peak, v) }
         for r in 0..<cells {
-            for c in 0..<cells where pooled[r * cells + c] > 0 {
+            // Cells under 1e-4 of the peak would be drawn white anyway: leaving them out keeps files small.
+            for c in 0..<cells where pooled[r * cells + c] > 1e-4 * peak {
                 let shade = Int(255 * (1 - (pooled[r * cells + c] / peak).squareRoot()))
                 svg += "<rect x=\"\(x0 + c * size)\" y=\"\(36 + r * size)\" width=\"\(size)\" height=\"\(size)\" fill=\"rgb(\(shade),\(shade),255)\"/>\n"
             }

@@ -38,6 +38,9 @@ final class AttentionAnalysisTests: XCTestCase {
         XCTAssertTrue(svg.hasPrefix("<svg"))
         XCTAssertTrue(svg.contains("head 0") && svg.contains("head 1"))
         XCTAssertEqual(svg.components(separatedBy: "<rect").count - 2, 2 * 36, "36 lower-triangle cells per head")
+        var sparse = [Double](repeating: 0, count: 64)
+        sparse[0] = 1; sparse[9] = 1e-9
+        XCTAssertEqual(attentionHeatmapSVG([sparse], T: 8, title: "t").components(separatedBy: "<rect").count - 2, 1, "negligible cells are not drawn")
     }
 }
 
