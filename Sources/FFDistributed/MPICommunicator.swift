@@ -200,6 +200,23 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "allgather(\(counts.reduce(0, +)) floats)")
     }
 
+    /// A barrier that gives up after `seconds` instead of aborting: lets every rank finish
+    /// printing its error before any exits (mpirun kills the others when one exits non-zero).
+    /// Returns whether all ranks arrived.
+    @discardableResult
+    public func barrier(within seconds: Double) -> Bool {
+        var req: MPI_Request? = nil
+        guard MPI_Ibarrier(world, &req) == MPI_SUCCESS else { return false }
+        let start = Date()
+        var done: Int32 = 0
+        while Date().timeIntervalSince(start) < seconds {
+            guard MPI_Test(&req, &done, cmpi_status_ignore()) == MPI_SUCCESS else { return false }
+            if done != 0 { return true }
+            usleep(1000)
+        }
+        return false
+    }
+
     public func barrier() throws {
         enter()
         var req: MPI_Request? = nil

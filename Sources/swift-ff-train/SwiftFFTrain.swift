@@ -22,10 +22,13 @@ struct SwiftFFTrain: ParsableCommand {
     }
 }
 
-/// Prints to standard error and exits non-zero: the one way a command reports a failure.
-func fail(_ error: Error, rank: Int? = nil) -> Never {
+/// Prints to standard error and exits non-zero: the one way a command reports a failure. Under
+/// MPI, ranks wait (briefly) for each other first, so that every rank's message gets out before
+/// mpirun tears the job down.
+func fail(_ error: Error, rank: Int? = nil, comm: Communicator? = nil) -> Never {
     let prefix = rank.map { "rank \($0): " } ?? ""
     FileHandle.standardError.write(Data("\(prefix)error: \(error)\n".utf8))
+    (comm as? MPICommunicator)?.barrier(within: 2)
     exit(1)
 }
 
@@ -152,7 +155,7 @@ struct Train: ParsableCommand {
             }
             mpi?.finalize()
         } catch {
-            fail(error, rank: rank)
+            fail(error, rank: rank, comm: comm)
         }
     }
 }
