@@ -23,7 +23,7 @@ public protocol Communicator: AnyObject {
     /// Lets outstanding non-blocking collectives progress, without waiting.
     func progressPending() throws
     /// Waits for every outstanding non-blocking collective.
-    func waitPending(_ what: String) throws
+    func waitPending(_ what: @autoclosure () -> String) throws
 }
 
 extension Communicator {
@@ -53,5 +53,5 @@ public final class SingleProcess: Communicator {
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func progressPending() throws {}
-    public func waitPending(_ what: String) throws {}
+    public func waitPending(_ what: @autoclosure () -> String) throws {}
 }

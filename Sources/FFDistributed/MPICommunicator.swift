@@ -117,15 +117,15 @@ public final class MPICommunicator: Communicator {
     /// Waits for `request` with the watchdog. Open MPI's non-blocking collectives progress only
     /// inside MPI calls, so the first 50 ms poll back to back (yielding the core, which matters when
     /// ranks outnumber cores); after that the poll backs off to at most 1 ms between tests.
-    private func wait(_ request: inout MPI_Request?, _ what: String) throws {
+    private func wait(_ request: inout MPI_Request?, _ what: @autoclosure () -> String) throws {
         let start = Date()
         var done: Int32 = 0
         var sleepMicros: UInt32 = 0
         while true {
-            try check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test(\(what))")
+            try check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test(\(what()))")
             if done != 0 { return }
             let elapsed = Date().timeIntervalSince(start)
-            if elapsed > watchdogSeconds { watchdogFire(what, elapsed) }
+            if elapsed > watchdogSeconds { watchdogFire(what(), elapsed) }
             if elapsed < 0.05 {
                 sched_yield()
             } else {
@@ -241,8 +241,8 @@ public final class MPICommunicator: Communicator {
         try check(MPI_Testall(Int32(pending.count), &pending, &flag, cmpi_statuses_ignore()), "MPI_Testall")
     }
 
-    public func waitPending(_ what: String) throws {
-        for i in pending.indices { try wait(&pending[i], what) }
+    public func waitPending(_ what: @autoclosure () -> String) throws {
+        for i in pending.indices { try wait(&pending[i], what()) }
         pending.removeAll(keepingCapacity: true)
     }
 }

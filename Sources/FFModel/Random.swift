@@ -19,11 +19,17 @@ public struct SplitMix64: Sendable, Equatable {
     }
 
     /// A key derived from several integers, for counter-based streams (dropout masks, orders).
-    public static func key(_ parts: UInt64...) -> UInt64 {
-        var h: UInt64 = 0x2545_F491_4F6C_DD1D
-        for p in parts { h = mix(h ^ mix(p &+ 0x9E37_79B9_7F4A_7C15)) }
-        return h
+    /// Fixed arities rather than variadics: a variadic call allocates its array, and these run
+    /// inside the training step.
+    @inline(__always) public static func key(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        fold(fold(0x2545_F491_4F6C_DD1D, a), b)
     }
+
+    @inline(__always) public static func key(_ a: UInt64, _ b: UInt64, _ c: UInt64) -> UInt64 {
+        fold(key(a, b), c)
+    }
+
+    @inline(__always) static func fold(_ h: UInt64, _ p: UInt64) -> UInt64 { mix(h ^ mix(p &+ 0x9E37_79B9_7F4A_7C15)) }
 
     /// Uniform in [0, 1) with 24 random bits.
     public mutating func nextFloat() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }

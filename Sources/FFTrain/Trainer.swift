@@ -31,6 +31,8 @@ public final class Trainer {
     public let microBatch: Int
     let inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
     let keys: UnsafeMutablePointer<UInt64>
+    /// (loss sum, stop votes) of a step, reduced over ranks.
+    let stepSums: UnsafeMutablePointer<Double>
     var order: [Int] = []
     var orderEpoch = -1
     let sync: GradientSync
@@ -106,10 +108,11 @@ public final class Trainer {
         inputs = .allocate(capacity: microBatch * T)
         targets = .allocate(capacity: microBatch * T)
         keys = .allocate(capacity: microBatch)
+        stepSums = .allocate(capacity: 2)
     }
 
     deinit {
-        inputs.deallocate(); targets.deallocate(); keys.deallocate()
+        inputs.deallocate(); targets.deallocate(); keys.deallocate(); stepSums.deallocate()
     }
 
     /// Bytes this rank holds for training (see `StartInfo.memoryBytes`).
@@ -187,11 +190,12 @@ public final class Trainer {
                 exposed += Date().timeIntervalSince(tz)
             }
             let t1 = Date()
-            // The loss sum and the stop votes travel in one allreduce.
-            var reduced = [lossSum, stopRequested() ? 1 : 0]
-            try comm.allreduceSum(&reduced, count: 2)
-            lossSum = reduced[0]
-            let stop = reduced[1] > 0
+            // The loss sum and the stop votes travel in one allreduce (a preallocated pair).
+            stepSums[0] = lossSum
+            stepSums[1] = stopRequested() ? 1 : 0
+            try comm.allreduceSum(stepSums, count: 2)
+            lossSum = stepSums[0]
+            let stop = stepSums[1] > 0
             exposed += Date().timeIntervalSince(t1)
             computeSeconds += Date().timeIntervalSince(t0) - exposed
             commSeconds += exposed
