@@ -16,11 +16,10 @@ public struct LMDataset: Sendable {
     /// Number of samples.
     public var count: Int { (shard.count - 1) / context }
 
-    /// Writes sample `i`'s inputs and targets (T each).
+    /// Writes sample `i`'s inputs and targets (T each): segment i, always a full one (i < count).
     public func sample(_ i: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
-        let start = i * context
-        shard.copy(from: start, count: context, into: inputs)
-        shard.copy(from: start + 1, count: context, into: targets)
+        precondition(i >= 0 && i < count)
+        windowSample(i, stride: context, inputs: inputs, targets: targets)
     }
 }
 

@@ -28,13 +28,6 @@ public protocol Communicator: AnyObject {
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
-
-    /// Sum of one Double over ranks.
-    public func sum(_ x: Double) throws -> Double {
-        var v = x
-        try allreduceSum(&v, count: 1)
-        return v
-    }
 }
 
 /// The world of one process: every collective is the identity.

@@ -109,7 +109,6 @@ public final class LanguageModel {
         // Activations.
         let BT = maxBatch * T, H = config.heads
         let a = arena
-        struct Handles { var h: [Int] }
         var blockHandles: [[Int]] = []
         for _ in 0..<L {
             let sizes = [BT * C, BT, BT, BT * 3 * C, BT * C, maxBatch * H * T, BT * C, BT * C, BT * C,
@@ -190,7 +189,7 @@ public final class LanguageModel {
     /// (B, T); a target < 0 is ignored.
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch B: Int, mode: Mode) -> Double {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the model's allocation \(maxBatch)")
-        let T = config.context, C = config.dModel, F = config.dFF, V = config.vocabSize, BT = B * T
+        let T = config.context, C = config.dModel, V = config.vocabSize, BT = B * T
         let p = params.pointer
         tokensBuf.update(from: tokens, count: BT)
         targetsBuf.update(from: targets, count: BT)
@@ -224,7 +223,6 @@ public final class LanguageModel {
             final = lnfOut
         }
         linearForward(logits, final, p + head, nil, M: BT, K: C, N: V)
-        _ = F
         return crossEntropy(logits: logits, targets: targets, M: BT, V: V, dscale: scale, rowLoss: rowLoss, threads: threads)
     }
 

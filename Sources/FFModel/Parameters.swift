@@ -51,10 +51,6 @@ public final class FlatBuffer: @unchecked Sendable {
         set { pointer[i] = newValue }
     }
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
-    public func copy(from other: FlatBuffer) {
-        precondition(other.count == count)
-        pointer.update(from: other.pointer, count: count)
-    }
 }
 
 /// Hands out pieces of one big allocation, all sized at start-up (llm.c's activation arena).

@@ -19,10 +19,9 @@ public struct StartInfo: Sendable {
     public var tokensPerStep: Int
     public var attention: String
     public var runDirectory: String
-    /// Bytes this rank holds for training state: parameters, gradients, AdamW moments (all or its
-    /// ZeRO-1 partition), the reduce-scatter buffer, activations and workspaces.
-    public var memoryBytes: Int
-    /// Per rank (in rank order): bytes of training state, and of AdamW moments alone.
+    /// Per rank (in rank order): bytes held for training — parameters, gradients, AdamW moments (all
+    /// or the ZeRO-1 partition), the reduce-scatter buffer, activations, workspaces — and of the
+    /// AdamW moments alone.
     public var memoryPerRank: [Int]
     public var optimizerBytesPerRank: [Int]
     public var zero1: Bool

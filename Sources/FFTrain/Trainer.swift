@@ -115,7 +115,7 @@ public final class Trainer {
         inputs.deallocate(); targets.deallocate(); keys.deallocate(); stepSums.deallocate()
     }
 
-    /// Bytes this rank holds for training (see `StartInfo.memoryBytes`).
+    /// Bytes this rank holds for training (see `StartInfo.memoryPerRank`).
     public var memoryBytes: Int {
         4 * (model.params.count + model.grads.count + m.count + v.count + (gradShard?.count ?? 0)) + model.activationBytes
     }
@@ -146,7 +146,7 @@ public final class Trainer {
         onEvent(.started(StartInfo(parameters: model.params.count, vocabSize: vocab.size, trainTokens: train.shard.count,
                                    worldSize: comm.size, steps: tc.steps, tokensPerStep: tokensPerStep,
                                    attention: config.model.attention.name, runDirectory: runDir,
-                                   memoryBytes: memoryBytes, memoryPerRank: perRank[0..<comm.size].map { Int($0) },
+                                   memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) }, zero1: gradShard != nil)))
         let start = Date()
         var windowStart = Date(), windowSteps = 0

@@ -46,7 +46,9 @@ final class HostileInputTests: XCTestCase {
                 XCTFail("\(f): name must start with a reader kind"); continue
             }
             let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + f))
-            _ = HostileInput.probe(kind, data, scratch: scratch)
+            if let err = HostileInput.probe(kind, data, scratch: scratch) {
+                XCTAssertTrue(err.contains(scratch), "\(f): the error does not name the file: \(err)")
+            }
         }
     }
 
