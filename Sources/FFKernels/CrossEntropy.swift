@@ -91,3 +91,39 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
     r.replace(with: SIMD8<Float>(), where: x .< -87)
     return r
 }
+
+/// Cross-entropy of logits(M,V) against soft targets(M,V) (class probabilities: smoothed or mixed
+/// labels), fused with its backward: the summed loss −Σ_m Σ_v y_mv log softmax(z_m)_v (nats, in
+/// Double). With `dscale`, the logits are overwritten by `dscale * ((Σ_v y_mv) softmax(z_m) − y_m)`.
+public func softCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Float>,
+                             M: Int, V: Int, dscale: Float, rowLoss: UnsafeMutablePointer<Double>) -> Double {
+    for m in 0..<M {
+        let row = logits + m * V, y = targets + m * V
+        var dot = 0.0, mass: Float = 0
+        for v in 0..<V { dot += Double(y[v]) * Double(row[v]); mass += y[v] }
+        let mx = rowMax(row, V)
+        let s = expShiftInPlace(row, V, mx)
+        rowLoss[m] = Double(mass) * Double(mx + logf(s)) - dot
+        let k = dscale * mass / s
+        for v in 0..<V { row[v] = row[v] * k - dscale * y[v] }
+    }
+    var total = 0.0
+    for m in 0..<M { total += rowLoss[m] }
+    return total
+}
+
+/// The loss of `softCrossEntropy` without touching the logits (evaluation).
+public func softTargetLoss(logits: UnsafePointer<Float>, targets: UnsafePointer<Float>, M: Int, V: Int,
+                           rowLoss: UnsafeMutablePointer<Double>) -> Double {
+    var total = 0.0
+    for m in 0..<M {
+        let row = logits + m * V, y = targets + m * V
+        var mx = -Float.infinity
+        for v in 0..<V { mx = max(mx, row[v]) }
+        var s = 0.0, dot = 0.0, mass = 0.0
+        for v in 0..<V { s += exp(Double(row[v] - mx)); dot += Double(y[v]) * Double(row[v]); mass += Double(y[v]) }
+        rowLoss[m] = mass * (Double(mx) + log(s)) - dot
+        total += rowLoss[m]
+    }
+    return total
+}

@@ -53,6 +53,12 @@ public struct LMConfig: Sendable, Equatable {
 
     public var headDim: Int { dModel / heads }
 
+    /// The blocks: causal, element-wise dropout, no drop-path.
+    public var stackConfig: StackConfig {
+        StackConfig(layers: layers, dModel: dModel, heads: heads, dFF: dFF, seq: context, norm: norm,
+                    activation: activation, attention: attention, causal: true, dropout: dropout)
+    }
+
     /// Problems that make the configuration unusable, each a sentence naming the field.
     public func problems() -> [String] {
         var p: [String] = []

@@ -98,6 +98,30 @@ final class LayerTests: XCTestCase {
         XCTAssertTrue(grad[V..<(2 * V)].allSatisfy { $0 == 0 }, "ignored row must get no gradient")
     }
 
+    func testSoftCrossEntropyValueAndBackward() {
+        var rng = TestRNG(7)
+        let M = 3, V = 13
+        var logits = rng.normals(M * V, std: 2)
+        // Row 0: one-hot; row 1: smoothed; row 2: a mixup of two smoothed labels.
+        var y = [Float](repeating: 0, count: M * V)
+        y[4] = 1
+        for v in 0..<V { y[V + v] = 0.1 / Float(V); y[2 * V + v] = 0.1 / Float(V) }
+        y[V + 7] += 0.9
+        y[2 * V + 2] += 0.9 * 0.3; y[2 * V + 11] += 0.9 * 0.7
+        var rowLoss = [Double](repeating: 0, count: M)
+        func loss(_ l: [Float]) -> Double { softTargetLoss(logits: l, targets: y, M: M, V: V, rowLoss: &rowLoss) }
+        // A one-hot row equals the hard-label cross-entropy.
+        var hard = Array(logits[0..<V])
+        let hardLoss = crossEntropy(logits: &hard, targets: [4], M: 1, V: V, dscale: nil, rowLoss: &rowLoss)
+        _ = loss(logits)
+        XCTAssertEqual(rowLoss[0], hardLoss, accuracy: 1e-5 * hardLoss)
+        var grad = logits
+        let fused = softCrossEntropy(logits: &grad, targets: y, M: M, V: V, dscale: 0.5, rowLoss: &rowLoss)
+        XCTAssertEqual(fused, loss(logits), accuracy: 1e-5 * fused)
+        let fd = numericGradient(&logits, h: 1e-2) { 0.5 * loss($0) }
+        XCTAssertLessThan(relErr(grad.map(Double.init), fd), 1e-3)
+    }
+
     func testFastExpAccuracy() {
         var worst: Float = 0
         var x: Float = -87

@@ -1,0 +1,103 @@
+import XCTest
+import FFKernels
+@testable import FFModel
+
+/// The ViT's gradient against finite differences, with drop-path and dropout on.
+final class VisionTransformerTests: XCTestCase {
+    func tinyConfig(_ attention: AttentionKind) -> ViTConfig {
+        // 8x8 images of 2 channels, 4x4 patches: 4 patches + the class token.
+        var c = ViTConfig(imageSize: 8, channels: 2, patch: 4, classes: 5, layers: 2, dModel: 16, heads: 2, dFF: 24)
+        c.attention = attention
+        c.initStd = 0.15
+        c.dropPath = 0.5
+        c.dropout = 0.1
+        return c
+    }
+
+    func checkGradient(_ config: ViTConfig, file: StaticString = #filePath, line: UInt = #line) {
+        let B = 3
+        let model = VisionTransformer(config: config, maxBatch: B, threads: 2)
+        model.initialize(seed: 3)
+        var rng = SplitMix64(seed: 21)
+        let S = config.imageSize
+        let images = (0..<(B * config.channels * S * S)).map { _ in Float(rng.nextNormal()) }
+        var targets = [Float](repeating: 0, count: B * config.classes)
+        for b in 0..<B {
+            // A mixed, smoothed target per image.
+            for k in 0..<config.classes { targets[b * config.classes + k] = 0.1 / Float(config.classes) }
+            targets[b * config.classes + b] += 0.6
+            targets[b * config.classes + (b + 2) % config.classes] += 0.3
+        }
+        // Keys chosen so that drop-path drops some branches and keeps others.
+        let keys: [UInt64] = [1, 2, 3]
+        func loss() -> Double {
+            keys.withUnsafeBufferPointer { k in
+                model.forward(images: images, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+            }
+        }
+        model.grads.zero()
+        _ = keys.withUnsafeBufferPointer { k in
+            model.forward(images: images, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
+        }
+        model.backward()
+        var idx: [Int] = []
+        for t in model.layout.tensors {
+            if t.name.hasSuffix("attn.R") || t.name == "cls_token" { idx += Array(t.range) } else {
+                for _ in 0..<3 { idx.append(t.offset + rng.nextInt(below: t.count)) }
+            }
+        }
+        var num = 0.0, den = 0.0, worst = (0.0, "")
+        func central(_ i: Int, _ h: Float) -> Double {
+            let old = model.params[i]
+            model.params[i] = old + h; let lp = loss()
+            model.params[i] = old - h; let lm = loss()
+            model.params[i] = old
+            return (lp - lm) / Double((old + h) - (old - h))
+        }
+        for i in idx {
+            let fd = (4 * central(i, 5e-3) - central(i, 1e-2)) / 3, an = Double(model.grads[i])
+            num += (fd - an) * (fd - an); den += fd * fd
+            let e = abs(fd - an) / max(abs(fd), 1e-2)
+            if e > worst.0 { worst = (e, model.layout.tensors.first { $0.range.contains(i) }!.name) }
+        }
+        let rel = (num / max(den, 1e-30)).squareRoot()
+        XCTAssertLessThan(rel, 1e-2, "gradient mismatch, worst \(worst)", file: file, line: line)
+        XCTAssertGreaterThan(den, 0, file: file, line: line)
+    }
+
+    func testFourierGradientEveryRMode() {
+        for mode in RMode.allCases {
+            checkGradient(tinyConfig(.fourier(FourierSpec(p: 4, eps: 1e-6, rMode: mode), rInit: 1.0)))
+        }
+    }
+
+    func testSoftmaxGradient() {
+        checkGradient(tinyConfig(.softmax))
+    }
+
+    /// Drop-path drops whole branches per image: with rate ~1 in the last layer, that layer's
+    /// weights get no gradient from the images it dropped, and evaluation ignores drop-path.
+    func testDropPathIsPerImageAndOffInEvaluation() {
+        var c = tinyConfig(.softmax)
+        c.dropout = 0
+        let model = VisionTransformer(config: c, maxBatch: 2, threads: 1)
+        model.initialize(seed: 1)
+        let n = 2 * c.channels * c.imageSize * c.imageSize
+        let images = (0..<n).map { Float($0 % 7) * 0.1 }
+        let targets = [Float](repeating: 0.2, count: 2 * c.classes)
+        let e1 = model.forward(images: images, targets: targets, batch: 2, mode: .eval)
+        let e2 = model.forward(images: images, targets: targets, batch: 2, mode: .eval)
+        XCTAssertEqual(e1, e2)
+        // Over many keys, a training forward differs from evaluation for some images and equals it
+        // for others (a branch kept in every layer gives the eval output scaled; dropped gives less).
+        var differs = 0
+        for key in UInt64(0)..<16 {
+            let keys: [UInt64] = [key, key + 100]
+            let t = keys.withUnsafeBufferPointer { k in
+                model.forward(images: images, targets: targets, batch: 2, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+            }
+            if abs(t - e1) > 1e-6 { differs += 1 }
+        }
+        XCTAssertGreaterThan(differs, 0)
+    }
+}
