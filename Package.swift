@@ -3,7 +3,7 @@ import PackageDescription
 
 // Dependencies point one way:
 //   swift-ff-train -> FFTrain -> {FFDistributed, FFData, FFModel} -> FFKernels -> COpenBLAS
-//   FFDistributed -> CMPI
+//   FFDistributed -> CMPI, FFData -> CZlib (gzipped IDX images)
 let package = Package(
     name: "swift-ff-train",
     platforms: [.macOS(.v14)],
@@ -17,11 +17,13 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", path: "CMPI", pkgConfig: "ompi-c",
                        providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "FFKernels", dependencies: ["COpenBLAS"]),
         .target(name: "FFModel", dependencies: ["FFKernels"]),
-        .target(name: "FFData", dependencies: []),
+        .target(name: "FFData", dependencies: ["FFKernels", "CZlib"]),
         .target(name: "FFDistributed", dependencies: ["CMPI"]),
         .target(name: "FFTrain", dependencies: ["FFModel", "FFData", "FFDistributed", "Yams"]),
         .executableTarget(name: "swift-ff-train", dependencies: [
@@ -30,7 +32,7 @@ let package = Package(
         ]),
         .testTarget(name: "FFKernelsTests", dependencies: ["FFKernels"]),
         .testTarget(name: "FFModelTests", dependencies: ["FFModel", "FFKernels"]),
-        .testTarget(name: "FFDataTests", dependencies: ["FFData"]),
+        .testTarget(name: "FFDataTests", dependencies: ["FFData", "FFKernels"]),
         .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"],
                     exclude: ["HostileCorpus"]),
         // Runs the built executable under real `mpirun` (never MPI_Init in the test process).

@@ -1,3 +1,4 @@
+import FFKernels
 /// Language-model samples cut from a token shard: sample i is the window of T + 1 tokens starting
 /// at i * T (inputs: the first T, targets: the last T). Windows do not overlap, so every token but
 /// the first is a target exactly once (the "independent segments" of the paper's evaluation).
@@ -42,10 +43,10 @@ public struct EpochSampler: Sendable {
     /// The permutation of epoch `e`.
     public func order(epoch e: Int) -> [Int] {
         var p = Array(0..<count)
-        var state = mix64(seed ^ mix64(UInt64(e) &+ 0xE90C))
+        var state = SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(e) &+ 0xE90C))
         for i in stride(from: count - 1, to: 0, by: -1) {
             state &+= 0x9E37_79B9_7F4A_7C15
-            let j = Int(mix64(state) % UInt64(i + 1))
+            let j = Int(SplitMix64.mix(state) % UInt64(i + 1))
             p.swapAt(i, j)
         }
         return p
@@ -57,12 +58,6 @@ public struct EpochSampler: Sendable {
     }
 }
 
-@inline(__always) func mix64(_ x: UInt64) -> UInt64 {
-    var z = x
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
 
 extension LMDataset {
     /// Segments for evaluation: like `count`, plus a final partial window, so that every token

@@ -72,22 +72,19 @@ public struct AttentionReport: Codable, Sendable {
 }
 
 extension Trainer {
-    /// Runs `sequences` segments of a split through the model and averages the attention
+    /// Runs `sequences` samples (segments or images) of a split through the model and averages the attention
     /// statistics per layer and head; `onMaps(layer, maps)` sees the first sequence's maps.
     public func analyzeAttention(split: String, sequences: Int,
                                  onMaps: (Int, [[Double]]) -> Void = { _, _ in }) throws -> AttentionReport {
-        let data = split == "test" ? test : split == "train" ? train : valid
-        let T = config.model.context, H = config.model.heads, L = config.model.layers
-        let n = min(sequences, data.evalCount, microBatch)
-        guard n >= 1 else { throw ConfigError("analyze: no sequence to analyse in the \(split) split") }
-        for row in 0..<n { data.evalSample(row, inputs: inputs + row * T, targets: targets + row * T) }
-        _ = model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
+        let stack = workload.stack, p = workload.params.pointer
+        let T = stack.config.seq, H = stack.config.heads, L = stack.config.layers
+        let n = try workload.analysisForward(split: split, samples: sequences)
         var layers: [AttentionReport.Layer] = []
         for l in 0..<L {
             var heads = [AttentionReport.Head](repeating: .init(entropy: 0, meanRowSum: 0, collapsedRows: 0), count: H)
             var distance = 0.0
             for b in 0..<n {
-                let maps = model.attentionMaps(layer: l, sequence: b)
+                let maps = stack.attentionMaps(layer: l, sample: b, params: p)
                 if b == 0 { onMaps(l, maps) }
                 distance += AttentionStats.meanPairwiseHeadDistance(maps, T: T) / Double(n)
                 for h in 0..<H {
@@ -97,7 +94,7 @@ extension Trainer {
                     heads[h].collapsedRows += health.collapsed / Double(n)
                 }
             }
-            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads, r: model.rValues(layer: l)))
+            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads, r: stack.rValues(layer: l, params: p)))
         }
         return AttentionReport(attention: config.model.attention.name, split: split, sequences: n, layers: layers)
     }

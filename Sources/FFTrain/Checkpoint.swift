@@ -63,7 +63,7 @@ public enum Checkpoint {
 
     /// Every rank calls this at the same step; rank i writes shard i, rank 0 commits.
     public static func save(root: String, step: Int, state: TrainerState, layout: ParameterLayout,
-                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, stateBase: Int, comm: Communicator,
+                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil, stateBase: Int, comm: Communicator,
                             keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil) throws -> String {
         let dir = (root as NSString).appendingPathComponent(folderName(step: step))
         let n = state.shards
@@ -78,6 +78,7 @@ public enum Checkpoint {
                                       to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
                 try Safetensors.write(tensors.flatMap { t -> [Safetensors.Tensor] in
                     [view(t, m, base: stateBase, suffix: ".exp_avg"), view(t, v, base: stateBase, suffix: ".exp_avg_sq")]
+                        + (ema.map { [view(t, $0, suffix: ".ema")] } ?? [])
                 }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n)))
             }
         }
@@ -159,7 +160,7 @@ public enum Checkpoint {
     /// `m` and `v` hold the optimizer state of the elements `owned` (all, or a ZeRO-1 partition);
     /// moments of other tensors are checked but not kept.
     public static func load(_ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
-                            owned: Range<Int>? = nil) throws -> TrainerState {
+                            ema: FlatBuffer? = nil, owned: Range<Int>? = nil) throws -> TrainerState {
         let owned = owned ?? 0..<layout.count
         let state = try readState(dir)
         try verify(dir, state)
@@ -171,9 +172,14 @@ public enum Checkpoint {
                 let path = (dir as NSString).appendingPathComponent(file)
                 let (tensors, _) = try Safetensors.read(path: path)
                 for (name, t) in tensors.sorted(by: { $0.key < $1.key }) {
-                    var base = name, target = params
+                    var base = name, target = params, full = !isOptimizer
                     if isOptimizer {
-                        if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }
+                        if name.hasSuffix(".ema") {
+                            // The weight average is replicated: every rank keeps all of it.
+                            base = String(name.dropLast(4)); full = true
+                            guard let ema else { seen.insert(name); continue }
+                            target = ema
+                        } else if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }
                         else if name.hasSuffix(".exp_avg") { base = String(name.dropLast(8)); target = m! }
                         else { throw ConfigError("\(path): unexpected tensor '\(name)' in an optimizer shard") }
                     }
@@ -184,14 +190,15 @@ public enum Checkpoint {
                         throw ConfigError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
                     }
                     seen.insert(name)
-                    if isOptimizer && !(owned.contains(info.offset) || info.count == 0) { continue }
-                    let at = isOptimizer ? info.offset - owned.lowerBound : info.offset
+                    if !full && !(owned.contains(info.offset) || info.count == 0) { continue }
+                    let at = full ? info.offset : info.offset - owned.lowerBound
                     t.values.withUnsafeBufferPointer { (target.pointer + at).update(from: $0.baseAddress!, count: info.count) }
                 }
             }
         }
         for t in layout.tensors {
-            for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"]) where !seen.contains(name) {
+            for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"]) + (ema == nil ? [] : [t.name + ".ema"])
+            where !seen.contains(name) {
                 throw ConfigError("\(dir): tensor '\(name)' missing from the checkpoint (does the config match?)")
             }
         }

@@ -107,6 +107,20 @@ struct ConfigReader {
         Float(try double(key, def.map(Double.init), min: min, max: max))
     }
 
+    /// A list of numbers, or nil when the key is absent.
+    mutating func floats(_ key: String, min: Double? = nil) throws -> [Float]? {
+        guard let v = raw(key) else { return nil }
+        guard let list = v as? [Any], !list.isEmpty else { throw bad(key, v, "a list of numbers, e.g. [0.5, 0.5, 0.5]") }
+        return try list.map { x in
+            let d: Double
+            if let y = x as? Double { d = y } else if let y = x as? Int { d = Double(y) } else if let s = x as? String, let y = Double(s) { d = y } else {
+                throw bad(key, v, "a list of numbers")
+            }
+            if let min, !(d >= min) { throw ConfigError("\(source): \(key): every entry must be at least \(min), got \(d)") }
+            return Float(d)
+        }
+    }
+
     mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
         guard let v = raw(key) else { return def }
         guard let b = v as? Bool else { throw bad(key, v, "true or false") }

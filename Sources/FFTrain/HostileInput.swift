@@ -1,3 +1,4 @@
+import FFKernels
 import Foundation
 import FFData
 import FFModel

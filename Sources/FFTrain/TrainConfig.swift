@@ -1,5 +1,6 @@
 import Foundation
 import FFKernels
+import FFData
 import FFModel
 
 /// Everything a training run needs, read from YAML and validated before any work starts.
@@ -11,12 +12,29 @@ public struct TrainConfig: Sendable {
         public var seed: UInt64
     }
     public struct Data: Sendable {
-        /// Folder with `vocab.json` and the token shards.
+        /// Folder with `vocab.json` and the token shards (LM), or the IDX files (images).
         public var dir: String
+        /// LM: token shards. Images: IDX image files (labels below); an empty `valid` means none.
         public var train = "train.bin", valid = "valid.bin", test = "test.bin"
+        /// Images: IDX label files.
+        public var trainLabels = "", validLabels = "", testLabels = ""
+        /// Images: hold out this many training images (a seeded choice) as the valid split.
+        public var validHoldout = 0
+        /// Images: per-channel normalisation of pixels in [0, 1]; nil: measured on the training split.
+        public var mean: [Float]?, std: [Float]?
+        /// Images: number of classes; nil: the largest training label + 1.
+        public var classes: Int?
+    }
+
+    /// What the model is: a causal language model or a vision transformer classifier.
+    public enum ModelKind: String, Sendable, CaseIterable {
+        case lm, vit
     }
     /// The model section, without the vocabulary size (that comes from the data).
     public struct Model: Sendable {
+        public var kind: ModelKind
+        /// ViT: patch side; drop-path rate of the last block.
+        public var patch: Int, dropPath: Float
         public var layers: Int, dModel: Int, heads: Int, dFF: Int, context: Int
         public var norm: NormPlacement, positions: PositionKind, activation: Activation
         public var dropout: Float, tieEmbeddings: Bool, scaleEmbeddings: Bool, initStd: Float
@@ -29,6 +47,15 @@ public struct TrainConfig: Sendable {
             c.norm = norm; c.positions = positions; c.activation = activation; c.dropout = dropout
             c.tieEmbeddings = tieEmbeddings; c.scaleEmbeddings = scaleEmbeddings; c.initStd = initStd
             c.attention = attention
+            return c
+        }
+
+        /// The ViT for images of `imageSize`² pixels with `channels` channels and `classes` classes.
+        public func vitConfig(imageSize: Int, channels: Int, classes: Int) -> ViTConfig {
+            var c = ViTConfig(imageSize: imageSize, channels: channels, patch: patch, classes: classes,
+                              layers: layers, dModel: dModel, heads: heads, dFF: dFF)
+            c.activation = activation; c.attention = attention; c.dropout = dropout; c.dropPath = dropPath
+            c.initStd = initStd
             return c
         }
     }
@@ -48,6 +75,9 @@ public struct TrainConfig: Sendable {
         public var evalEvery: Int
         /// Batches of the validation split per periodic evaluation (0: the whole split).
         public var evalBatches: Int
+        /// Exponential moving average of the weights with this decay (0: off); evaluation and the
+        /// saved weights then use the average.
+        public var ema: Float
         /// What to do when the loss or the gradient is NaN/Inf (decided on reduced values, so
         /// every rank decides the same).
         public var onNonFinite: NonFinitePolicy
@@ -91,6 +121,8 @@ public struct TrainConfig: Sendable {
     public var data: Data
     public var model: Model
     public var train: Train
+    /// Image augmentation (ViT only).
+    public var augment: Augmentation
 
     /// Loads `path`, applies `--set` overrides, and validates every key.
     public static func load(path: String, overrides: [String] = []) throws -> TrainConfig {
@@ -106,38 +138,70 @@ public struct TrainConfig: Sendable {
         var r = ConfigReader(source: source, tree: tree)
         let run = Run(name: try r.string("run.name"), dir: try r.string("run.dir", "runs"),
                       seed: UInt64(try r.int("run.seed", 1111, min: 0)))
+        let kind = try r.choice("model.kind", ModelKind.lm)
         var data = Data(dir: try r.string("data.dir"))
-        data.train = try r.string("data.train", data.train)
-        data.valid = try r.string("data.valid", data.valid)
-        data.test = try r.string("data.test", data.test)
+        if kind == .lm {
+            data.train = try r.string("data.train", data.train)
+            data.valid = try r.string("data.valid", data.valid)
+            data.test = try r.string("data.test", data.test)
+        } else {
+            // Defaults: the MNIST / Fashion-MNIST file names.
+            data.train = try r.string("data.train", "train-images-idx3-ubyte.gz")
+            data.trainLabels = try r.string("data.train_labels", "train-labels-idx1-ubyte.gz")
+            data.valid = try r.string("data.valid", "")
+            data.validLabels = try r.string("data.valid_labels", "")
+            data.test = try r.string("data.test", "t10k-images-idx3-ubyte.gz")
+            data.testLabels = try r.string("data.test_labels", "t10k-labels-idx1-ubyte.gz")
+            data.validHoldout = try r.int("data.valid_holdout", 0, min: 0)
+            data.mean = try r.floats("data.mean")
+            data.std = try r.floats("data.std", min: 1e-6)
+            data.classes = try r.optionalInt("data.classes")
+        }
 
         // The Fourier keys are read whatever the kind, so that `--set model.attention.kind=softmax`
         // turns a Fourier config into its twin without tripping the unknown-key check.
-        let kind = try r.string("model.attention.kind", "fourier")
+        let attentionKind = try r.string("model.attention.kind", "fourier")
         let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
                                eps: try r.float("model.attention.eps", 1e-6, min: 0),
                                rMode: try r.choice("model.attention.r_mode", RMode.scalar))
-        let rInit = try r.float("model.attention.r_init", 2.0)
+        // The paper's R init: 2.0 for the LM, 1.0 for DeiT.
+        let rInit = try r.float("model.attention.r_init", kind == .lm ? 2.0 : 1.0)
         let attention: AttentionKind
-        switch kind {
+        switch attentionKind {
         case "fourier": attention = .fourier(spec, rInit: rInit)
         case "softmax": attention = .softmax
         default:
-            throw ConfigError("\(source): model.attention.kind: '\(kind)' is not one of fourier, softmax")
+            throw ConfigError("\(source): model.attention.kind: '\(attentionKind)' is not one of fourier, softmax")
         }
+        let lm = kind == .lm
+        // Keys that only one kind reads: the other kind reports them as unknown.
         let model = Model(
+            kind: kind,
+            patch: lm ? 0 : try r.int("model.patch", min: 1),
+            dropPath: lm ? 0 : try r.float("model.drop_path", 0.1, min: 0, max: 0.99),
             layers: try r.int("model.layers", min: 1), dModel: try r.int("model.d_model", min: 1),
             heads: try r.int("model.heads", min: 1), dFF: try r.int("model.d_ff", min: 1),
-            context: try r.int("model.context", min: 1),
-            norm: try r.choice("model.norm", NormPlacement.post),
-            positions: try r.choice("model.positions", PositionKind.sinusoidal),
-            activation: try r.choice("model.activation", Activation.relu),
-            dropout: try r.float("model.dropout", 0.1, min: 0, max: 0.99),
-            tieEmbeddings: try r.bool("model.tie_embeddings", true),
-            scaleEmbeddings: try r.bool("model.scale_embeddings", true),
+            context: lm ? try r.int("model.context", min: 1) : 0,
+            norm: lm ? try r.choice("model.norm", NormPlacement.post) : .pre,
+            positions: lm ? try r.choice("model.positions", PositionKind.sinusoidal) : .learned,
+            activation: try r.choice("model.activation", lm ? Activation.relu : .gelu),
+            dropout: try r.float("model.dropout", lm ? 0.1 : 0, min: 0, max: 0.99),
+            tieEmbeddings: lm ? try r.bool("model.tie_embeddings", true) : false,
+            scaleEmbeddings: lm ? try r.bool("model.scale_embeddings", true) : false,
             initStd: try r.float("model.init_std", 0.02, min: 0),
             attention: attention,
-            output: try r.string("model.output", "full"))
+            output: lm ? try r.string("model.output", "full") : "full")
+        var augment = Augmentation()
+        if !lm {
+            augment.cropPadding = try r.int("augment.crop_padding", 0, min: 0)
+            augment.flip = try r.bool("augment.flip", false)
+            augment.mixup = try r.float("augment.mixup", 0, min: 0)
+            augment.cutmix = try r.float("augment.cutmix", 0, min: 0)
+            augment.mixProb = try r.float("augment.mix_prob", 1, min: 0, max: 1)
+            augment.switchProb = try r.float("augment.switch_prob", 0.5, min: 0, max: 1)
+            augment.erase = try r.float("augment.erase", 0, min: 0, max: 1)
+            augment.labelSmoothing = try r.float("augment.label_smoothing", 0, min: 0, max: 0.99)
+        }
         let train = Train(
             steps: try r.int("train.steps", min: 1), batchSize: try r.int("train.batch_size", min: 1),
             gradAccum: try r.int("train.grad_accum", 1, min: 1),
@@ -153,6 +217,7 @@ public struct TrainConfig: Sendable {
             logEvery: try r.int("train.log_every", 10, min: 1),
             evalEvery: try r.int("train.eval_every", 0, min: 0),
             evalBatches: try r.int("train.eval_batches", 0, min: 0),
+            ema: try r.float("train.ema", 0, min: 0, max: 0.99999999),
             onNonFinite: try r.choice("train.on_nonfinite", NonFinitePolicy.skip),
             maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0))
         let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
@@ -165,7 +230,8 @@ public struct TrainConfig: Sendable {
         if !unknown.isEmpty {
             throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
         }
-        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model, train: train)
+        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
+                              train: train, augment: augment)
         cfg.hash = fnv1a(canonical(tree))
         try cfg.validate()
         return cfg
@@ -176,6 +242,17 @@ public struct TrainConfig: Sendable {
         let m = model
         if m.dModel % m.heads != 0 {
             throw ConfigError("\(source): model.heads (\(m.heads)) must divide model.d_model (\(m.dModel))")
+        }
+        if m.kind == .vit {
+            if data.validHoldout > 0 && !data.valid.isEmpty {
+                throw ConfigError("\(source): data.valid and data.valid_holdout both give a valid split: keep one")
+            }
+            if data.valid.isEmpty != data.validLabels.isEmpty {
+                throw ConfigError("\(source): data.valid and data.valid_labels go together")
+            }
+            if let mean = data.mean, let std = data.std, mean.count != std.count {
+                throw ConfigError("\(source): data.mean has \(mean.count) entries, data.std \(std.count)")
+            }
         }
         if m.output != "full" {
             throw ConfigError("\(source): model.output: '\(m.output)' is not built yet (only 'full' softmax output exists; adaptive softmax is planned)")

@@ -12,11 +12,13 @@ public enum TrainEvent: Sendable {
 
 public struct StartInfo: Sendable {
     public var parameters: Int
-    public var vocabSize: Int
-    public var trainTokens: Int
+    /// E.g. "vocab 16384, 474000 training tokens".
+    public var data: String
     public var worldSize: Int
     public var steps: Int
-    public var tokensPerStep: Int
+    /// Tokens or images per optimizer step (`unit` says which).
+    public var unitsPerStep: Int
+    public var unit: String
     public var attention: String
     public var runDirectory: String
     /// Per rank (in rank order): bytes held for training — parameters, gradients, AdamW moments (all
@@ -31,11 +33,13 @@ public struct StepMetrics: Sendable, Codable {
     public var step: Int
     public var steps: Int
     public var epoch: Int
-    /// Mean cross-entropy per target token of this step's global batch (nats).
+    /// Mean cross-entropy per target token (or image) of this step's global batch (nats).
     public var loss: Double
     public var lr: Double
     public var gradNorm: Double
-    public var tokensPerSecond: Double
+    /// Throughput: one of the two, by what the model consumes.
+    public var tokensPerSecond: Double?
+    public var imagesPerSecond: Double?
     /// Seconds per step, averaged since the last report.
     public var stepSeconds: Double
     public var elapsedSeconds: Double
@@ -48,7 +52,7 @@ public struct StepMetrics: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case step, steps, epoch, loss, lr
         case computeSeconds = "compute_s", commSeconds = "comm_s"
-        case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", stepSeconds = "step_s"
+        case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", imagesPerSecond = "images_per_s", stepSeconds = "step_s"
         case elapsedSeconds = "elapsed_s", etaSeconds = "eta_s", attentionRowSum = "attn_row_sum"
     }
 }
@@ -56,16 +60,29 @@ public struct StepMetrics: Sendable, Codable {
 public struct EvalResult: Sendable, Codable {
     public var step: Int
     public var split: String
-    /// Mean cross-entropy per predicted token (nats).
+    /// Mean cross-entropy per predicted token or image (nats).
     public var loss: Double
-    public var perplexity: Double
-    public var tokens: Int
-    /// The perplexity of the training split's unigram model on this split.
+    /// Language models: perplexity, tokens scored, window stride (= context: independent
+    /// segments; smaller: sliding window), and the training split's unigram perplexity here.
+    public var perplexity: Double?
+    public var tokens: Int?
+    public var stride: Int?
     public var unigramPerplexity: Double?
-    /// Window stride (= context: independent segments; smaller: sliding window).
-    public var stride: Int? = nil
+    /// Classifiers: images scored, top-1 and top-5 accuracy (fractions), and the confusion matrix
+    /// (rows: true class, columns: predicted class; counts).
+    public var images: Int?
+    public var top1: Double?
+    public var top5: Double?
+    public var confusion: [[Int]]?
+    /// True when the weights evaluated are the exponential moving average.
+    public var ema: Bool?
+
+    public init(step: Int, split: String, loss: Double) {
+        self.step = step; self.split = split; self.loss = loss
+    }
+
     enum CodingKeys: String, CodingKey {
-        case step, split, loss, perplexity, tokens, stride
+        case step, split, loss, perplexity, tokens, stride, images, top1, top5, confusion, ema
         case unigramPerplexity = "unigram_perplexity"
     }
 }
@@ -74,14 +91,16 @@ public struct RunSummary: Sendable, Codable {
     public var attention: String
     public var steps: Int
     public var finalTrainLoss: Double
-    public var valid: EvalResult
+    /// Absent when the data has no valid split.
+    public var valid: EvalResult?
     public var test: EvalResult
-    public var tokensPerSecond: Double
+    public var tokensPerSecond: Double?
+    public var imagesPerSecond: Double?
     public var wallSeconds: Double
     public var weightsPath: String
     enum CodingKeys: String, CodingKey {
         case attention, steps, valid, test
-        case finalTrainLoss = "final_train_loss", tokensPerSecond = "tokens_per_s"
+        case finalTrainLoss = "final_train_loss", tokensPerSecond = "tokens_per_s", imagesPerSecond = "images_per_s"
         case wallSeconds = "wall_s", weightsPath = "weights"
     }
 }

@@ -4,17 +4,17 @@ import FFDistributed
 import FFKernels
 import FFModel
 
-/// The training loop: one loop for one rank or many, built from a validated config.
+/// The training loop: one loop for one rank or many, for language models and image
+/// classifiers alike (the `Workload` supplies the model and the data), built from a validated
+/// config.
 ///
-/// Each optimizer step takes `batchSize` sequences, split evenly over ranks and then over
+/// Each optimizer step takes `batchSize` samples, split evenly over ranks and then over
 /// `gradAccum` micro-steps; gradients are summed over micro-steps and ranks and scaled so the loss
-/// is the mean over the global batch's target tokens.
+/// is the mean over the global batch's target tokens (or images).
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
-    public let vocab: Vocabulary
-    public let model: LanguageModel
-    let train: LMDataset, valid: LMDataset, test: LMDataset
+    public let workload: Workload
     let sampler: EpochSampler
     let optimizer: AdamW
     let schedule: LRSchedule
@@ -29,7 +29,8 @@ public final class Trainer {
     let gradShard: FlatBuffer?
     /// Sequences per micro-step on this rank.
     public let microBatch: Int
-    let inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
+    /// Exponential moving average of the parameters (`train.ema` > 0), full on every rank.
+    public let ema: FlatBuffer?
     let keys: UnsafeMutablePointer<UInt64>
     /// (loss sum, stop votes) of a step, reduced over ranks.
     let stepSums: UnsafeMutablePointer<Double>
@@ -55,37 +56,26 @@ public final class Trainer {
     public init(config: TrainConfig, comm: Communicator = SingleProcess()) throws {
         self.config = config
         self.comm = comm
-        let vocabPath = config.dataPath("vocab.json")
-        let vocab = try Vocabulary.read(from: vocabPath)
-        self.vocab = vocab
-        let T = config.model.context
-        let open = { (file: String) throws -> LMDataset in
-            let shard = try TokenShard(path: config.dataPath(file))
-            let mx = shard.maxToken()
-            guard Int(mx) < vocab.size else {
-                throw DataError(shard.path, "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
-            }
-            return try LMDataset(shard: shard, context: T)
-        }
-        train = try open(config.data.train)
-        valid = try open(config.data.valid)
-        test = try open(config.data.test)
         let tc = config.train
         let world = comm.size
         guard tc.batchSize % (world * tc.gradAccum) == 0 else {
             throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) must be divisible by ranks x grad_accum (\(world) x \(tc.gradAccum))")
         }
-        guard train.count >= tc.batchSize else {
-            throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) exceeds the \(train.count) training sequences of length \(T) in \(config.dataPath(config.data.train))")
-        }
         microBatch = tc.batchSize / (world * tc.gradAccum)
-        let lm = config.model.lmConfig(vocabSize: vocab.size)
-        if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
         setBLASThreads(tc.threads)
-        model = LanguageModel(config: lm, maxBatch: microBatch, threads: tc.threads)
-        model.initialize(seed: config.run.seed)
-        sync = GradientSync(comm: comm, stages: model.gradientStages, bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)))
-        let layout = model.layout
+        let workload: Workload
+        switch config.model.kind {
+        case .lm: workload = try LanguageModelWorkload(config: config, microBatch: microBatch)
+        case .vit: workload = try ImageWorkload(config: config, microBatch: microBatch)
+        }
+        self.workload = workload
+        guard workload.trainCount >= tc.batchSize else {
+            let what = config.model.kind == .lm ? "training sequences of length \(config.model.context)" : "training images"
+            throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) exceeds the \(workload.trainCount) \(what) in \(config.dataPath(config.data.train))")
+        }
+        workload.initialize(seed: config.run.seed)
+        sync = GradientSync(comm: comm, stages: workload.gradientStages, bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)))
+        let layout = workload.layout
         let groups = Checkpoint.partition(layout, into: world)
         let elementRange = { (g: Range<Int>) -> Range<Int> in
             g.isEmpty ? 0..<0 : layout.tensors[g.lowerBound].offset..<layout.tensors[g.upperBound - 1].range.upperBound
@@ -96,28 +86,27 @@ public final class Trainer {
             owned = elementRange(ownedTensors)
             gradShard = FlatBuffer(count: owned.count)
         } else {
-            ownedTensors = 0..<model.layout.tensors.count
-            owned = 0..<model.params.count
+            ownedTensors = 0..<layout.tensors.count
+            owned = 0..<layout.count
             gradShard = nil
         }
         m = FlatBuffer(count: owned.count)
         v = FlatBuffer(count: owned.count)
-        sampler = EpochSampler(count: train.count, seed: config.run.seed, globalBatch: tc.batchSize)
+        ema = tc.ema > 0 ? FlatBuffer(count: layout.count) : nil
+        sampler = EpochSampler(count: workload.trainCount, seed: config.run.seed, globalBatch: tc.batchSize)
         optimizer = AdamW(beta1: tc.beta1, beta2: tc.beta2, eps: tc.adamEps, weightDecay: tc.weightDecay)
         schedule = LRSchedule(peak: tc.lr, warmup: tc.warmupSteps, total: tc.steps, minLR: tc.minLR, decay: tc.schedule)
-        inputs = .allocate(capacity: microBatch * T)
-        targets = .allocate(capacity: microBatch * T)
         keys = .allocate(capacity: microBatch)
         stepSums = .allocate(capacity: 2)
     }
 
     deinit {
-        inputs.deallocate(); targets.deallocate(); keys.deallocate(); stepSums.deallocate()
+        keys.deallocate(); stepSums.deallocate()
     }
 
     /// Bytes this rank holds for training (see `StartInfo.memoryPerRank`).
     public var memoryBytes: Int {
-        4 * (model.params.count + model.grads.count + m.count + v.count + (gradShard?.count ?? 0)) + model.activationBytes
+        4 * (2 * workload.params.count + m.count + v.count + (gradShard?.count ?? 0) + (ema?.count ?? 0)) + workload.activationBytes
     }
 
     /// Global sample indices of this rank's micro-step `micro` of 0-based step `step`.
@@ -132,26 +121,28 @@ public final class Trainer {
     /// Runs every step, evaluates, saves the final weights; reports through `onEvent`.
     @discardableResult
     public func run(onEvent: (TrainEvent) -> Void = { _ in }) throws -> RunSummary {
-        let tc = config.train, T = config.model.context
+        let tc = config.train
         let runDir = config.runDirectory
-        // Every rank starts from rank 0's parameters.
-        try comm.broadcast(model.params.pointer, count: model.params.count, root: 0)
+        let params = workload.params, grads = workload.grads
+        // Every rank starts from rank 0's parameters (and, on a fresh start, its average).
+        try comm.broadcast(params.pointer, count: params.count, root: 0)
+        if let ema, startStep == 0 { ema.pointer.update(from: params.pointer, count: params.count) }
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
         let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0) : nil
-        let tokensPerStep = tc.batchSize * T
+        let unitsPerStep = tc.batchSize * workload.unitsPerSample
         var perRank = [Double](repeating: 0, count: 2 * comm.size)
         perRank[comm.rank] = Double(memoryBytes)
         perRank[comm.size + comm.rank] = Double(4 * (m.count + v.count))
         try comm.allreduceSum(&perRank, count: perRank.count)
-        onEvent(.started(StartInfo(parameters: model.params.count, vocabSize: vocab.size, trainTokens: train.shard.count,
-                                   worldSize: comm.size, steps: tc.steps, tokensPerStep: tokensPerStep,
+        onEvent(.started(StartInfo(parameters: params.count, data: workload.dataDescription,
+                                   worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep, unit: workload.unit,
                                    attention: config.model.attention.name, runDirectory: runDir,
                                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) }, zero1: gradShard != nil)))
         let start = Date()
         var windowStart = Date(), windowSteps = 0
         var lastLoss = Double.nan
-        let lossScale = 1 / Float(tokensPerStep)
+        let lossScale = 1 / Float(unitsPerStep)
         var computeSeconds = 0.0, commSeconds = 0.0
         var skippedInARow = 0
         for s in startStep..<tc.steps {
@@ -160,7 +151,7 @@ public final class Trainer {
             let lr = schedule.lr(at: step)
             let t0 = Date()
             var exposed = 0.0
-            model.grads.zero()
+            grads.zero()
             var lossSum = 0.0
             var epoch = 0
             for micro in 0..<tc.gradAccum {
@@ -168,25 +159,23 @@ public final class Trainer {
                 epoch = e
                 onSamples?(step, e, idx)
                 for (row, sample) in idx.enumerated() {
-                    train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
                     keys[row] = SplitMix64.key(config.run.seed, UInt64(step), UInt64(sample))
                 }
-                lossSum += model.forward(tokens: inputs, targets: targets, batch: microBatch,
-                                         mode: .train(lossScale: lossScale, dropoutKeys: keys))
+                lossSum += workload.trainForward(samples: idx, epoch: e, keys: keys, lossScale: lossScale)
                 if micro == tc.gradAccum - 1 { beforeBackward?(step) }
                 if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
                     // Only the last micro-step syncs: its buckets go out as backward finishes them.
-                    sync.begin(grads: model.grads.pointer)
-                    try model.backward(onStageDone: sync.stageDone)
+                    sync.begin(grads: grads.pointer)
+                    try workload.backward(onStageDone: sync.stageDone)
                     exposed += try sync.finish()
                 } else {
-                    model.backward()
+                    try workload.backward(onStageDone: nil)
                 }
             }
             if let gradShard {
                 // ZeRO-1: each rank receives the summed gradient of its own partition only.
                 let tz = Date()
-                try comm.reduceScatterSum(model.grads.pointer, gradShard.pointer, counts: partitionCounts)
+                try comm.reduceScatterSum(grads.pointer, gradShard.pointer, counts: partitionCounts)
                 exposed += Date().timeIntervalSince(tz)
             }
             let t1 = Date()
@@ -206,12 +195,12 @@ public final class Trainer {
                 try comm.allreduceSum(&sq, count: 1)
                 norm = sq.squareRoot()
             } else {
-                norm = globalNorm(model.grads.pointer, count: model.grads.count)
+                norm = globalNorm(grads.pointer, count: grads.count)
             }
             // The loss sum and the norm are reduced values: every rank takes the same branch.
             if !(lossSum.isFinite && norm.isFinite) {
                 skippedInARow += 1
-                let what = "loss \(lossSum / Double(tokensPerStep)), gradient norm \(norm)"
+                let what = "loss \(lossSum / Double(unitsPerStep)), gradient norm \(norm)"
                 if tc.onNonFinite == .stop || skippedInARow > tc.maxSkippedSteps {
                     throw NonFiniteError(message: "step \(step): \(what) not finite" + (tc.onNonFinite == .stop
                         ? " (train.on_nonfinite: stop)" : "; \(skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"))
@@ -222,25 +211,28 @@ public final class Trainer {
             }
             skippedInARow = 0
             let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
-            let grads = gradShard.map { UnsafePointer($0.pointer) } ?? UnsafePointer(model.grads.pointer + owned.lowerBound)
-            optimizer.update(layout: model.layout, tensors: ownedTensors, params: model.params.pointer, grads: grads,
+            let ownedGrads = gradShard.map { UnsafePointer($0.pointer) } ?? UnsafePointer(grads.pointer + owned.lowerBound)
+            optimizer.update(layout: workload.layout, tensors: ownedTensors, params: params.pointer, grads: ownedGrads,
                              m: m.pointer, v: v.pointer, base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
             if gradShard != nil {
                 let ta = Date()
-                try comm.allgather(model.params.pointer, counts: partitionCounts)
+                try comm.allgather(params.pointer, counts: partitionCounts)
                 let dt = Date().timeIntervalSince(ta)
                 commSeconds += dt
             }
-            lastLoss = lossSum / Double(tokensPerStep)
+            if let ema { updateAverage(ema, decay: tc.ema) }
+            lastLoss = lossSum / Double(unitsPerStep)
             windowSteps += 1
             if step % tc.logEvery == 0 || step == tc.steps || step == 1 {
                 let now = Date()
                 let stepSec = now.timeIntervalSince(windowStart) / Double(windowSteps)
                 let elapsed = now.timeIntervalSince(start)
+                let rate = Double(unitsPerStep) / stepSec
                 let sm = StepMetrics(step: step, steps: tc.steps, epoch: epoch, loss: lastLoss, lr: Double(lr),
-                                     gradNorm: norm, tokensPerSecond: Double(tokensPerStep) / stepSec,
+                                     gradNorm: norm, tokensPerSecond: workload.unit == "tokens" ? rate : nil,
+                                     imagesPerSecond: workload.unit == "images" ? rate : nil,
                                      stepSeconds: stepSec, elapsedSeconds: elapsed,
-                                     etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: model.attentionRowSum,
+                                     etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
                                      computeSeconds: computeSeconds / Double(windowSteps), commSeconds: commSeconds / Double(windowSteps))
                 try metrics?.append(sm)
                 onEvent(.step(sm))
@@ -258,23 +250,22 @@ public final class Trainer {
                 if stop { throw TrainingStopped(step: step, checkpoint: dir) }
             }
             if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
-                let r = try evaluate(valid, split: "valid", step: step, maxBatches: tc.evalBatches)
+                let r = try evaluate(split: workload.evalSplits[0], step: step, maxBatches: tc.evalBatches)
                 try metrics?.append(r)
                 onEvent(.evaluated(r))
                 windowStart = Date()
             }
         }
         let trainSeconds = Date().timeIntervalSince(start)
-        var validResult = try evaluate(valid, split: "valid", step: tc.steps, maxBatches: 0)
-        var testResult = try evaluate(test, split: "test", step: tc.steps, maxBatches: 0)
-        validResult.unigramPerplexity = unigramPerplexity(valid)
-        testResult.unigramPerplexity = unigramPerplexity(test)
-        for r in [validResult, testResult] { try metrics?.append(r); onEvent(.evaluated(r)) }
+        let results = try evaluateSplits(step: tc.steps)
+        for r in results { try metrics?.append(r); onEvent(.evaluated(r)) }
         let weights = (runDir as NSString).appendingPathComponent("model.safetensors")
         if comm.isRoot { try saveWeights(to: weights) }
+        let rate = Double(unitsPerStep * (tc.steps - startStep)) / trainSeconds
         let summary = RunSummary(attention: config.model.attention.name, steps: tc.steps, finalTrainLoss: lastLoss,
-                                 valid: validResult, test: testResult,
-                                 tokensPerSecond: Double(tokensPerStep * tc.steps) / trainSeconds,
+                                 valid: results.first { $0.split == "valid" }, test: results.first { $0.split == "test" }!,
+                                 tokensPerSecond: workload.unit == "tokens" ? rate : nil,
+                                 imagesPerSecond: workload.unit == "images" ? rate : nil,
                                  wallSeconds: Date().timeIntervalSince(start), weightsPath: weights)
         if comm.isRoot {
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -284,58 +275,62 @@ public final class Trainer {
         return summary
     }
 
-    /// Perplexity on independent segments of the context length (every token but the first
-    /// predicted once), over at most `maxBatches` micro-batches per rank (0: all).
-    /// With `stride` (< context) the windows overlap and each scores only its new tokens, so
-    /// every token is predicted with at least context − stride tokens of history.
-    public func evaluate(_ data: LMDataset, split: String, step: Int, maxBatches: Int, stride: Int? = nil) throws -> EvalResult {
-        let T = config.model.context
-        let stride = min(max(stride ?? T, 1), T)
-        let segments = data.windowCount(stride: stride)
-        var nll = 0.0, count = 0.0
-        var first = comm.rank * microBatch
-        var batches = 0
-        while first < segments && (maxBatches == 0 || batches < maxBatches) {
-            let n = min(microBatch, segments - first)
-            for row in 0..<n { data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T) }
-            nll += model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
-            for i in 0..<(n * T) where targets[i] >= 0 { count += 1 }
-            first += microBatch * comm.size
-            batches += 1
+    /// ema = decay · ema + (1 − decay) · params, over every element.
+    func updateAverage(_ ema: FlatBuffer, decay: Float) {
+        let e = ema.pointer, p = workload.params.pointer, w = 1 - decay
+        for i in 0..<ema.count { e[i] = decay * e[i] + w * p[i] }
+    }
+
+    /// Runs `body` with the averaged weights in place of the live ones (when EMA is on).
+    func withAveragedWeights<R>(_ body: () throws -> R) rethrows -> R {
+        guard let ema else { return try body() }
+        let p = workload.params
+        let live = FlatBuffer(count: p.count)
+        live.pointer.update(from: p.pointer, count: p.count)
+        p.pointer.update(from: ema.pointer, count: p.count)
+        defer { p.pointer.update(from: live.pointer, count: p.count) }
+        return try body()
+    }
+
+    /// Evaluates `split` ("valid", "test", "train") with the averaged weights when EMA is on, over
+    /// at most `maxBatches` micro-batches per rank (0: all); `stride` is for language models.
+    public func evaluate(split: String, step: Int, maxBatches: Int, stride: Int? = nil) throws -> EvalResult {
+        var r = try withAveragedWeights {
+            try workload.evaluate(split: split, step: step, comm: comm, maxBatches: maxBatches, stride: stride)
         }
-        var sums = [nll, count]
-        try comm.allreduceSum(&sums, count: 2)
-        let loss = sums[0] / max(sums[1], 1)
-        return EvalResult(step: step, split: split, loss: loss, perplexity: exp(loss), tokens: Int(sums[1]),
-                          unigramPerplexity: nil, stride: stride)
+        if ema != nil { r.ema = true }
+        return r
     }
 
-    func unigramPerplexity(_ data: LMDataset) -> Double {
-        // Same tokens as the model predicts: all but the first.
-        let ids = (1..<data.shard.count).map { data.shard[$0] }
-        return vocab.unigramPerplexity(ids)
-    }
-
-    /// The parameters as safetensors, named as `model.layout`, with the model config as metadata.
+    /// The parameters (the averaged ones when EMA is on) as safetensors, named as the layout, with
+    /// the model config as metadata.
     public func saveWeights(to path: String) throws {
-        let p = model.params.pointer
-        let tensors = model.layout.tensors.map {
+        let p = (ema ?? workload.params).pointer
+        let tensors = workload.layout.tensors.map {
             Safetensors.Tensor(name: $0.name, shape: $0.shape, data: UnsafeBufferPointer(start: p + $0.offset, count: $0.count))
         }
-        try Safetensors.write(tensors, metadata: ["format": "pt", "config": config.modelJSON(vocabSize: vocab.size)], to: path)
+        try Safetensors.write(tensors, metadata: ["format": "pt", "config": workload.modelJSON], to: path)
     }
 }
 
 extension TrainConfig {
-    /// The model section as JSON (what `eval` and PyTorch users need to rebuild the model).
-    public func modelJSON(vocabSize: Int) -> String {
+    /// The model section as JSON (what `eval` and PyTorch users need to rebuild the model);
+    /// `outputs` is the vocabulary (LM) or the number of classes (ViT).
+    public func modelJSON(outputs: Int, imageSize: Int = 0, channels: Int = 0) -> String {
         var d: [String: Any] = [
-            "vocab_size": vocabSize, "layers": model.layers, "d_model": model.dModel, "heads": model.heads,
-            "d_ff": model.dFF, "context": model.context, "norm": model.norm.rawValue,
-            "positions": model.positions.rawValue, "activation": model.activation.rawValue,
-            "dropout": Double(model.dropout), "tie_embeddings": model.tieEmbeddings,
-            "scale_embeddings": model.scaleEmbeddings, "init_std": Double(model.initStd),
+            "kind": model.kind.rawValue, "layers": model.layers, "d_model": model.dModel, "heads": model.heads,
+            "d_ff": model.dFF, "norm": model.norm.rawValue, "activation": model.activation.rawValue,
+            "dropout": Double(model.dropout), "init_std": Double(model.initStd),
         ]
+        switch model.kind {
+        case .lm:
+            d["vocab_size"] = outputs; d["context"] = model.context; d["positions"] = model.positions.rawValue
+            d["tie_embeddings"] = model.tieEmbeddings; d["scale_embeddings"] = model.scaleEmbeddings
+        case .vit:
+            d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
+            d["drop_path"] = Double(model.dropPath)
+            d["gelu"] = "tanh" // PyTorch: nn.GELU(approximate="tanh")
+        }
         switch model.attention {
         case .softmax: d["attention"] = ["kind": "softmax"]
         case .fourier(let s, let r0):
@@ -372,9 +367,9 @@ extension Trainer {
         let state = TrainerState(step: step, epoch: epoch, samplesSeen: step * config.train.batchSize,
                                  globalBatch: config.train.batchSize, worldSize: comm.size, shards: comm.size,
                                  seed: config.run.seed, configHash: String(config.hash, radix: 16),
-                                 modelConfig: config.modelJSON(vocabSize: vocab.size), files: [:])
-        return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: model.layout,
-                                   params: model.params, m: m, v: v, stateBase: owned.lowerBound, comm: comm,
+                                 modelConfig: workload.modelJSON, files: [:])
+        return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: workload.layout,
+                                   params: workload.params, m: m, v: v, ema: ema, stateBase: owned.lowerBound, comm: comm,
                                    keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
                                    afterShards: { [weak self] in self?.checkpointHook?(step) })
     }
@@ -392,7 +387,7 @@ extension Trainer {
             dir = Checkpoint.latest(root: root)
         }
         guard let dir else { return nil }
-        let state = try Checkpoint.load(dir, layout: model.layout, params: model.params, m: m, v: v, owned: owned)
+        let state = try Checkpoint.load(dir, layout: workload.layout, params: workload.params, m: m, v: v, ema: ema, owned: owned)
         guard state.globalBatch == config.train.batchSize else {
             throw ConfigError("\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config says \(config.train.batchSize); the global batch must stay the same to continue the data order")
         }
@@ -406,23 +401,24 @@ extension Trainer {
     /// Loads weights saved by `saveWeights` (or `export`); every tensor must match by name and shape.
     public func loadWeights(from path: String) throws {
         let (tensors, _) = try Safetensors.read(path: path)
-        for t in model.layout.tensors {
+        for t in workload.layout.tensors {
             guard let (shape, values) = tensors[t.name] else {
                 throw ConfigError("\(path): tensor '\(t.name)' missing (does the config match the weights?)")
             }
             guard shape == t.shape else {
                 throw ConfigError("\(path): tensor '\(t.name)' has shape \(shape), the config needs \(t.shape)")
             }
-            values.withUnsafeBufferPointer { (model.params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count) }
+            values.withUnsafeBufferPointer { (workload.params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count) }
         }
+        ema?.pointer.update(from: workload.params.pointer, count: workload.params.count)
     }
 
-    /// Full valid and test evaluation of the current weights, with unigram baselines.
+    /// Full evaluation of every split the data has (valid if any, then test), with baselines.
     public func evaluateSplits(step: Int = 0, stride: Int? = nil) throws -> [EvalResult] {
-        var v = try evaluate(valid, split: "valid", step: step, maxBatches: 0, stride: stride)
-        var t = try evaluate(test, split: "test", step: step, maxBatches: 0, stride: stride)
-        v.unigramPerplexity = unigramPerplexity(valid)
-        t.unigramPerplexity = unigramPerplexity(test)
-        return [v, t]
+        try workload.evalSplits.map { split in
+            var r = try evaluate(split: split, step: step, maxBatches: 0, stride: stride)
+            workload.annotateFinal(&r)
+            return r
+        }
     }
 }

@@ -178,8 +178,11 @@ struct BenchStep: ParsableCommand {
                                                                                  "run.dir=\(scratch)", "checkpoint.every=0"])
             cfg.train.steps = steps + 2
             let trainer = try Trainer(config: cfg)
+            guard let lm = trainer.workload as? LanguageModelWorkload else {
+                throw ValidationError("bench step measures language-model configs; image runs report images/s in their progress lines")
+            }
             let m = cfg.model
-            let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = trainer.vocab.size
+            let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = lm.vocab.size
             // Matmul FLOPs per token, forward: 2 x weights touched (qkv, proj, fc1, fc2, head);
             // attention: QK^T and AV, 2 x 2 x C per visible key (T+1)/2 on average (causal).
             let weights = Double(L * (4 * C * C + 2 * C * F) + V * C)

@@ -1,3 +1,4 @@
+import FFKernels
 import ArgumentParser
 import Foundation
 import FFModel

@@ -46,20 +46,37 @@ func formatDuration(_ s: Double) -> String {
     return "\(t)s"
 }
 
+/// "valid ppl 186.35" or "test top-1 91.20% top-5 99.80%": the headline figures of an evaluation.
+func headline(_ r: EvalResult) -> String {
+    if let top1 = r.top1, let top5 = r.top5 {
+        return String(format: "%@ top-1 %.2f%% top-5 %.2f%%", r.split, 100 * top1, 100 * top5)
+    }
+    return String(format: "%@ ppl %.2f", r.split, r.perplexity ?? .nan)
+}
+
 /// Progress lines for rank 0.
 func printEvent(_ e: TrainEvent) {
     switch e {
     case .started(let s):
-        print("swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, vocab \(s.vocabSize), \(s.worldSize) rank(s), \(s.steps) steps x \(s.tokensPerStep) tokens; run folder \(s.runDirectory)")
+        print("swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, \(s.data), \(s.worldSize) rank(s), \(s.steps) steps x \(s.unitsPerStep) \(s.unit); run folder \(s.runDirectory)")
         let mb = { (b: [Int]) in b.map { String(format: "%.1f", Double($0) / 1e6) }.joined(separator: ", ") }
         print("memory per rank (MB): \(mb(s.memoryPerRank)) in all, of which AdamW moments \(mb(s.optimizerBytesPerRank))\(s.zero1 ? " (ZeRO-1 partitions)" : "")")
     case .step(let m):
         let health = m.attentionRowSum.map { String(format: "%.3f", $0) }.joined(separator: ",")
-        print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %@ elapsed, ETA %@ | attn row-sum %@",
-                     m.step, m.steps, m.loss, m.lr, m.gradNorm, m.tokensPerSecond,
+        let rate = m.imagesPerSecond.map { String(format: "%.1f img/s", $0) } ?? String(format: "%.0f tok/s", m.tokensPerSecond ?? .nan)
+        print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %@ | %@ elapsed, ETA %@ | attn row-sum %@",
+                     m.step, m.steps, m.loss, m.lr, m.gradNorm, rate,
                      formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health))
     case .evaluated(let r):
-        var line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split, r.perplexity, r.tokens)
+        var line: String
+        if let top1 = r.top1, let top5 = r.top5 {
+            line = String(format: "eval step %d | %@ loss %.4f | top-1 %.2f%% | top-5 %.2f%% (%d images)", r.step, r.split, r.loss,
+                          100 * top1, 100 * top5, r.images ?? 0)
+        } else {
+            line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split,
+                          r.perplexity ?? .nan, r.tokens ?? 0)
+        }
+        if r.ema == true { line += " | EMA weights" }
         if let s = r.stride { line += " | stride \(s)" }
         if let u = r.unigramPerplexity { line += String(format: " | unigram perplexity %.2f", u) }
         print(line)
@@ -68,9 +85,12 @@ func printEvent(_ e: TrainEvent) {
     case .checkpointed(let path, let seconds, let bytes):
         print(String(format: "checkpoint %@ committed: %.1f MB in %.2f s", path, Double(bytes) / 1e6, seconds))
     case .finished(let s):
-        print(String(format: "done: %@ | valid ppl %.2f | test ppl %.2f | unigram test ppl %.2f | %.0f tok/s | %@ | weights %@",
-                     s.attention, s.valid.perplexity, s.test.perplexity, s.test.unigramPerplexity ?? .nan,
-                     s.tokensPerSecond, formatDuration(s.wallSeconds), s.weightsPath))
+        var parts = [s.attention] + ([s.valid].compactMap { $0 } + [s.test]).map(headline)
+        if let u = s.test.unigramPerplexity { parts.append(String(format: "unigram test ppl %.2f", u)) }
+        if let r = s.imagesPerSecond { parts.append(String(format: "%.1f img/s", r)) }
+        if let r = s.tokensPerSecond { parts.append(String(format: "%.0f tok/s", r)) }
+        parts += [formatDuration(s.wallSeconds), "weights \(s.weightsPath)"]
+        print("done: " + parts.joined(separator: " | "))
     }
     fflush(stdout)
 }
@@ -132,7 +152,7 @@ struct Train: ParsableCommand {
                 // A NaN in one rank's gradient, as an overflow in its backward would leave.
                 let steps = Set(debugNaNSteps)
                 trainer.beforeBackward = { step in
-                    if comm.rank == nanRank && steps.contains(step) { trainer.model.grads[0] = .nan }
+                    if comm.rank == nanRank && steps.contains(step) { trainer.workload.grads[0] = .nan }
                 }
             }
             if let step = debugKillInCheckpoint {

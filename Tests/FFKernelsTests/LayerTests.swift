@@ -133,4 +133,15 @@ final class LayerTests: XCTestCase {
         XCTAssertLessThan(worst, 5e-6)
         XCTAssertEqual(fastExp(SIMD8<Float>(repeating: -200))[3], 0)
     }
+
+    func testFastTanhAccuracy() {
+        var worst: Float = 0
+        var x: Float = -12
+        while x <= 12 {
+            let v = fastTanh(SIMD8<Float>(repeating: x))[5]
+            worst = max(worst, abs(v - tanhf(x)))
+            x += 0.003
+        }
+        XCTAssertLessThan(worst, 1e-6)
+    }
 }

@@ -1,3 +1,4 @@
+import FFKernels
 import Foundation
 
 /// A small deterministic generator for test data (SplitMix64).

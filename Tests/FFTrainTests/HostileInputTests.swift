@@ -1,3 +1,4 @@
+import FFKernels
 import XCTest
 @testable import FFTrain
 import FFModel

@@ -1,3 +1,4 @@
+import FFKernels
 import XCTest
 @testable import FFTrain
 import FFData
@@ -46,7 +47,7 @@ final class TrainerTests: XCTestCase {
             let trainer = try Trainer(config: cfg)
             var events: [TrainEvent] = []
             let summary = try trainer.run { events.append($0) }
-            XCTAssertLessThan(summary.test.perplexity, 0.5 * summary.test.unigramPerplexity!, kind)
+            XCTAssertLessThan(summary.test.perplexity!, 0.5 * summary.test.unigramPerplexity!, kind)
             XCTAssertTrue(events.contains { if case .step(let m) = $0 { return m.step == 60 }; return false })
             let metrics = try String(contentsOfFile: cfg.runDirectory + "/metrics.jsonl", encoding: .utf8)
             let lines = metrics.split(separator: "\n")
@@ -56,7 +57,7 @@ final class TrainerTests: XCTestCase {
             let other = try Trainer(config: try config(["model.attention.kind=\(kind)", "run.seed=99"]))
             try other.loadWeights(from: summary.weightsPath)
             let again = try other.evaluateSplits()
-            XCTAssertEqual(again[1].perplexity, summary.test.perplexity, accuracy: 1e-9 * summary.test.perplexity)
+            XCTAssertEqual(again[1].perplexity!, summary.test.perplexity!, accuracy: 1e-9 * summary.test.perplexity!)
         }
     }
 
@@ -65,7 +66,7 @@ final class TrainerTests: XCTestCase {
         try a.run()
         let b = try Trainer(config: try config(["train.steps=8", "model.dropout=0.1", "run.name=r2"]))
         try b.run()
-        XCTAssertEqual(a.model.params.array, b.model.params.array)
+        XCTAssertEqual(a.workload.params.array, b.workload.params.array)
     }
 
     func testGradientAccumulationEqualsOneBigBatch() throws {
@@ -73,7 +74,7 @@ final class TrainerTests: XCTestCase {
         try a.run()
         let b = try Trainer(config: try config(["train.steps=5", "train.grad_accum=4", "run.name=r2"]))
         try b.run()
-        let pa = a.model.params.array, pb = b.model.params.array
+        let pa = a.workload.params.array, pb = b.workload.params.array
         var worst: Float = 0
         for i in 0..<pa.count { worst = max(worst, abs(pa[i] - pb[i]) / max(abs(pa[i]), 1e-3)) }
         XCTAssertLessThan(worst, 1e-4)
@@ -121,7 +122,7 @@ extension TrainerTests {
         XCTAssertEqual(sliding[1].perplexity, segments[1].perplexity)
         let overlapping = try trainer.evaluateSplits(stride: 4)
         XCTAssertEqual(overlapping[1].tokens, segments[1].tokens, "the same tokens are scored, with more context")
-        XCTAssertTrue(overlapping[1].perplexity.isFinite)
+        XCTAssertTrue(overlapping[1].perplexity!.isFinite)
         XCTAssertNotEqual(overlapping[1].perplexity, segments[1].perplexity)
     }
 }

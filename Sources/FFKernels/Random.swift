@@ -1,3 +1,4 @@
+import FFKernels
 import Foundation
 
 /// SplitMix64: a small, fast generator with a 64-bit state that is trivial to save and restore.

@@ -1,0 +1,131 @@
+import CZlib
+import Foundation
+
+/// An IDX array (the MNIST file format): a big-endian header — two zero bytes, the element type
+/// (0x08: unsigned byte, the only type image datasets use), the number of dimensions — then each
+/// dimension as a big-endian uint32, then the elements in row-major order. Files may be gzipped.
+public struct IDXArray: Sendable {
+    public var dims: [Int]
+    /// The elements, row-major.
+    public var bytes: Data
+
+    public init(dims: [Int], bytes: Data) {
+        precondition(dims.reduce(1, *) == bytes.count, "IDX dims \(dims) do not match \(bytes.count) bytes")
+        self.dims = dims
+        self.bytes = bytes
+    }
+
+    /// Reads an IDX file, gzipped (detected by its magic bytes) or not; uncompressed files are
+    /// memory-mapped, so large datasets are paged in on demand.
+    public static func read(path: String) throws -> IDXArray {
+        let raw: Data
+        do { raw = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
+            throw DataError(path, "cannot read: \(error.localizedDescription)")
+        }
+        let data = raw.starts(with: [0x1F, 0x8B]) ? try gunzip(raw, path: path) : raw
+        return try parse(data, path: path)
+    }
+
+    /// Decodes an IDX byte string; `path` names it in errors.
+    public static func parse(_ data: Data, path: String) throws -> IDXArray {
+        guard data.count >= 4 else { throw DataError(path, "\(data.count) bytes: too short for an IDX header") }
+        let h = [UInt8](data.prefix(4))
+        guard h[0] == 0, h[1] == 0 else {
+            throw DataError(path, "not an IDX file (magic bytes \(String(format: "%02x %02x", h[0], h[1])), expected 00 00)")
+        }
+        guard h[2] == 0x08 else {
+            throw DataError(path, String(format: "IDX element type 0x%02x is not supported (only 0x08, unsigned byte)", h[2]))
+        }
+        let n = Int(h[3])
+        guard (1...4).contains(n) else { throw DataError(path, "IDX with \(n) dimensions (expected 1 to 4)") }
+        guard data.count >= 4 + 4 * n else { throw DataError(path, "truncated IDX header (\(data.count) bytes)") }
+        var dims: [Int] = []
+        var total = 1
+        for i in 0..<n {
+            let o = data.startIndex + 4 + 4 * i
+            let d = data[o..<(o + 4)].reduce(0) { $0 << 8 | Int($1) }
+            guard d > 0 else { throw DataError(path, "IDX dimension \(i) is 0") }
+            let (t, overflow) = total.multipliedReportingOverflow(by: d)
+            guard !overflow, t <= 1 << 40 else { throw DataError(path, "IDX dimensions \(dims + [d]) are too large") }
+            total = t
+            dims.append(d)
+        }
+        let body = 4 + 4 * n
+        guard data.count - body == total else {
+            throw DataError(path, "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
+        }
+        return IDXArray(dims: dims, bytes: data.subdata(in: (data.startIndex + body)..<data.endIndex))
+    }
+
+    /// The file's bytes (header and elements).
+    public func encoded() -> Data {
+        var d = Data([0, 0, 0x08, UInt8(dims.count)])
+        for x in dims { d.append(contentsOf: [UInt8(x >> 24 & 0xFF), UInt8(x >> 16 & 0xFF), UInt8(x >> 8 & 0xFF), UInt8(x & 0xFF)]) }
+        d.append(bytes)
+        return d
+    }
+
+    /// Writes the array atomically, gzipped when `gzip` is true.
+    public func write(to path: String, gzip: Bool = false) throws {
+        let data = gzip ? try IDXArray.gzip(encoded(), path: path) : encoded()
+        do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw DataError(path, "cannot write: \(error.localizedDescription)")
+        }
+    }
+
+    static func gunzip(_ input: Data, path: String) throws -> Data {
+        var out = Data()
+        var stream = z_stream()
+        guard cz_inflate_init_gzip(&stream) == Z_OK else { throw DataError(path, "zlib: cannot start inflating") }
+        defer { inflateEnd(&stream) }
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        try input.withUnsafeBytes { (src: UnsafeRawBufferPointer) in
+            stream.next_in = UnsafeMutablePointer(mutating: src.bindMemory(to: Bytef.self).baseAddress)
+            stream.avail_in = uInt(src.count)
+            while true {
+                let status = buffer.withUnsafeMutableBufferPointer { b -> Int32 in
+                    stream.next_out = b.baseAddress
+                    stream.avail_out = uInt(chunk)
+                    return inflate(&stream, Z_NO_FLUSH)
+                }
+                out.append(contentsOf: buffer[0..<(chunk - Int(stream.avail_out))])
+                if status == Z_STREAM_END {
+                    // Concatenated gzip members decode as one stream (as gzip -d does).
+                    if stream.avail_in == 0 { return }
+                    inflateReset(&stream)
+                    continue
+                }
+                guard status == Z_OK else {
+                    let why = stream.msg.map { String(cString: $0) } ?? "status \(status)"
+                    throw DataError(path, "corrupt gzip data: \(why)")
+                }
+                if stream.avail_in == 0 && stream.avail_out != 0 { throw DataError(path, "truncated gzip data") }
+            }
+        }
+        return out
+    }
+
+    static func gzip(_ input: Data, path: String) throws -> Data {
+        var stream = z_stream()
+        guard cz_deflate_init_gzip(&stream) == Z_OK else { throw DataError(path, "zlib: cannot start deflating") }
+        defer { deflateEnd(&stream) }
+        var out = Data()
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        input.withUnsafeBytes { (src: UnsafeRawBufferPointer) in
+            stream.next_in = UnsafeMutablePointer(mutating: src.bindMemory(to: Bytef.self).baseAddress)
+            stream.avail_in = uInt(src.count)
+            var status: Int32 = Z_OK
+            while status != Z_STREAM_END {
+                status = buffer.withUnsafeMutableBufferPointer { b -> Int32 in
+                    stream.next_out = b.baseAddress
+                    stream.avail_out = uInt(chunk)
+                    return deflate(&stream, Z_FINISH)
+                }
+                out.append(contentsOf: buffer[0..<(chunk - Int(stream.avail_out))])
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import FFData
+import FFDistributed
+import FFKernels
+import FFModel
+
+/// What the training loop trains: a model on flat parameter and gradient buffers, and the data
+/// that feeds it. The one seam between the loop (`Trainer`: sampling, gradient sync, ZeRO-1,
+/// AdamW, checkpoints, faults) and its tasks — language modelling and image classification.
+public protocol Workload: AnyObject {
+    var params: FlatBuffer { get }
+    var grads: FlatBuffer { get }
+    var layout: ParameterLayout { get }
+    /// See `LanguageModel.gradientStages`.
+    var gradientStages: [Range<Int>] { get }
+    var activationBytes: Int { get }
+    /// Mean Σ_j A_ij per layer in the last forward.
+    var attentionRowSum: [Double] { get }
+    /// Samples in the training split (sequences or images).
+    var trainCount: Int { get }
+    /// Loss terms per sample (target tokens of a sequence; 1 for an image): the loss of a step is
+    /// averaged over `batch × unitsPerSample`.
+    var unitsPerSample: Int { get }
+    /// What the units are: "tokens" or "images".
+    var unit: String { get }
+    /// For the start-up line: e.g. "vocab 16384" or "10 classes, 28x28x1 images".
+    var dataDescription: String { get }
+    /// The model config as JSON (safetensors metadata, checkpoints).
+    var modelJSON: String { get }
+    /// The splits `evaluate` knows, in reporting order ("valid" may be absent).
+    var evalSplits: [String] { get }
+
+    func initialize(seed: UInt64)
+    /// Stages this rank's training samples (`samples`: training-split indices) of `epoch` and runs
+    /// the training forward pass with one dropout key per sample; returns the summed loss.
+    func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double
+    func backward(onStageDone: ((Int) throws -> Void)?) throws
+    /// Evaluates `split` over every rank's share (all of it when `maxBatches` is 0); `stride`
+    /// applies to language models. The result is the same on every rank.
+    func evaluate(split: String, step: Int, comm: Communicator, maxBatches: Int, stride: Int?) throws -> EvalResult
+    /// Adds what a final report shows beside the model's figures (e.g. a unigram baseline).
+    func annotateFinal(_ result: inout EvalResult)
+
+    /// The Transformer blocks (attention maps and R for analysis).
+    var stack: TransformerStack { get }
+    /// Runs an evaluation forward on the first `samples` samples of `split` (at most one
+    /// micro-batch) for analysis; returns how many it ran.
+    func analysisForward(split: String, samples: Int) throws -> Int
+}
+
+/// A causal language model on token shards.
+public final class LanguageModelWorkload: Workload {
+    public let model: LanguageModel
+    public let vocab: Vocabulary
+    let train: LMDataset, valid: LMDataset, test: LMDataset
+    let microBatch: Int
+    let inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
+    let config: TrainConfig
+
+    init(config: TrainConfig, microBatch: Int) throws {
+        self.config = config
+        self.microBatch = microBatch
+        let vocabPath = config.dataPath("vocab.json")
+        let vocab = try Vocabulary.read(from: vocabPath)
+        self.vocab = vocab
+        let T = config.model.context
+        let open = { (file: String) throws -> LMDataset in
+            let shard = try TokenShard(path: config.dataPath(file))
+            let mx = shard.maxToken()
+            guard Int(mx) < vocab.size else {
+                throw DataError(shard.path, "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
+            }
+            return try LMDataset(shard: shard, context: T)
+        }
+        train = try open(config.data.train)
+        valid = try open(config.data.valid)
+        test = try open(config.data.test)
+        let lm = config.model.lmConfig(vocabSize: vocab.size)
+        if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
+        model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
+        inputs = .allocate(capacity: microBatch * T)
+        targets = .allocate(capacity: microBatch * T)
+    }
+
+    deinit { inputs.deallocate(); targets.deallocate() }
+
+    public var params: FlatBuffer { model.params }
+    public var grads: FlatBuffer { model.grads }
+    public var layout: ParameterLayout { model.layout }
+    public var gradientStages: [Range<Int>] { model.gradientStages }
+    public var activationBytes: Int { model.activationBytes }
+    public var attentionRowSum: [Double] { model.attentionRowSum }
+    public var trainCount: Int { train.count }
+    public var unitsPerSample: Int { config.model.context }
+    public var unit: String { "tokens" }
+    public var dataDescription: String { "vocab \(vocab.size), \(train.shard.count) training tokens" }
+    public var modelJSON: String { config.modelJSON(outputs: vocab.size) }
+    public var evalSplits: [String] { ["valid", "test"] }
+
+    public func initialize(seed: UInt64) { model.initialize(seed: seed) }
+
+    public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double {
+        let T = config.model.context
+        for (row, sample) in samples.enumerated() {
+            train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
+        }
+        return model.forward(tokens: inputs, targets: targets, batch: samples.count,
+                             mode: .train(lossScale: lossScale, dropoutKeys: keys))
+    }
+
+    public func backward(onStageDone: ((Int) throws -> Void)?) throws { try model.backward(onStageDone: onStageDone) }
+
+    func dataset(_ split: String) -> LMDataset {
+        switch split {
+        case "valid": return valid
+        case "test": return test
+        default: return train
+        }
+    }
+
+    /// Perplexity on independent segments of the context length (every token but the first
+    /// predicted once). With `stride` (< context) the windows overlap and each scores only its new
+    /// tokens, so every token is predicted with at least context − stride tokens of history.
+    public func evaluate(split: String, step: Int, comm: Communicator, maxBatches: Int, stride: Int?) throws -> EvalResult {
+        let data = dataset(split)
+        let T = config.model.context
+        let stride = min(max(stride ?? T, 1), T)
+        let segments = data.windowCount(stride: stride)
+        var nll = 0.0, count = 0.0
+        var first = comm.rank * microBatch
+        var batches = 0
+        while first < segments && (maxBatches == 0 || batches < maxBatches) {
+            let n = min(microBatch, segments - first)
+            for row in 0..<n { data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T) }
+            nll += model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
+            for i in 0..<(n * T) where targets[i] >= 0 { count += 1 }
+            first += microBatch * comm.size
+            batches += 1
+        }
+        var sums = [nll, count]
+        try comm.allreduceSum(&sums, count: 2)
+        let loss = sums[0] / max(sums[1], 1)
+        var r = EvalResult(step: step, split: split, loss: loss)
+        r.perplexity = exp(loss)
+        r.tokens = Int(sums[1])
+        r.stride = stride
+        return r
+    }
+
+    public func annotateFinal(_ result: inout EvalResult) {
+        // Same tokens as the model predicts: all but the first.
+        let data = dataset(result.split)
+        result.unigramPerplexity = vocab.unigramPerplexity((1..<data.shard.count).map { data.shard[$0] })
+    }
+
+    public var stack: TransformerStack { model.stack }
+
+    public func analysisForward(split: String, samples: Int) throws -> Int {
+        let data = dataset(split), T = config.model.context
+        let n = min(samples, data.evalCount, microBatch)
+        guard n >= 1 else { throw ConfigError("analyze: no sequence to analyse in the \(split) split") }
+        for row in 0..<n { data.evalSample(row, inputs: inputs + row * T, targets: targets + row * T) }
+        _ = model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
+        return n
+    }
+}
