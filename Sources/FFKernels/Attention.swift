@@ -95,13 +95,17 @@ public final class AttentionKernels {
 /// sinc(u) = sin(u)/u per lane, given sin(u); by its series where |u| < 0.3.
 @inline(__always) func sincChunk(_ u: F8, _ su: F8) -> F8 {
     let u2 = u * u
+    var s = su / u
+    s.replace(with: sincSeries(u2), where: u2 .< 0.09)
+    return s
+}
+
+/// sinc by its Taylor series in u² (truncation < 1e-10 for |u| < 0.3).
+@inline(__always) func sincSeries(_ u2: F8) -> F8 {
     let c3: Float = 1.0 / 5040, c2: Float = 1.0 / 120, c1: Float = 1.0 / 6
     let t2: F8 = c2 - u2 * c3
     let t1: F8 = c1 - u2 * t2
-    let series: F8 = 1 - u2 * t1
-    var s = su / u
-    s.replace(with: series, where: u2 .< 0.09)
-    return s
+    return 1 - u2 * t1
 }
 
 /// psi(u) = d/du log|sinc u| = cot u - 1/u per lane, given sin u and cos u; its series where

@@ -66,11 +66,26 @@ final class FourierScratch {
 
     /// W for query i and keys j0..<j0+8 (0 where j >= jEnd).
     @inline(__always) func weights(_ i: Int, _ j0: Int, jEnd: Int, p: Int) -> F8 {
+        // Y = Π_d sin(u_d)/u_d with one division per block of 4 dimensions: numerators and
+        // denominators are multiplied separately. Lanes with |u| < 0.3 take the series in the
+        // numerator and 1 in the denominator, so a denominator is at least 0.3^4 and at most
+        // (max|u|)^4; |numerator| <= 1.
         var y = F8(repeating: 1)
-        for d in 0..<D {
-            let u = F8(repeating: rq[i * D + d]) - keys(rk, d, j0)
-            let su = F8(repeating: sq[i * D + d]) * keys(ck, d, j0) - F8(repeating: cq[i * D + d]) * keys(sk, d, j0)
-            y *= sincChunk(u, su)
+        var d = 0
+        let qRow = i * D
+        while d < D {
+            var num = F8(repeating: 1), den = F8(repeating: 1)
+            let end = Swift.min(d + 4, D)
+            while d < end {
+                let u = F8(repeating: rq[qRow + d]) - keys(rk, d, j0)
+                let su = F8(repeating: sq[qRow + d]) * keys(ck, d, j0) - F8(repeating: cq[qRow + d]) * keys(sk, d, j0)
+                let u2 = u * u
+                let small = u2 .< 0.09
+                num *= su.replacing(with: sincSeries(u2), where: small)
+                den *= u.replacing(with: F8(repeating: 1), where: small)
+                d += 1
+            }
+            y *= num / den
         }
         var y2 = y * y
         // Below 1e-9, Y^4 would be an fp32 subnormal (slow, and nothing against eps).

@@ -6,6 +6,20 @@ import FFKernels
 /// (measured here: 30 vs 137 GFLOP/s on one core). OpenBLAS reads OPENBLAS_CORETYPE only when the
 /// library loads, so when it picked the fallback on a CPU with AVX-512 (or AVX2 + FMA) and the user
 /// set nothing, we set the variable and re-execute ourselves once. A user's own setting always wins.
+/// Exits with a clear message when this build's kernels need AVX2 + FMA and the CPU lacks them
+/// (instead of dying on an illegal instruction later).
+func checkCPUFeatures() {
+    #if FF_AVX2
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return }
+    let flags = Set(flagsLine.split(separator: " ").map(String.init))
+    if !flags.isSuperset(of: ["avx2", "fma"]) {
+        FileHandle.standardError.write(Data("error: this build of swift-ff-train needs a CPU with AVX2 and FMA (x86-64 from 2013 on); rebuild with FF_PORTABLE=1 swift build -c release\n".utf8))
+        exit(1)
+    }
+    #endif
+}
+
 func ensureFastBLASKernels() {
     let env = ProcessInfo.processInfo.environment
     guard env["OPENBLAS_CORETYPE"] == nil, env["SWIFT_FF_TRAIN_NO_REEXEC"] == nil else { return }

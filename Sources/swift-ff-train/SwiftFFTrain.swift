@@ -12,6 +12,7 @@ struct SwiftFFTrain: ParsableCommand {
         defaultSubcommand: Train.self)
 
     static func main() {
+        checkCPUFeatures()
         ensureFastBLASKernels()
         do {
             var command = try parseAsRoot()
