@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what swift-ff-train needs on a Debian/Ubuntu machine (idempotent): OpenBLAS, Open MPI.
+# Installs what swift-ff-train needs on a Debian/Ubuntu machine (idempotent): OpenBLAS, Open MPI,
+# zlib, and the Fashion-MNIST package.
 # The Swift toolchain (6.0 or newer) must already be on PATH: it is not an apt package.
 set -euo pipefail
 
@@ -9,7 +10,9 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 need=()
-for pkg in libopenblas-dev libopenmpi-dev openmpi-bin pkg-config python3; do
+# zlib reads gzipped IDX images; dataset-fashion-mnist is the default image dataset (and the
+# image tests' data).
+for pkg in libopenblas-dev libopenmpi-dev openmpi-bin pkg-config python3 zlib1g-dev dataset-fashion-mnist; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,3 +23,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 pkg-config --exists openblas || { echo "setup: pkg-config cannot find openblas" >&2; exit 1; }
 pkg-config --exists ompi-c || { echo "setup: pkg-config cannot find ompi-c (Open MPI)" >&2; exit 1; }
+pkg-config --exists zlib || { echo "setup: pkg-config cannot find zlib" >&2; exit 1; }

@@ -1,18 +1,45 @@
 import CZlib
 import Foundation
 
-/// An IDX array (the MNIST file format): a big-endian header — two zero bytes, the element type
-/// (0x08: unsigned byte, the only type image datasets use), the number of dimensions — then each
-/// dimension as a big-endian uint32, then the elements in row-major order. Files may be gzipped.
+/// An IDX array (the MNIST file format): a big-endian header — two zero bytes, the element type,
+/// the number of dimensions — then each dimension as a big-endian uint32, then the elements in
+/// row-major order, big-endian. Files may be gzipped. Element types read here: 0x08 unsigned byte
+/// (pixels, and labels of up to 256 classes), 0x0B int16 and 0x0C int32 (labels of more classes,
+/// e.g. ImageNet's 1000).
 public struct IDXArray: Sendable {
     public var dims: [Int]
-    /// The elements, row-major.
+    /// 0x08, 0x0B or 0x0C.
+    public var type: UInt8
+    /// The elements, row-major, as stored (big-endian for the wider types).
     public var bytes: Data
 
-    public init(dims: [Int], bytes: Data) {
-        precondition(dims.reduce(1, *) == bytes.count, "IDX dims \(dims) do not match \(bytes.count) bytes")
+    static let elementBytes: [UInt8: Int] = [0x08: 1, 0x0B: 2, 0x0C: 4]
+
+    public init(dims: [Int], bytes: Data, type: UInt8 = 0x08) {
+        precondition(IDXArray.elementBytes[type] != nil, "IDX element type \(type) not supported")
+        precondition(dims.reduce(1, *) * IDXArray.elementBytes[type]! == bytes.count, "IDX dims \(dims) do not match \(bytes.count) bytes")
         self.dims = dims
+        self.type = type
         self.bytes = bytes
+    }
+
+    /// Int32 labels written big-endian as type 0x0C.
+    public init(labels: [Int32]) {
+        var d = Data(capacity: labels.count * 4)
+        for x in labels { withUnsafeBytes(of: x.bigEndian) { d.append(contentsOf: $0) } }
+        self.init(dims: [labels.count], bytes: d, type: 0x0C)
+    }
+
+    /// The elements as integers (any element type).
+    public func integers() -> [Int] {
+        let b = [UInt8](bytes)
+        switch type {
+        case 0x0B: return stride(from: 0, to: b.count, by: 2).map { Int(Int16(bitPattern: UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]))) }
+        case 0x0C: return stride(from: 0, to: b.count, by: 4).map { i in
+            Int(Int32(bitPattern: UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])))
+        }
+        default: return b.map { Int($0) }
+        }
     }
 
     /// Reads an IDX file, gzipped (detected by its magic bytes) or not; uncompressed files are
@@ -33,14 +60,14 @@ public struct IDXArray: Sendable {
         guard h[0] == 0, h[1] == 0 else {
             throw DataError(path, "not an IDX file (magic bytes \(String(format: "%02x %02x", h[0], h[1])), expected 00 00)")
         }
-        guard h[2] == 0x08 else {
-            throw DataError(path, String(format: "IDX element type 0x%02x is not supported (only 0x08, unsigned byte)", h[2]))
+        guard let width = elementBytes[h[2]] else {
+            throw DataError(path, String(format: "IDX element type 0x%02x is not supported (0x08 unsigned byte, 0x0B int16, 0x0C int32)", h[2]))
         }
         let n = Int(h[3])
         guard (1...4).contains(n) else { throw DataError(path, "IDX with \(n) dimensions (expected 1 to 4)") }
         guard data.count >= 4 + 4 * n else { throw DataError(path, "truncated IDX header (\(data.count) bytes)") }
         var dims: [Int] = []
-        var total = 1
+        var total = width
         for i in 0..<n {
             let o = data.startIndex + 4 + 4 * i
             let d = data[o..<(o + 4)].reduce(0) { $0 << 8 | Int($1) }
@@ -54,12 +81,12 @@ public struct IDXArray: Sendable {
         guard data.count - body == total else {
             throw DataError(path, "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
         }
-        return IDXArray(dims: dims, bytes: data.subdata(in: (data.startIndex + body)..<data.endIndex))
+        return IDXArray(dims: dims, bytes: data.subdata(in: (data.startIndex + body)..<data.endIndex), type: h[2])
     }
 
     /// The file's bytes (header and elements).
     public func encoded() -> Data {
-        var d = Data([0, 0, 0x08, UInt8(dims.count)])
+        var d = Data([0, 0, type, UInt8(dims.count)])
         for x in dims { d.append(contentsOf: [UInt8(x >> 24 & 0xFF), UInt8(x >> 16 & 0xFF), UInt8(x >> 8 & 0xFF), UInt8(x & 0xFF)]) }
         d.append(bytes)
         return d

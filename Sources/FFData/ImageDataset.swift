@@ -2,13 +2,13 @@ import Foundation
 
 /// Labelled images from a pair of IDX files: images as (N, H, W) grey or (N, H, W, Ch)
 /// channels-last unsigned bytes (what MNIST and Fashion-MNIST ship, and what a converter writes
-/// for colour datasets), labels as (N) unsigned bytes.
+/// for colour datasets), labels as (N) unsigned bytes, int16 or int32 (more than 256 classes).
 public struct ImageDataset: Sendable {
     public let imagesPath: String
     public let count: Int
     public let height: Int, width: Int, channels: Int
     let pixels: Data
-    let labels: [UInt8]
+    let labels: [Int32]
 
     public init(images: String, labels: String) throws {
         let im = try IDXArray.read(path: images)
@@ -17,6 +17,7 @@ public struct ImageDataset: Sendable {
             throw DataError(images, "IDX images must have 3 dimensions (N, H, W) or 4 (N, H, W, channels); this one has \(im.dims)")
         }
         guard lb.dims.count == 1 else { throw DataError(labels, "IDX labels must have 1 dimension (N); this one has \(lb.dims)") }
+        guard im.type == 0x08 else { throw DataError(images, "IDX images must hold unsigned bytes (type 0x08)") }
         guard lb.dims[0] == im.dims[0] else {
             throw DataError(labels, "\(lb.dims[0]) labels for the \(im.dims[0]) images of \(images)")
         }
@@ -24,7 +25,9 @@ public struct ImageDataset: Sendable {
         count = im.dims[0]; height = im.dims[1]; width = im.dims[2]
         channels = im.dims.count == 4 ? im.dims[3] : 1
         pixels = im.bytes
-        self.labels = [UInt8](lb.bytes)
+        let values = lb.integers()
+        if let bad = values.first(where: { $0 < 0 }) { throw DataError(labels, "holds the negative label \(bad)") }
+        self.labels = values.map { Int32($0) }
     }
 
     /// The label of image `i`.

@@ -321,15 +321,21 @@ extension Checkpoint {
 
     /// Writes `out/model.safetensors` (every tensor of the checkpoint in one file) and
     /// `out/config.json` (the model configuration), after verifying the checksums.
-    public static func export(_ dir: String, to out: String) throws {
+    public static func export(_ dir: String, to out: String, averaged: Bool = false) throws {
         let state = try readState(dir)
         try verify(dir, state)
         var names: [String] = [], shapes: [[Int]] = [], values: [Float] = [], offsets: [Int] = []
         for i in 0..<state.shards {
-            let (t, _) = try Safetensors.read(path: (dir as NSString).appendingPathComponent(modelFile(i, of: state.shards)))
-            for (name, x) in t.sorted(by: { $0.key < $1.key }) {
-                names.append(name); shapes.append(x.shape); offsets.append(values.count); values += x.values
+            // The weight average (EMA) lives beside the AdamW moments, as NAME.ema.
+            let file = averaged ? optimizerFile(i, of: state.shards) : modelFile(i, of: state.shards)
+            let (t, _) = try Safetensors.read(path: (dir as NSString).appendingPathComponent(file))
+            for (name, x) in t.sorted(by: { $0.key < $1.key }) where !averaged || name.hasSuffix(".ema") {
+                names.append(averaged ? String(name.dropLast(4)) : name)
+                shapes.append(x.shape); offsets.append(values.count); values += x.values
             }
+        }
+        if averaged && names.isEmpty {
+            throw ConfigError("\(dir): no weight average in this checkpoint (the run had train.ema: 0)")
         }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try values.withUnsafeBufferPointer { buf in

@@ -91,7 +91,8 @@ public final class ImageWorkload: Workload {
         let s = trainData.height
         return "\(classes) classes, \(trainIndices.count) training images of \(s)x\(s)x\(trainData.channels)"
     }
-    public var modelJSON: String { config.modelJSON(outputs: classes, imageSize: trainData.height, channels: trainData.channels) }
+    public var modelJSON: String { config.modelJSON(outputs: classes, imageSize: trainData.height, channels: trainData.channels,
+                                                    mean: mean, std: std) }
     public var evalSplits: [String] { validPipeline == nil ? ["test"] : ["valid", "test"] }
     public var stack: TransformerStack { model.stack }
 

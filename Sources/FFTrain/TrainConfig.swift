@@ -75,8 +75,8 @@ public struct TrainConfig: Sendable {
         public var evalEvery: Int
         /// Batches of the validation split per periodic evaluation (0: the whole split).
         public var evalBatches: Int
-        /// Exponential moving average of the weights with this decay (0: off); evaluation and the
-        /// saved weights then use the average.
+        /// Exponential moving average of the weights with this decay (0: off), warmed up as
+        /// min(decay, (1 + step) / (10 + step)); evaluation and the saved weights use the average.
         public var ema: Float
         /// What to do when the loss or the gradient is NaN/Inf (decided on reduced values, so
         /// every rank decides the same).

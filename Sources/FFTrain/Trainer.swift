@@ -220,7 +220,7 @@ public final class Trainer {
                 let dt = Date().timeIntervalSince(ta)
                 commSeconds += dt
             }
-            if let ema { updateAverage(ema, decay: tc.ema) }
+            if let ema { updateAverage(ema, decay: min(tc.ema, Float(1 + step) / Float(10 + step))) }
             lastLoss = lossSum / Double(unitsPerStep)
             windowSteps += 1
             if step % tc.logEvery == 0 || step == tc.steps || step == 1 {
@@ -275,7 +275,9 @@ public final class Trainer {
         return summary
     }
 
-    /// ema = decay · ema + (1 − decay) · params, over every element.
+    /// ema = decay · ema + (1 − decay) · params, over every element. The run uses
+    /// decay_t = min(train.ema, (1 + t) / (10 + t)) at step t, so the average forgets the random
+    /// initialisation quickly instead of keeping e^(−t(1 − decay)) of it.
     func updateAverage(_ ema: FlatBuffer, decay: Float) {
         let e = ema.pointer, p = workload.params.pointer, w = 1 - decay
         for i in 0..<ema.count { e[i] = decay * e[i] + w * p[i] }
@@ -316,7 +318,7 @@ public final class Trainer {
 extension TrainConfig {
     /// The model section as JSON (what `eval` and PyTorch users need to rebuild the model);
     /// `outputs` is the vocabulary (LM) or the number of classes (ViT).
-    public func modelJSON(outputs: Int, imageSize: Int = 0, channels: Int = 0) -> String {
+    public func modelJSON(outputs: Int, imageSize: Int = 0, channels: Int = 0, mean: [Float] = [], std: [Float] = []) -> String {
         var d: [String: Any] = [
             "kind": model.kind.rawValue, "layers": model.layers, "d_model": model.dModel, "heads": model.heads,
             "d_ff": model.dFF, "norm": model.norm.rawValue, "activation": model.activation.rawValue,
@@ -329,6 +331,8 @@ extension TrainConfig {
         case .vit:
             d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
             d["drop_path"] = Double(model.dropPath)
+            // Inputs are (pixel / 255 − mean[c]) / std[c], channels first.
+            d["mean"] = mean.map(Double.init); d["std"] = std.map(Double.init)
             d["gelu"] = "tanh" // PyTorch: nn.GELU(approximate="tanh")
         }
         switch model.attention {

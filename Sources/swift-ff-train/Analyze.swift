@@ -22,8 +22,9 @@ struct Analyze: ParsableCommand {
             let out = output ?? (cfg.runDirectory as NSString).appendingPathComponent("analysis")
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             let report = try trainer.analyzeAttention(split: split, sequences: sequences) { layer, maps in
-                let svg = attentionHeatmapSVG(maps, T: cfg.model.context,
-                                              title: "\(cfg.run.name): layer \(layer), \(split) segment 0 (\(cfg.model.attention.name))")
+                let what = cfg.model.kind == .lm ? "segment 0" : "image 0 (token 0 is the class token)"
+                let svg = attentionHeatmapSVG(maps, T: trainer.workload.stack.config.seq,
+                                              title: "\(cfg.run.name): layer \(layer), \(split) \(what) (\(cfg.model.attention.name))")
                 try? writeAtomically(Data(svg.utf8), to: (out as NSString).appendingPathComponent("attention-layer\(layer).svg"))
             }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -12,10 +12,13 @@ struct Export: ParsableCommand {
     @Option(name: .long, help: "Output folder.")
     var output: String
 
+    @Flag(name: .long, help: "Export the exponential moving average of the weights (runs with train.ema > 0).")
+    var ema = false
+
     func run() throws {
         do {
             let dir = Checkpoint.latest(root: checkpoint) ?? checkpoint
-            try Checkpoint.export(dir, to: output)
+            try Checkpoint.export(dir, to: output, averaged: ema)
             print("exported \(dir) -> \(output)/model.safetensors, \(output)/config.json")
         } catch { fail(error) }
     }

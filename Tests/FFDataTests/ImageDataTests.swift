@@ -33,6 +33,13 @@ final class ImageDataTests: XCTestCase {
                 XCTAssertEqual(b.bytes, a.bytes)
             }
         }
+        // Wide labels (ImageNet's 1000 classes do not fit a byte): int32, big-endian.
+        let labels: [Int32] = [0, 999, 65_536, 7]
+        try IDXArray(labels: labels).write(to: dir + "/labels.gz", gzip: true)
+        let back = try IDXArray.read(path: dir + "/labels.gz")
+        XCTAssertEqual(back.type, 0x0C)
+        XCTAssertEqual(back.integers(), labels.map(Int.init))
+        XCTAssertEqual(Array(back.encoded().prefix(12)), [0, 0, 0x0C, 1, 0, 0, 0, 4, 0, 0, 0, 0])
         // The header layout, byte for byte: magic 0x00000803, then big-endian dims.
         let h = IDXArray(dims: [2, 300, 1], bytes: Data(count: 600)).encoded().prefix(16)
         XCTAssertEqual(Array(h), [0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 1, 44, 0, 0, 0, 1])

@@ -1,6 +1,7 @@
 import XCTest
 @testable import FFTrain
 import FFModel
+import FFKernels
 
 final class ConfigTests: XCTestCase {
     let base = """
@@ -38,6 +39,45 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.train.gradAccum, 1)
         let f = try parse(base)
         XCTAssertEqual(f.model.attention, .fourier(.init(p: 4, eps: 1e-6, rMode: .perHead), rInit: 1.5))
+    }
+
+    let vit = """
+    run: {name: v, dir: /tmp/x}
+    data: {dir: /usr/share/datasets/fashion-mnist, valid_holdout: 100}
+    model: {kind: vit, patch: 7, layers: 2, d_model: 32, heads: 2, d_ff: 64}
+    augment: {crop_padding: 2, flip: true, mixup: 0.8, cutmix: 1.0, erase: 0.25, label_smoothing: 0.1}
+    train: {steps: 10, batch_size: 8, lr: 1.0e-3, ema: 0.99}
+    """
+
+    func testViTConfigDefaultsFollowDeiT() throws {
+        let c = try parse(vit)
+        XCTAssertEqual(c.model.kind, .vit)
+        XCTAssertEqual(c.model.norm, .pre)
+        XCTAssertEqual(c.model.activation, .gelu)
+        XCTAssertEqual(c.model.dropPath, 0.1)
+        XCTAssertEqual(c.model.dropout, 0)
+        XCTAssertEqual(c.model.attention, .fourier(FourierSpec(), rInit: 1.0), "the paper's DeiT R init")
+        XCTAssertEqual(c.data.train, "train-images-idx3-ubyte.gz")
+        XCTAssertEqual(c.data.testLabels, "t10k-labels-idx1-ubyte.gz")
+        XCTAssertEqual(c.augment.cutmix, 1.0)
+        XCTAssertEqual(c.train.ema, 0.99)
+        XCTAssertEqual(try parse(vit, ["model.attention.kind=softmax"]).model.attention, .softmax)
+    }
+
+    func testViTConfigErrorsAreNamed() throws {
+        // Keys of the other kind are unknown, not silently ignored.
+        assertError(vit, ["model.context=16"], contains: "unknown key 'model.context'")
+        assertError(base, ["augment.flip=true"], contains: "unknown key 'augment'")
+        assertError(base, ["model.patch=4"], contains: "unknown key 'model.patch'")
+        assertError(vit, ["model.kind=cnn"], contains: "model.kind: 'cnn' is not one of lm, vit")
+        assertError(vit, ["augment.mix_prob=2"], contains: "augment.mix_prob: must be at most 1")
+        assertError(vit, ["data.valid=v.gz", "data.valid_labels=l.gz"], contains: "data.valid and data.valid_holdout")
+        assertError(vit, ["data.mean=[0.1, 0.2]", "data.std=[0.3]"], contains: "data.mean has 2 entries, data.std 1")
+        assertError(vit, ["data.std=[0]"], contains: "data.std: every entry must be at least")
+        // Needs the data: the patch must divide the 28-pixel images.
+        XCTAssertThrowsError(try Trainer(config: try parse(vit, ["model.patch=5"]))) { e in
+            XCTAssertTrue("\(e)".contains("model.patch (5) must divide the image size (28)"), "\(e)")
+        }
     }
 
     func testUnknownKeysAreNamed() {
