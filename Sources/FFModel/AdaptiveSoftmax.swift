@@ -19,6 +19,14 @@ import FFKernels
 //   log p(w) = log p_head(w)                          for w in cluster 0,
 //   log p(w) = log p_head(cluster k) + log p_k(w)     for w in cluster k >= 1.
 // Training only evaluates a tail for the rows whose target falls in it.
+//
+// Wiring into a model such as LanguageModel: register the AdaptiveEmbedding where tok_emb is
+// (first) and the AdaptiveSoftmax where lm_head is (after the blocks), so the layout keeps the
+// order `gradientStages` relies on; with tying, the shared tables sit in the embedding stage,
+// which backward completes last, so the softmax's earlier contributions are in by then. Create the
+// flat buffers, `bind` both, then per step: `embedding.forward(tokens:M:out:)` (scale by sqrt(C)
+// afterwards if the model does), ..., `softmax.forward(hidden:targets:M:lossScale:)`; in backward
+// `softmax.backward(dhidden:)` into a zeroed buffer, ..., `embedding.backward(dout:)`.
 
 /// The shape and options of an adaptive softmax and of the adaptive input embedding tied to it.
 public struct AdaptiveSoftmaxConfig: Sendable, Equatable {
@@ -106,26 +114,29 @@ public struct AdaptiveSoftmaxConfig: Sendable, Equatable {
 }
 
 /// Rows grouped by cluster with a stable counting sort: the rows of cluster 0 in their original
-/// order, then those of cluster 1, and so on. Sized at init; `group` allocates nothing.
+/// order, then those of cluster 1, and so on. Sized at init; `group` allocates nothing (the counts
+/// are owned pointers rather than arrays, so a copy held elsewhere cannot force a copy-on-write).
 final class RowPartition {
     let clusters: Int
     /// perm[i] = the original row of grouped row i (M).
     let perm: UnsafeMutablePointer<Int32>
     /// The cluster of each original row (M).
     private let key: UnsafeMutablePointer<Int32>
-    /// Rows in cluster k, and the first grouped row of cluster k (start[clusters] = M).
-    private(set) var count: [Int]
-    private(set) var start: [Int]
+    /// Rows in cluster k (clusters), and the first grouped row of cluster k (clusters + 1, the last = M).
+    let count: UnsafeMutablePointer<Int>
+    let start: UnsafeMutablePointer<Int>
 
     init(clusters: Int, maxRows: Int) {
         self.clusters = clusters
         perm = .allocate(capacity: max(maxRows, 1))
         key = .allocate(capacity: max(maxRows, 1))
-        count = [Int](repeating: 0, count: clusters)
-        start = [Int](repeating: 0, count: clusters + 1)
+        count = .allocate(capacity: clusters)
+        count.initialize(repeating: 0, count: clusters)
+        start = .allocate(capacity: clusters + 1)
+        start.initialize(repeating: 0, count: clusters + 1)
     }
 
-    deinit { perm.deallocate(); key.deallocate() }
+    deinit { perm.deallocate(); key.deallocate(); count.deallocate(); start.deallocate() }
 
     func group(M: Int, clusterOf: (Int) -> Int) {
         for k in 0..<clusters { count[k] = 0 }
@@ -336,12 +347,17 @@ public final class AdaptiveEmbedding {
 /// x · `projections.0.weight` too; otherwise each tail keeps its own `tail.{i}.proj.weight`.
 /// Both objects accumulate into the same gradient entries.
 ///
-/// Scratch for up to `maxRows` rows is allocated at init (the tail logits take maxRows · max s_k
-/// floats, since in the worst case every row falls in the largest tail); `forward` and
-/// `backward` allocate nothing. Call `bind(params:grads:)` once the flat buffers exist.
+/// Memory: the head's logits (M, H) are kept from forward to backward. A tail's logits are
+/// scored `tailChunk` rows at a time and scored again in backward, so the tails need
+/// tailChunk · max s_k floats rather than maxRows · max s_k (every row may fall in the largest
+/// tail: 2.6 GB for WikiText-103 at 4096 rows). The tails' inputs are projected to d_k first, so
+/// the second scoring costs little next to the head. All scratch is allocated at init; `forward`
+/// and `backward` allocate nothing. Call `bind(params:grads:)` once the flat buffers exist.
 public final class AdaptiveSoftmax {
     public let config: AdaptiveSoftmaxConfig
     public let maxRows: Int
+    /// Rows of a tail scored at once.
+    public let tailChunk: Int
     public let threads: Int
     /// The tensors this object added to the layout, in order (tied ones are the embedding's).
     public let registered: [TensorInfo]
@@ -361,25 +377,26 @@ public final class AdaptiveSoftmax {
     private let x, dx: UnsafeMutablePointer<Float>           // (M, C) hidden rows grouped by target cluster, and their gradient
     private let zHead: UnsafeMutablePointer<Float>           // (M, C) projected input of the shortlist (projectShortlist, tied)
     private let zTail: UnsafeMutablePointer<Float>           // Σ_k r_k d_k <= M·C: projected inputs of the tails, grouped
-    private let dz: UnsafeMutablePointer<Float>              // <= (M, C) scratch for the gradient of a z
+    private let dz: UnsafeMutablePointer<Float>              // <= (M, C) the gradient of one cluster's z
     private let headLogits: UnsafeMutablePointer<Float>      // (M, H), dlogits after a training forward
-    private let tailLogits: UnsafeMutablePointer<Float>      // Σ_k r_k s_k <= M · max s_k, dlogits after a training forward
+    private let tailLogits: UnsafeMutablePointer<Float>      // (tailChunk, max s_k) one chunk of a tail
     private let headTargets, tailTargets: UnsafeMutablePointer<Int32>   // (M) grouped
     private let rowLoss: UnsafeMutablePointer<Double>        // (M)
-    private var zOffset: [Int], logitOffset: [Int]           // (n + 1) where cluster k starts in zTail / tailLogits
+    private let zOffset: UnsafeMutablePointer<Int>           // (n + 1) where cluster k starts in zTail
     private var lastRows = 0
-    private var lastTrain = false
+    private var lastScale: Float?
 
-    /// Rows per cluster in the last forward (cluster 0 also counts ignored rows).
-    public var lastClusterRows: [Int] { partition.count }
+    /// Rows per cluster in the last forward (cluster 0 also counts ignored rows; allocates).
+    public var lastClusterRows: [Int] { Array(UnsafeBufferPointer(start: partition.count, count: config.clusterCount)) }
 
     /// Registers the softmax's own tensors in `layout` under `prefix`. With `config.tieWeights`,
     /// `tiedTo` must be the embedding built from the same config (registered earlier in the same
-    /// layout and bound to the same buffers).
+    /// layout and bound to the same buffers). `tailChunk` defaults to min(maxRows, 256).
     public init(config: AdaptiveSoftmaxConfig, layout: inout ParameterLayout, prefix: String = "adaptive_softmax",
-                maxRows: Int, threads: Int = 1, tiedTo embedding: AdaptiveEmbedding? = nil) {
+                maxRows: Int, tailChunk: Int? = nil, threads: Int = 1, tiedTo embedding: AdaptiveEmbedding? = nil) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         precondition(maxRows >= 1, "maxRows must be at least 1 (got \(maxRows))")
+        precondition((tailChunk ?? 1) >= 1, "tailChunk must be at least 1 (got \(tailChunk ?? 0))")
         precondition(config.tieWeights == (embedding != nil),
                      config.tieWeights ? "tieWeights needs the AdaptiveEmbedding to tie to" : "an embedding was given but tieWeights is off")
         if let embedding {
@@ -387,6 +404,7 @@ public final class AdaptiveSoftmax {
         }
         self.config = config
         self.maxRows = maxRows
+        self.tailChunk = min(tailChunk ?? 256, maxRows)
         self.threads = max(1, threads)
         tiedEmbedding = embedding
         let C = config.dModel, n = config.tailCount, c0 = config.shortlistSize, K = config.clusterCount
@@ -428,14 +446,14 @@ public final class AdaptiveSoftmax {
         registered = reg; outWeights = outs; projections = projs
 
         partition = RowPartition(clusters: K, maxRows: maxRows)
-        zOffset = [Int](repeating: 0, count: K)
-        logitOffset = [Int](repeating: 0, count: K)
+        zOffset = .allocate(capacity: K)
+        zOffset.initialize(repeating: 0, count: K)
         let maxTail = (1..<K).map { config.clusterRange($0).count }.max() ?? 0
         let a = arena
         let hx = a.reserve(maxRows * C), hdx = a.reserve(maxRows * C)
         let hzh = a.reserve(projs[0] == .none ? 0 : maxRows * C), hzt = a.reserve(n > 0 ? maxRows * C : 0)
         let hdz = a.reserve(maxRows * C)
-        let hhl = a.reserve(maxRows * config.headSize), htl = a.reserve(maxRows * maxTail)
+        let hhl = a.reserve(maxRows * config.headSize), htl = a.reserve(self.tailChunk * maxTail)
         let hht = a.reserve(maxRows), htt = a.reserve(maxRows)
         a.commit()
         x = a.pointer(hx); dx = a.pointer(hdx); zHead = a.pointer(hzh); zTail = a.pointer(hzt); dz = a.pointer(hdz)
@@ -445,7 +463,7 @@ public final class AdaptiveSoftmax {
         rowLoss = .allocate(capacity: maxRows)
     }
 
-    deinit { rowLoss.deallocate() }
+    deinit { rowLoss.deallocate(); zOffset.deallocate() }
 
     /// Uses `params` and `grads` (flat buffers of the layout passed to init) from now on.
     public func bind(params: FlatBuffer, grads: FlatBuffer) {
@@ -465,15 +483,15 @@ public final class AdaptiveSoftmax {
     public var scratchBytes: Int { arena.floats * 4 + maxRows * 8 }
 
     /// Returns the summed negative log-likelihood (nats, in Double) of targets (M) given hidden
-    /// (M, C); a target < 0 is ignored. With a `lossScale`, keeps the gradient of
-    /// `lossScale * loss` for the following `backward`; with nil, only evaluates.
+    /// (M, C); a target < 0 is ignored. With a `lossScale`, keeps what the following `backward`
+    /// needs for the gradient of `lossScale * loss`; with nil, only evaluates.
     public func forward(hidden: UnsafePointer<Float>, targets: UnsafePointer<Int32>, M: Int, lossScale: Float?) -> Double {
         precondition(M >= 0 && M <= maxRows, "\(M) rows exceed the softmax's allocation \(maxRows)")
         guard let params else { preconditionFailure("AdaptiveSoftmax used before bind(params:grads:)") }
         let C = config.dModel, V = config.vocabSize, H = config.headSize, c0 = config.shortlistSize
         let n = config.tailCount, p = params.pointer
         lastRows = M
-        lastTrain = lossScale != nil
+        lastScale = lossScale
 
         // Group rows by the cluster of their target (ignored rows go with the shortlist), so each
         // tail reads one contiguous block of x.
@@ -494,10 +512,12 @@ public final class AdaptiveSoftmax {
                 tailTargets[i] = Int32(t - config.clusterRange(k).lowerBound)
             }
         }
-
-        // Head over every row: shortlist words, then one logit per tail cluster.
         guard M > 0 else { return 0 }
-        logitsForward(0, x: x, rows: M, z: zHead, logits: headLogits, ld: H, p: p)
+
+        // Head over every row: shortlist words, then one logit per tail cluster. In training the
+        // logits become dlogits here, as crossEntropy fuses its backward.
+        let inp0 = project(0, x: x, rows: M, z: zHead, p: p)
+        score(0, inp: inp0, rows: M, logits: headLogits, ld: H, p: p)
         if n > 0 {
             sgemm(transA: false, transB: true, M: M, N: n, K: C, alpha: 1, x, lda: C, p + clusterWeight, ldb: C,
                   beta: 0, headLogits + c0, ldc: H)
@@ -505,17 +525,22 @@ public final class AdaptiveSoftmax {
         var loss = crossEntropy(logits: headLogits, targets: headTargets, M: M, V: H, dscale: lossScale,
                                 rowLoss: rowLoss, threads: threads)
 
-        // Each tail over its own rows only.
-        var zoff = 0, loff = 0
+        // Each tail over its own rows only; the logits of a chunk are dropped after its loss.
+        var zoff = 0
         for k in 1..<config.clusterCount {
             let r = partition.count[k], s = partition.start[k], size = config.clusterRange(k).count
-            zOffset[k] = zoff; logitOffset[k] = loff
+            zOffset[k] = zoff
             guard r > 0 else { continue }
-            let logits = tailLogits + loff
-            logitsForward(k, x: x + s * C, rows: r, z: zTail + zoff, logits: logits, ld: size, p: p)
-            loss += crossEntropy(logits: logits, targets: tailTargets + s, M: r, V: size, dscale: lossScale,
-                                 rowLoss: rowLoss + s, threads: threads)
-            zoff += r * dims[k]; loff += r * size
+            let inp = project(k, x: x + s * C, rows: r, z: zTail + zoff, p: p), d = dims[k]
+            var done = 0
+            while done < r {
+                let rc = min(tailChunk, r - done)
+                score(k, inp: inp + done * d, rows: rc, logits: tailLogits, ld: size, p: p)
+                loss += crossEntropy(logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: nil,
+                                     rowLoss: rowLoss + s + done, threads: threads)
+                done += rc
+            }
+            zoff += r * d
         }
         return loss
     }
@@ -523,8 +548,8 @@ public final class AdaptiveSoftmax {
     /// Accumulates dhidden (M, C) and the bound parameter gradients of `lossScale * loss` from the
     /// preceding training forward. Consumes that forward's saved state.
     public func backward(dhidden: UnsafeMutablePointer<Float>) {
-        precondition(lastTrain, "backward needs a preceding forward with a lossScale")
-        lastTrain = false
+        guard let scale = lastScale else { preconditionFailure("backward needs a preceding forward with a lossScale") }
+        lastScale = nil
         guard let params, let grads else { preconditionFailure("AdaptiveSoftmax used before bind(params:grads:)") }
         let M = lastRows, C = config.dModel, H = config.headSize, c0 = config.shortlistSize, n = config.tailCount
         let p = params.pointer, g = grads.pointer
@@ -532,7 +557,9 @@ public final class AdaptiveSoftmax {
         dx.update(repeating: 0, count: M * C)
 
         // Head: headLogits hold dlogits (M, H).
-        logitsBackward(0, dlogits: headLogits, ld: H, x: x, rows: M, z: zHead, dx: dx, p: p, g: g)
+        let inp0 = projections[0] == .none ? UnsafePointer(x) : UnsafePointer(zHead)
+        scoreBackward(0, dlogits: headLogits, ld: H, inp: inp0, rows: M, dinp: projections[0] == .none ? dx : dz, p: p, g: g)
+        projectBackward(0, x: x, rows: M, dz: dz, dx: dx, p: p, g: g)
         if n > 0 {
             let dl = headLogits + c0   // (M, n), row stride H
             sgemm(transA: true, transB: false, M: n, N: C, K: M, alpha: 1, dl, lda: H, x, ldb: C,
@@ -540,11 +567,25 @@ public final class AdaptiveSoftmax {
             sgemm(transA: false, transB: false, M: M, N: C, K: n, alpha: 1, dl, lda: H, p + clusterWeight, ldb: C,
                   beta: 1, dx, ldc: C)
         }
+
+        // Tails: score each chunk again, turn it into dlogits, and push it through.
         for k in 1..<config.clusterCount {
-            let r = partition.count[k], s = partition.start[k]
+            let r = partition.count[k], s = partition.start[k], size = config.clusterRange(k).count, d = dims[k]
             guard r > 0 else { continue }
-            logitsBackward(k, dlogits: tailLogits + logitOffset[k], ld: config.clusterRange(k).count, x: x + s * C,
-                           rows: r, z: zTail + zOffset[k], dx: dx + s * C, p: p, g: g)
+            let xk = x + s * C, dxk = dx + s * C
+            let projected = projections[k] != .none
+            let inp = projected ? UnsafePointer(zTail + zOffset[k]) : UnsafePointer(xk)
+            var done = 0
+            while done < r {
+                let rc = min(tailChunk, r - done)
+                score(k, inp: inp + done * d, rows: rc, logits: tailLogits, ld: size, p: p)
+                _ = crossEntropy(logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: scale,
+                                 rowLoss: rowLoss + s + done, threads: threads)
+                scoreBackward(k, dlogits: tailLogits, ld: size, inp: inp + done * d, rows: rc,
+                              dinp: projected ? dz + done * d : dxk + done * C, p: p, g: g)
+                done += rc
+            }
+            projectBackward(k, x: xk, rows: r, dz: dz, dx: dxk, p: p, g: g)
         }
 
         // Scatter the grouped rows back to the caller's order.
@@ -555,48 +596,52 @@ public final class AdaptiveSoftmax {
         }
     }
 
-    /// logits (r, s_k) with row stride `ld` = the cluster's word scores for x (r, C); z (r, d_k)
-    /// receives the projected input when the cluster has a projection.
-    private func logitsForward(_ k: Int, x: UnsafePointer<Float>, rows r: Int, z: UnsafeMutablePointer<Float>,
-                               logits: UnsafeMutablePointer<Float>, ld: Int, p: UnsafeMutablePointer<Float>) {
-        let C = config.dModel, d = dims[k], s = config.clusterRange(k).count
-        var inp = x
+    /// Cluster k's input for x (r, C): x itself, or z (r, d_k) = its projection, written to `z`.
+    private func project(_ k: Int, x: UnsafePointer<Float>, rows r: Int, z: UnsafeMutablePointer<Float>,
+                         p: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        let C = config.dModel, d = dims[k]
         switch projections[k] {
         case .none:
-            break
-        case .own(let P):       // P (d, C)
+            return x
+        case .own(let P):       // P (d, C): z = x · Pᵀ
             sgemm(transA: false, transB: true, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: C, beta: 0, z, ldc: d)
-            inp = UnsafePointer(z)
-        case .shared(let P):    // P (C, d)
+        case .shared(let P):    // P (C, d): z = x · P
             sgemm(transA: false, transB: false, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: d, beta: 0, z, ldc: d)
-            inp = UnsafePointer(z)
         }
+        return UnsafePointer(z)
+    }
+
+    /// logits (r, s_k), row stride `ld` = inp (r, d_k) · Outᵀ.
+    private func score(_ k: Int, inp: UnsafePointer<Float>, rows r: Int, logits: UnsafeMutablePointer<Float>, ld: Int,
+                       p: UnsafeMutablePointer<Float>) {
+        let d = dims[k], s = config.clusterRange(k).count
         sgemm(transA: false, transB: true, M: r, N: s, K: d, alpha: 1, inp, lda: d, p + outWeights[k], ldb: d,
               beta: 0, logits, ldc: ld)
     }
 
-    /// Accumulates the gradients of cluster k's weights and dx (r, C), given dlogits (r, s_k) with
-    /// row stride `ld` and the x, z of its forward.
-    private func logitsBackward(_ k: Int, dlogits: UnsafePointer<Float>, ld: Int, x: UnsafePointer<Float>, rows r: Int,
-                                z: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                                p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>) {
-        let C = config.dModel, d = dims[k], s = config.clusterRange(k).count, out = outWeights[k]
-        let inp = projections[k] == .none ? x : z
-        // dOut (s, d) += dlogitsᵀ · inp.
+    /// dOut (s_k, d_k) += dlogitsᵀ · inp, and the gradient of inp (r, d_k): accumulated into
+    /// `dinp` when inp is x (unprojected), written to it when inp is a z.
+    private func scoreBackward(_ k: Int, dlogits: UnsafePointer<Float>, ld: Int, inp: UnsafePointer<Float>, rows r: Int,
+                               dinp: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>) {
+        let d = dims[k], s = config.clusterRange(k).count, out = outWeights[k]
         sgemm(transA: true, transB: false, M: s, N: d, K: r, alpha: 1, dlogits, lda: ld, inp, ldb: d,
               beta: 1, g + out, ldc: d)
+        sgemm(transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
+              beta: projections[k] == .none ? 1 : 0, dinp, ldc: d)
+    }
+
+    /// Given dz (r, d_k), accumulates the projection's gradient and dx (r, C); nothing to do for
+    /// an unprojected cluster.
+    private func projectBackward(_ k: Int, x: UnsafePointer<Float>, rows r: Int, dz: UnsafePointer<Float>,
+                                 dx: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>) {
+        let C = config.dModel, d = dims[k]
         switch projections[k] {
         case .none:
-            sgemm(transA: false, transB: false, M: r, N: C, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: C,
-                  beta: 1, dx, ldc: C)
+            break
         case .own(let P):       // z = x · Pᵀ, P (d, C)
-            sgemm(transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
-                  beta: 0, dz, ldc: d)
             sgemm(transA: true, transB: false, M: d, N: C, K: r, alpha: 1, dz, lda: d, x, ldb: C, beta: 1, g + P, ldc: C)
             sgemm(transA: false, transB: false, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: C, beta: 1, dx, ldc: C)
         case .shared(let P):    // z = x · P, P (C, d)
-            sgemm(transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
-                  beta: 0, dz, ldc: d)
             sgemm(transA: true, transB: false, M: C, N: d, K: r, alpha: 1, x, lda: C, dz, ldb: d, beta: 1, g + P, ldc: d)
             sgemm(transA: false, transB: true, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: d, beta: 1, dx, ldc: C)
         }
