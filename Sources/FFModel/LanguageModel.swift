@@ -18,8 +18,11 @@ public final class LanguageModel {
     /// The blocks, with their activations and attention kernels.
     public let stack: TransformerStack
 
-    // Parameter offsets, resolved once.
+    // Parameter offsets, resolved once (tokEmb and head unused with adaptive input / output).
     let tokEmb: Int, posEmb: Int?, lnfW: Int?, lnfB: Int?, head: Int
+    /// Adaptive input embedding and adaptive softmax output (`config.adaptive`).
+    let adaptiveInput: AdaptiveEmbedding?
+    let adaptiveOutput: AdaptiveSoftmax?
 
     let arena = Arena()
     let embOut, embMask: UnsafeMutablePointer<Float>       // (B,T,C)
@@ -47,7 +50,13 @@ public final class LanguageModel {
         rowLoss = .allocate(capacity: maxBatch * config.context)
         let C = config.dModel, V = config.vocabSize, T = config.context
         var lay = ParameterLayout()
-        tokEmb = lay.add("tok_emb.weight", [V, C], decays: true).offset
+        if let a = config.adaptive, config.tieEmbeddings {
+            adaptiveInput = AdaptiveEmbedding(config: a, layout: &lay, maxRows: maxBatch * T)
+            tokEmb = -1
+        } else {
+            adaptiveInput = nil
+            tokEmb = lay.add("tok_emb.weight", [V, C], decays: true).offset
+        }
         posEmb = config.positions == .learned ? lay.add("pos_emb.weight", [T, C], decays: true).offset : nil
         stack = TransformerStack(config: config.stackConfig, maxBatch: maxBatch, layout: &lay, threads: self.threads)
         if config.norm == .pre {
@@ -56,17 +65,26 @@ public final class LanguageModel {
         } else {
             lnfW = nil; lnfB = nil
         }
-        head = config.tieEmbeddings ? tokEmb : lay.add("lm_head.weight", [V, C], decays: true).offset
+        if let a = config.adaptive {
+            adaptiveOutput = AdaptiveSoftmax(config: a, layout: &lay, maxRows: maxBatch * T, threads: self.threads,
+                                             tiedTo: adaptiveInput)
+            head = -1
+        } else {
+            adaptiveOutput = nil
+            head = config.tieEmbeddings ? tokEmb : lay.add("lm_head.weight", [V, C], decays: true).offset
+        }
         layout = lay
         params = FlatBuffer(count: lay.count)
         grads = FlatBuffer(count: lay.count)
+        adaptiveInput?.bind(params: params, grads: grads)
+        adaptiveOutput?.bind(params: params, grads: grads)
 
         // Activations outside the blocks.
         let BT = maxBatch * T
         let a = arena
         let hEmb = a.reserve(BT * C), hEmbMask = a.reserve(BT * C)
         let hLnf = a.reserve(BT * C), hLnfM = a.reserve(BT), hLnfR = a.reserve(BT)
-        let hLogits = a.reserve(BT * V), hPos = a.reserve(T * C), hHead = a.reserve(BT * C)
+        let hLogits = a.reserve(config.adaptive == nil ? BT * V : 0), hPos = a.reserve(T * C), hHead = a.reserve(BT * C)
         let hTok = a.reserve(BT)
         a.commit()
         embOut = a.pointer(hEmb); embMask = a.pointer(hEmbMask)
@@ -86,7 +104,10 @@ public final class LanguageModel {
     deinit { rowLoss.deallocate() }
 
     /// Bytes held for activations and kernel workspaces (parameters and gradients excluded).
-    public var activationBytes: Int { arena.floats * 4 + stack.activationBytes + maxBatch * config.context * 8 }
+    public var activationBytes: Int {
+        arena.floats * 4 + stack.activationBytes + maxBatch * config.context * 8
+            + (adaptiveInput?.scratchBytes ?? 0) + (adaptiveOutput?.scratchBytes ?? 0)
+    }
 
     /// Fills the parameters from `seed`: weights ~ N(0, initStd²), output projections of the
     /// residual branches scaled by 1/sqrt(2L) (GPT-2), biases 0, LayerNorm gains 1, R = rInit.
@@ -137,11 +158,16 @@ public final class LanguageModel {
 
         // Embedding.
         let embScale: Float = config.scaleEmbeddings ? Float(C).squareRoot() : 1
+        if let adaptiveInput {
+            for i in 0..<BT { precondition(tokens[i] >= 0 && Int(tokens[i]) < V, "token \(tokens[i]) outside the vocabulary (\(V))") }
+            adaptiveInput.forward(tokens: tokens, M: BT, out: embOut)
+        }
         for b in 0..<B {
             for t in 0..<T {
                 let tok = Int(tokens[b * T + t])
                 precondition(tok >= 0 && tok < V, "token \(tok) outside the vocabulary (\(V))")
-                let out = embOut + (b * T + t) * C, e = p + tokEmb + tok * C
+                let out = embOut + (b * T + t) * C
+                let e = adaptiveInput == nil ? UnsafePointer(p + tokEmb + tok * C) : UnsafePointer(out)
                 let pos = posEmb.map { p + $0 + t * C } ?? (posTable + t * C)
                 for c in 0..<C { out[c] = e[c] * embScale + pos[c] }
             }
@@ -153,6 +179,9 @@ public final class LanguageModel {
         if let lnfW, let lnfB {
             layerNormForward(lnfOut, mean: lnfMean, rstd: lnfRstd, x, weight: p + lnfW, bias: p + lnfB, M: BT, C: C)
             final = lnfOut
+        }
+        if let adaptiveOutput {
+            return adaptiveOutput.forward(hidden: final, targets: targets, M: BT, lossScale: scale)
         }
         linearForward(logits, final, p + head, nil, M: BT, K: C, N: V)
         return crossEntropy(logits: logits, targets: targets, M: BT, V: V, dscale: scale, rowLoss: rowLoss, threads: threads)
@@ -198,13 +227,18 @@ public final class LanguageModel {
         let blockOut = stack.layerOutput(config.layers - 1)
         let dOut = stack.outputGradient
         dOut.update(repeating: 0, count: BT * C)
+        // d(final hidden) into dHead (pre-LN) or straight into the blocks' output gradient.
+        let dFinal = lnfW != nil ? dHead : dOut
+        if lnfW != nil { dHead.update(repeating: 0, count: BT * C) }
+        if let adaptiveOutput {
+            adaptiveOutput.backward(dhidden: dFinal)
+        } else {
+            linearBackward(dinp: dFinal, dweight: g + head, dbias: nil, dout: logits, inp: lnfW != nil ? lnfOut : blockOut,
+                           weight: p + head, M: BT, K: C, N: V)
+        }
         if let lnfW, let lnfB {
-            dHead.update(repeating: 0, count: BT * C)
-            linearBackward(dinp: dHead, dweight: g + head, dbias: nil, dout: logits, inp: lnfOut, weight: p + head, M: BT, K: C, N: V)
             layerNormBackward(dx: dOut, dweight: g + lnfW, dbias: g + lnfB, dy: dHead, x: blockOut, weight: p + lnfW,
                               mean: lnfMean, rstd: lnfRstd, M: BT, C: C)
-        } else {
-            linearBackward(dinp: dOut, dweight: g + head, dbias: nil, dout: logits, inp: blockOut, weight: p + head, M: BT, K: C, N: V)
         }
         try onStageDone?(0)
         let L = config.layers
@@ -215,10 +249,14 @@ public final class LanguageModel {
         for b in 0..<B {
             for t in 0..<T {
                 let tok = Int(tokensBuf[b * T + t])
-                let src = dy + (b * T + t) * C, e = g + tokEmb + tok * C
-                for c in 0..<C { e[c] += src[c] * embScale }
+                let src = dy + (b * T + t) * C
+                if adaptiveInput == nil { let e = g + tokEmb + tok * C; for c in 0..<C { e[c] += src[c] * embScale } }
                 if let posEmb { let pe = g + posEmb + t * C; for c in 0..<C { pe[c] += src[c] } }
             }
+        }
+        if let adaptiveInput {
+            if embScale != 1 { for i in 0..<(BT * C) { dy[i] *= embScale } }
+            adaptiveInput.backward(dout: dy)
         }
         try onStageDone?(config.layers + 1)
     }

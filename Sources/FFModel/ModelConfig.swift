@@ -43,6 +43,10 @@ public struct LMConfig: Sendable, Equatable {
     /// Multiply token embeddings by sqrt(d_model) (the original Transformer does, with sinusoids).
     public var scaleEmbeddings = true
     public var attention: AttentionKind = .fourier(FourierSpec(), rInit: 2.0)
+    /// The output layer: nil for a full softmax over the vocabulary, or an adaptive softmax
+    /// (Grave et al.). With `tieEmbeddings` the input is then an adaptive embedding sharing the
+    /// softmax's cluster weights (Baevski & Auli), as in the paper's WikiText-103 set-up.
+    public var adaptive: AdaptiveSoftmaxConfig?
     /// Standard deviation of the initial weights.
     public var initStd: Float = 0.02
 
@@ -70,6 +74,10 @@ public struct LMConfig: Sendable, Equatable {
         if dFF < 1 { p.append("model.d_ff must be at least 1 (got \(dFF))") }
         if context < 1 { p.append("model.context must be at least 1 (got \(context))") }
         if !(0..<1).contains(dropout) { p.append("model.dropout must be in [0, 1) (got \(dropout))") }
+        if let a = adaptive {
+            p += a.problems().map { "model.adaptive: \($0)" }
+            if a.vocabSize != vocabSize || a.dModel != dModel { p.append("model.adaptive: built for another vocabulary or width") }
+        }
         if case .fourier(let spec, _) = attention {
             if spec.p < 2 || spec.p % 2 != 0 { p.append("model.attention.p must be an even integer >= 2 (got \(spec.p))") }
             if !(spec.eps >= 0) { p.append("model.attention.eps must be >= 0 (got \(spec.eps))") }

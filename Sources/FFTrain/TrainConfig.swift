@@ -39,14 +39,18 @@ public struct TrainConfig: Sendable {
         public var norm: NormPlacement, positions: PositionKind, activation: Activation
         public var dropout: Float, tieEmbeddings: Bool, scaleEmbeddings: Bool, initStd: Float
         public var attention: AttentionKind
-        /// `full` softmax over the vocabulary; `adaptive` is the paper's, not built yet.
-        public var output: String
+        /// Adaptive softmax (and, with tied embeddings, adaptive input); nil: full softmax.
+        public var adaptive: Adaptive?
 
         public func lmConfig(vocabSize: Int) -> LMConfig {
             var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF, context: context)
             c.norm = norm; c.positions = positions; c.activation = activation; c.dropout = dropout
             c.tieEmbeddings = tieEmbeddings; c.scaleEmbeddings = scaleEmbeddings; c.initStd = initStd
             c.attention = attention
+            c.adaptive = adaptive.map {
+                AdaptiveSoftmaxConfig(vocabSize: vocabSize, dModel: dModel, cutoffs: $0.cutoffs, divVal: $0.divVal,
+                                      tieWeights: tieEmbeddings, tieProjections: tieEmbeddings && $0.tieProjections)
+            }
             return c
         }
 
@@ -83,6 +87,16 @@ public struct TrainConfig: Sendable {
         public var onNonFinite: NonFinitePolicy
         /// Stop anyway after this many consecutive skipped steps.
         public var maxSkippedSteps: Int
+    }
+
+    /// `model.output: adaptive` settings (the paper's WikiText-103 output layer).
+    public struct Adaptive: Sendable, Equatable {
+        /// Cluster boundaries: the head holds the `cutoffs[0]` most frequent words.
+        public var cutoffs: [Int]
+        /// Tail cluster i has vectors of d_model / div_val^i.
+        public var divVal: Float
+        /// With tied embeddings: the softmax reuses the input's projections too.
+        public var tieProjections: Bool
     }
 
     public enum NonFinitePolicy: String, Sendable, CaseIterable {
@@ -190,7 +204,7 @@ public struct TrainConfig: Sendable {
             scaleEmbeddings: lm ? try r.bool("model.scale_embeddings", true) : false,
             initStd: try r.float("model.init_std", 0.02, min: 0),
             attention: attention,
-            output: lm ? try r.string("model.output", "full") : "full")
+            adaptive: lm ? try readAdaptive(&r, source: source) : nil)
         var augment = Augmentation()
         if !lm {
             augment.cropPadding = try r.int("augment.crop_padding", 0, min: 0)
@@ -254,9 +268,6 @@ public struct TrainConfig: Sendable {
                 throw ConfigError("\(source): data.mean has \(mean.count) entries, data.std \(std.count)")
             }
         }
-        if m.output != "full" {
-            throw ConfigError("\(source): model.output: '\(m.output)' is not built yet (only 'full' softmax output exists; adaptive softmax is planned)")
-        }
         if case .fourier(let spec, _) = m.attention, spec.p % 2 != 0 {
             throw ConfigError("\(source): model.attention.p must be even (got \(spec.p)): W = Y^p must be non-negative")
         }
@@ -265,6 +276,24 @@ public struct TrainConfig: Sendable {
         }
         if run.name.isEmpty || run.name.contains("/") {
             throw ConfigError("\(source): run.name '\(run.name)' must be a non-empty name without '/'")
+        }
+    }
+
+    static func readAdaptive(_ r: inout ConfigReader, source: String) throws -> Adaptive? {
+        let output = try r.string("model.output", "full")
+        let cutoffs = try r.floats("model.adaptive.cutoffs", min: 1)
+        let divVal = try r.float("model.adaptive.div_val", 1, min: 1)
+        let tieProjections = try r.bool("model.adaptive.tie_projections", true)
+        switch output {
+        case "full":
+            return nil
+        case "adaptive":
+            guard let cutoffs else {
+                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs (e.g. [20000, 40000, 200000])")
+            }
+            return Adaptive(cutoffs: cutoffs.map { Int($0) }, divVal: divVal, tieProjections: tieProjections)
+        default:
+            throw ConfigError("\(source): model.output: '\(output)' is not one of full, adaptive")
         }
     }
 

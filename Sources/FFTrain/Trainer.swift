@@ -328,6 +328,10 @@ extension TrainConfig {
         case .lm:
             d["vocab_size"] = outputs; d["context"] = model.context; d["positions"] = model.positions.rawValue
             d["tie_embeddings"] = model.tieEmbeddings; d["scale_embeddings"] = model.scaleEmbeddings
+            d["output"] = model.adaptive == nil ? "full" : "adaptive"
+            if let a = model.adaptive {
+                d["adaptive"] = ["cutoffs": a.cutoffs, "div_val": Double(a.divVal), "tie_projections": a.tieProjections] as [String: Any]
+            }
         case .vit:
             d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
             d["drop_path"] = Double(model.dropPath)

@@ -58,6 +58,48 @@ final class LanguageModelGradientTests: XCTestCase {
         XCTAssertGreaterThan(den, 0, file: file, line: line)
     }
 
+    /// The paper's output layer: adaptive softmax, untied, and tied with an adaptive input
+    /// (weights and projections shared), with div_val 2 so the tails are projected.
+    func testAdaptiveSoftmaxOutputTiedAndUntied() {
+        for tie in [false, true] {
+            var c = tinyConfig()
+            c.tieEmbeddings = tie
+            c.adaptive = AdaptiveSoftmaxConfig(vocabSize: c.vocabSize, dModel: c.dModel, cutoffs: [4, 8], divVal: 2,
+                                               tieWeights: tie, tieProjections: tie)
+            checkGradient(c)
+        }
+    }
+
+    /// One cluster covering the vocabulary is the full softmax: same loss and gradients when the
+    /// adaptive head holds the full head's weights.
+    func testAdaptiveWithOneClusterEqualsFullSoftmax() {
+        var full = tinyConfig()
+        full.tieEmbeddings = false
+        full.dropout = 0
+        var adaptive = full
+        adaptive.adaptive = AdaptiveSoftmaxConfig(vocabSize: full.vocabSize, dModel: full.dModel, cutoffs: [])
+        let a = LanguageModel(config: full, maxBatch: 2), b = LanguageModel(config: adaptive, maxBatch: 2)
+        a.initialize(seed: 4)
+        for t in b.layout.tensors {
+            let src = a.layout[t.name == "adaptive_softmax.head.weight" ? "lm_head.weight" : t.name]!
+            XCTAssertEqual(src.shape, t.shape, t.name)
+            (b.params.pointer + t.offset).update(from: a.params.pointer + src.offset, count: t.count)
+        }
+        var rng = SplitMix64(seed: 2)
+        let tokens = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) }, targets = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) }
+        let keys: [UInt64] = [1, 2]
+        let la = keys.withUnsafeBufferPointer { a.forward(tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!)) }
+        let lb = keys.withUnsafeBufferPointer { b.forward(tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!)) }
+        XCTAssertEqual(la, lb, accuracy: 1e-5 * la)
+        a.backward(); b.backward()
+        var worst: Float = 0
+        for t in b.layout.tensors {
+            let src = a.layout[t.name == "adaptive_softmax.head.weight" ? "lm_head.weight" : t.name]!
+            for k in 0..<t.count { worst = max(worst, abs(a.grads[src.offset + k] - b.grads[t.offset + k])) }
+        }
+        XCTAssertLessThan(worst, 1e-5)
+    }
+
     func testFourierPostLNEveryRMode() {
         for mode in RMode.allCases {
             var c = tinyConfig()

@@ -49,6 +49,16 @@ final class ConfigTests: XCTestCase {
     train: {steps: 10, batch_size: 8, lr: 1.0e-3, ema: 0.99}
     """
 
+    func testAdaptiveOutputConfig() throws {
+        let c = try parse(base, ["model.output=adaptive", "model.adaptive.cutoffs=[2000, 4000]", "model.adaptive.div_val=2"])
+        XCTAssertEqual(c.model.adaptive, .init(cutoffs: [2000, 4000], divVal: 2, tieProjections: true))
+        let lm = c.model.lmConfig(vocabSize: 5000)
+        XCTAssertEqual(lm.adaptive?.tieWeights, true, "tie_embeddings ties the adaptive input and output")
+        XCTAssertEqual(lm.problems(), [])
+        XCTAssertTrue(c.model.lmConfig(vocabSize: 3000).problems().contains { $0.hasPrefix("model.adaptive:") })
+        XCTAssertNil(try parse(base).model.adaptive)
+    }
+
     func testViTConfigDefaultsFollowDeiT() throws {
         let c = try parse(vit)
         XCTAssertEqual(c.model.kind, .vit)
@@ -92,7 +102,8 @@ final class ConfigTests: XCTestCase {
         assertError(base, ["model.norm=middle"], contains: "model.norm: 'middle' is not one of pre, post")
         assertError(base, ["model.attention.p=3"], contains: "model.attention.p must be even")
         assertError(base, ["train.batch_size=6", "train.grad_accum=4"], contains: "divisible by train.grad_accum")
-        assertError(base, ["model.output=adaptive"], contains: "not built yet")
+        assertError(base, ["model.output=adaptive"], contains: "model.output: adaptive needs model.adaptive.cutoffs")
+        assertError(base, ["model.output=sampled"], contains: "model.output: 'sampled' is not one of full, adaptive")
         assertError(base, ["model.dropout=1.5"], contains: "model.dropout: must be at most")
         assertError(base, ["train.steps=0"], contains: "train.steps: must be at least 1")
         assertError("run: {name: t}", contains: "data.dir: missing")
