@@ -180,18 +180,23 @@ def read_config(weights_path):
     sys.exit(f"error: {weights_path} has no 'config' metadata and there is no config.json beside it")
 
 
+IDX_TYPES = {0x08: np.uint8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4")}
+
+
 def read_idx(path):
-    """A gzipped (or plain) IDX file: 00 00 <type 08 = uint8> <ndims>, dims as big-endian uint32, data."""
+    """A gzipped (or plain) IDX file: 00 00 <type> <ndims>, dims as big-endian uint32, then the
+    elements row-major, big-endian. Types: 0x08 uint8 (pixels, labels), 0x0B int16, 0x0C int32
+    (labels of more than 256 classes, as launch/images2idx.py writes them)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         raw = f.read()
-    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        sys.exit(f"error: {path}: not a uint8 IDX file (magic {raw[:4].hex()})")
-    ndims = raw[3]
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        sys.exit(f"error: {path}: not an IDX file of type 0x08/0x0B/0x0C (header {raw[:4].hex()})")
+    dtype, ndims = np.dtype(IDX_TYPES[raw[2]]), raw[3]
     dims = np.frombuffer(raw, dtype=">u4", count=ndims, offset=4).astype(np.int64)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndims)
+    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndims)
     if data.size != int(np.prod(dims)):
-        sys.exit(f"error: {path}: {data.size} bytes of data for dims {dims.tolist()}")
+        sys.exit(f"error: {path}: {data.size} elements of data for dims {dims.tolist()}")
     return data.reshape(dims.tolist())
 
 
@@ -235,9 +240,14 @@ def main():
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
     S, Ch = cfg["image_size"], cfg["channels"]
-    if images.ndim == 4 and images.shape[-1] == Ch and images.shape[1] != Ch:
-        images = images.transpose(0, 3, 1, 2)  # (n, S, S, Ch) -> (n, Ch, S, S)
-    images = images.reshape(len(images), Ch, S, S)  # (n, S, S) grey -> (n, 1, S, S)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        sys.exit(f"error: {args.images}: want uint8 images (N, S, S) or (N, S, S, channels), got "
+                 f"{images.dtype} {list(images.shape)}")
+    if images.ndim == 3:
+        images = images[..., None]  # grey: one channel
+    if images.shape[1:] != (S, S, Ch):
+        sys.exit(f"error: images are {list(images.shape[1:])} (H, W, channels); the model wants {[S, S, Ch]}")
+    images = images.transpose(0, 3, 1, 2)  # channels last, as the trainer reads IDX -> (N, Ch, S, S)
     mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, Ch, 1, 1)
     std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, Ch, 1, 1)
 
