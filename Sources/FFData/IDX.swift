@@ -133,7 +133,8 @@ public struct IDXArray: Sendable {
         return out
     }
 
-    static func gzip(_ input: Data, path: String) throws -> Data {
+    /// `input` gzipped (`path` names the destination in errors).
+    public static func gzip(_ input: Data, path: String) throws -> Data {
         var stream = z_stream()
         guard cz_deflate_init_gzip(&stream) == Z_OK else { throw DataError(path, "zlib: cannot start deflating") }
         defer { deflateEnd(&stream) }

@@ -7,7 +7,7 @@ import FFModel
 /// bytes at them: every reader must answer with an error naming the file, never trap or hang.
 public enum HostileInput {
     public enum Kind: String, CaseIterable, Sendable {
-        case safetensors, trainerState = "trainer_state", index, vocabulary, tokenShard = "token_shard"
+        case safetensors, trainerState = "trainer_state", index, vocabulary, tokenShard = "token_shard", idx
     }
 
     /// Runs the reader for `kind` on `data` (written to `scratch` for readers that take a path).
@@ -17,7 +17,7 @@ public enum HostileInput {
             switch kind {
             case .trainerState: _ = try Checkpoint.parseState(data, path: scratch)
             case .index: _ = try Checkpoint.parseIndex(data, path: scratch, shards: 2)
-            case .safetensors, .vocabulary, .tokenShard:
+            case .safetensors, .vocabulary, .tokenShard, .idx:
                 guard FileManager.default.createFile(atPath: scratch, contents: data) else { return "cannot write \(scratch)" }
                 switch kind {
                 case .safetensors: _ = try Safetensors.read(path: scratch)
@@ -27,6 +27,9 @@ public enum HostileInput {
                 case .tokenShard:
                     let s = try TokenShard(path: scratch)
                     if s.count > 0 { _ = s[s.count - 1]; _ = s.maxToken() }
+                case .idx:
+                    let a = try IDXArray.read(path: scratch)
+                    _ = a.integers().last
                 default: break
                 }
             }
@@ -65,6 +68,10 @@ public enum HostileInput {
             let narrow = FileManager.default.contents(atPath: tmp) ?? Data()
             try? writeTokenShard([1, 70000], to: tmp)
             return [narrow, FileManager.default.contents(atPath: tmp) ?? Data()]
+        case .idx:
+            let images = IDXArray(dims: [2, 3, 3], bytes: Data((0..<18).map { UInt8($0 * 13) }))
+            let labels = IDXArray(labels: [3, 999])
+            return [images.encoded(), labels.encoded(), (try? IDXArray.gzip(images.encoded(), path: "seed")) ?? Data()]
         }
     }
 
