@@ -9,7 +9,7 @@ import FFKernels
 /// Parameters and gradients live in two flat buffers described by `layout`. Every activation is
 /// carved out of one arena at init for micro-batches of up to `maxBatch` sequences; `forward`
 /// and `backward` allocate nothing.
-public final class LanguageModel {
+public final class LanguageModel: TrainableModel {
     public let config: LMConfig
     public let layout: ParameterLayout
     public let params: FlatBuffer
@@ -209,11 +209,7 @@ public final class LanguageModel {
     /// them: the head (ln_f, lm_head), block L-1, ..., block 0, then the embeddings. Consecutive
     /// stages are adjacent, so buckets cut from them are contiguous.
     public var gradientStages: [Range<Int>] {
-        let bounds = stack.blockBoundaries()
-        var stages = [bounds.last!..<layout.count]
-        for l in stride(from: config.layers - 1, through: 0, by: -1) { stages.append(bounds[l]..<bounds[l + 1]) }
-        stages.append(0..<bounds[0])
-        return stages
+        stack.gradientStages(total: layout.count)
     }
 
     /// Accumulates into `grads` the gradient of `lossScale * loss` of the preceding `.train` forward.

@@ -4,6 +4,21 @@ import FFKernels
 // Letters used in shape comments: B micro-batch (sequences or images), T tokens per sample,
 // C d_model, F d_ff, H heads, L layers.
 
+/// A model over flat parameter and gradient buffers built around a `TransformerStack`: what the
+/// training loop needs of the language model and of the vision transformer alike.
+public protocol TrainableModel: AnyObject {
+    var layout: ParameterLayout { get }
+    var params: FlatBuffer { get }
+    var grads: FlatBuffer { get }
+    var stack: TransformerStack { get }
+    /// Ranges of `grads` in the order `backward` completes them.
+    var gradientStages: [Range<Int>] { get }
+    /// Bytes of activations and workspaces (parameters and gradients excluded).
+    var activationBytes: Int { get }
+    func initialize(seed: UInt64)
+    func backward(onStageDone: ((Int) throws -> Void)?) rethrows
+}
+
 /// The shape and options of a stack of Transformer blocks (the part a language model and a
 /// vision transformer share).
 public struct StackConfig: Sendable, Equatable {
@@ -246,6 +261,17 @@ public final class TransformerStack {
     public func blockBoundaries() -> [Int] {
         guard let last = blockParams.last else { return [] }
         return blockParams.map(\.ln1w) + [last.fc2B + config.dModel]
+    }
+
+    /// The gradient stages of a model whose layout is [inputs, blocks, outputs] with `total`
+    /// elements, in the order its backward completes them: the outputs, block L-1, ..., block 0,
+    /// then the inputs. Consecutive stages are adjacent, so buckets cut from them are contiguous.
+    public func gradientStages(total: Int) -> [Range<Int>] {
+        let bounds = blockBoundaries()
+        var stages = [bounds.last!..<total]
+        for l in stride(from: config.layers - 1, through: 0, by: -1) { stages.append(bounds[l]..<bounds[l + 1]) }
+        stages.append(0..<bounds[0])
+        return stages
     }
 
     /// Backpropagates `outputGradient` through the blocks of the last forward, accumulating into

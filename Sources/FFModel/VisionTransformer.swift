@@ -58,7 +58,7 @@ public struct ViTConfig: Sendable, Equatable {
 /// weights load in PyTorch: `patch_embed.proj.weight` [C, Ch, P, P] (a Conv2d with stride P, run
 /// here as one GEMM over unfolded patches), `patch_embed.proj.bias`, `cls_token` [1, 1, C],
 /// `pos_embed` [1, T, C], `blocks.*`, `norm.*`, `head.weight` [K, C], `head.bias` [K].
-public final class VisionTransformer {
+public final class VisionTransformer: TrainableModel {
     public let config: ViTConfig
     public let layout: ParameterLayout
     public let params: FlatBuffer
@@ -198,11 +198,7 @@ public final class VisionTransformer {
     /// The ranges of the flat gradient buffer that `backward` completes, in the order it completes
     /// them: the head (norm, head), block L-1, ..., block 0, then the embeddings.
     public var gradientStages: [Range<Int>] {
-        let bounds = stack.blockBoundaries()
-        var stages = [bounds.last!..<layout.count]
-        for l in stride(from: config.layers - 1, through: 0, by: -1) { stages.append(bounds[l]..<bounds[l + 1]) }
-        stages.append(0..<bounds[0])
-        return stages
+        stack.gradientStages(total: layout.count)
     }
 
     /// Accumulates into `grads` the gradient of `lossScale * loss` of the preceding `.train` forward;

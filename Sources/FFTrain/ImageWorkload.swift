@@ -5,7 +5,7 @@ import FFKernels
 import FFModel
 
 /// A vision transformer classifier on IDX image datasets.
-public final class ImageWorkload: Workload {
+public final class ImageWorkload: ModelWorkload {
     public let model: VisionTransformer
     let config: TrainConfig
     let microBatch: Int
@@ -78,12 +78,6 @@ public final class ImageWorkload: Workload {
 
     deinit { images.deallocate(); targets.deallocate() }
 
-    public var params: FlatBuffer { model.params }
-    public var grads: FlatBuffer { model.grads }
-    public var layout: ParameterLayout { model.layout }
-    public var gradientStages: [Range<Int>] { model.gradientStages }
-    public var activationBytes: Int { model.activationBytes }
-    public var attentionRowSum: [Double] { model.attentionRowSum }
     public var trainCount: Int { trainIndices.count }
     public var unitsPerSample: Int { 1 }
     public var unit: String { "images" }
@@ -94,9 +88,6 @@ public final class ImageWorkload: Workload {
     public var modelJSON: String { config.modelJSON(outputs: classes, imageSize: trainData.height, channels: trainData.channels,
                                                     mean: mean, std: std) }
     public var evalSplits: [String] { validPipeline == nil ? ["test"] : ["valid", "test"] }
-    public var stack: TransformerStack { model.stack }
-
-    public func initialize(seed: UInt64) { model.initialize(seed: seed) }
 
     public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double {
         let n = trainPipeline.imageFloats
@@ -106,8 +97,6 @@ public final class ImageWorkload: Workload {
         return model.forward(images: images, targets: targets, batch: samples.count,
                              mode: .train(lossScale: lossScale, dropoutKeys: keys))
     }
-
-    public func backward(onStageDone: ((Int) throws -> Void)?) throws { try model.backward(onStageDone: onStageDone) }
 
     func split(_ name: String) throws -> (ImagePipeline, [Int]) {
         switch name {

@@ -48,8 +48,26 @@ public protocol Workload: AnyObject {
     func analysisForward(split: String, samples: Int) throws -> Int
 }
 
+/// A workload whose model is a `TrainableModel`: the model-side requirements come from it.
+protocol ModelWorkload: Workload {
+    associatedtype Model: TrainableModel
+    var model: Model { get }
+}
+
+extension ModelWorkload {
+    public var params: FlatBuffer { model.params }
+    public var grads: FlatBuffer { model.grads }
+    public var layout: ParameterLayout { model.layout }
+    public var gradientStages: [Range<Int>] { model.gradientStages }
+    public var activationBytes: Int { model.activationBytes }
+    public var attentionRowSum: [Double] { model.stack.attentionRowSum }
+    public var stack: TransformerStack { model.stack }
+    public func initialize(seed: UInt64) { model.initialize(seed: seed) }
+    public func backward(onStageDone: ((Int) throws -> Void)?) throws { try model.backward(onStageDone: onStageDone) }
+}
+
 /// A causal language model on token shards.
-public final class LanguageModelWorkload: Workload {
+public final class LanguageModelWorkload: ModelWorkload {
     public let model: LanguageModel
     public let vocab: Vocabulary
     let train: LMDataset, valid: LMDataset, test: LMDataset
@@ -84,20 +102,12 @@ public final class LanguageModelWorkload: Workload {
 
     deinit { inputs.deallocate(); targets.deallocate() }
 
-    public var params: FlatBuffer { model.params }
-    public var grads: FlatBuffer { model.grads }
-    public var layout: ParameterLayout { model.layout }
-    public var gradientStages: [Range<Int>] { model.gradientStages }
-    public var activationBytes: Int { model.activationBytes }
-    public var attentionRowSum: [Double] { model.attentionRowSum }
     public var trainCount: Int { train.count }
     public var unitsPerSample: Int { config.model.context }
     public var unit: String { "tokens" }
     public var dataDescription: String { "vocab \(vocab.size), \(train.shard.count) training tokens" }
     public var modelJSON: String { config.modelJSON(outputs: vocab.size) }
     public var evalSplits: [String] { ["valid", "test"] }
-
-    public func initialize(seed: UInt64) { model.initialize(seed: seed) }
 
     public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double {
         let T = config.model.context
@@ -107,8 +117,6 @@ public final class LanguageModelWorkload: Workload {
         return model.forward(tokens: inputs, targets: targets, batch: samples.count,
                              mode: .train(lossScale: lossScale, dropoutKeys: keys))
     }
-
-    public func backward(onStageDone: ((Int) throws -> Void)?) throws { try model.backward(onStageDone: onStageDone) }
 
     func dataset(_ split: String) -> LMDataset {
         switch split {
@@ -152,8 +160,6 @@ public final class LanguageModelWorkload: Workload {
         let data = dataset(result.split)
         result.unigramPerplexity = vocab.unigramPerplexity((1..<data.shard.count).map { data.shard[$0] })
     }
-
-    public var stack: TransformerStack { model.stack }
 
     public func analysisForward(split: String, samples: Int) throws -> Int {
         let data = dataset(split), T = config.model.context

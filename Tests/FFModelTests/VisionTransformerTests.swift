@@ -40,29 +40,8 @@ final class VisionTransformerTests: XCTestCase {
             model.forward(images: images, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
         }
         model.backward()
-        var idx: [Int] = []
-        for t in model.layout.tensors {
-            if t.name.hasSuffix("attn.R") || t.name == "cls_token" { idx += Array(t.range) } else {
-                for _ in 0..<3 { idx.append(t.offset + rng.nextInt(below: t.count)) }
-            }
-        }
-        var num = 0.0, den = 0.0, worst = (0.0, "")
-        func central(_ i: Int, _ h: Float) -> Double {
-            let old = model.params[i]
-            model.params[i] = old + h; let lp = loss()
-            model.params[i] = old - h; let lm = loss()
-            model.params[i] = old
-            return (lp - lm) / Double((old + h) - (old - h))
-        }
-        for i in idx {
-            let fd = (4 * central(i, 5e-3) - central(i, 1e-2)) / 3, an = Double(model.grads[i])
-            num += (fd - an) * (fd - an); den += fd * fd
-            let e = abs(fd - an) / max(abs(fd), 1e-2)
-            if e > worst.0 { worst = (e, model.layout.tensors.first { $0.range.contains(i) }!.name) }
-        }
-        let rel = (num / max(den, 1e-30)).squareRoot()
-        XCTAssertLessThan(rel, 1e-2, "gradient mismatch, worst \(worst)", file: file, line: line)
-        XCTAssertGreaterThan(den, 0, file: file, line: line)
+        let idx = sampleIndices(model.layout, &rng) { $0.hasSuffix("attn.R") || $0 == "cls_token" }
+        assertGradientMatchesFiniteDifferences(model, at: idx, loss: loss, file: file, line: line)
     }
 
     func testFourierGradientEveryRMode() {
