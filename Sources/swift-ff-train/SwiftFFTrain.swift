@@ -182,7 +182,7 @@ struct Train: ParsableCommand {
 }
 
 struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Valid and test perplexity of saved weights.")
+    static let configuration = CommandConfiguration(abstract: "Valid and test perplexity (language models) or loss, top-1 and top-5 (images) of saved weights.")
 
     @Option(name: .long, help: "The YAML config the weights were trained with.")
     var config: String
@@ -202,6 +202,9 @@ struct Eval: ParsableCommand {
             let trainer = try Trainer(config: cfg)
             let path = weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors")
             try trainer.loadWeights(from: path)
+            if stride != nil && cfg.model.kind != .lm {
+                throw ConfigError("--stride applies to language models (model.kind: lm)")
+            }
             if let stride, stride < 1 || stride > cfg.model.context {
                 throw ConfigError("--stride \(stride) must be between 1 and the context (\(cfg.model.context))")
             }
