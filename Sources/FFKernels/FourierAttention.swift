@@ -64,6 +64,12 @@ final class FourierScratch {
         p.storeBytes(of: p.loadUnaligned(as: F8.self) + x, as: F8.self)
     }
 
+    /// table[d, j0..<j0+8] += a * b, fused.
+    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: F8, _ b: F8) {
+        let p = UnsafeMutableRawPointer(table + d * Tp + j0)
+        p.storeBytes(of: p.loadUnaligned(as: F8.self).addingProduct(a, b), as: F8.self)
+    }
+
     /// W for query i and keys j0..<j0+8 (0 where j >= jEnd).
     @inline(__always) func weights(_ i: Int, _ j0: Int, jEnd: Int, p: Int) -> F8 {
         // Y = Π_d sin(u_d)/u_d with one division per block of 4 dimensions: numerators and
@@ -78,7 +84,7 @@ final class FourierScratch {
             let end = Swift.min(d + 4, D)
             while d < end {
                 let u = F8(repeating: rq[qRow + d]) - keys(rk, d, j0)
-                let su = F8(repeating: sq[qRow + d]) * keys(ck, d, j0) - F8(repeating: cq[qRow + d]) * keys(sk, d, j0)
+                let su = (F8(repeating: sq[qRow + d]) * keys(ck, d, j0)).addingProduct(F8(repeating: -cq[qRow + d]), keys(sk, d, j0))
                 let u2 = u * u
                 let small = u2 .< 0.09
                 num *= su.replacing(with: sincSeries(u2), where: small)
@@ -86,6 +92,9 @@ final class FourierScratch {
                 d += 1
             }
             y *= num / den
+            // |Y| only shrinks from here, and below 1e-9 W = Y^4 is dropped anyway: flushing now
+            // keeps later products out of slow subnormals.
+            y.replace(with: F8(), where: y * y .< 1e-18)
         }
         var y2 = y * y
         // Below 1e-9, Y^4 would be an fp32 subnormal (slow, and nothing against eps).
@@ -134,7 +143,7 @@ extension AttentionKernels {
                     j0 += 8
                     if wgt == F8() { continue }
                     sumW += wgt
-                    for d in 0..<D { f.acc[d] += wgt * f.keys(f.v, d, j0 - 8) }
+                    for d in 0..<D { f.acc[d] = f.acc[d].addingProduct(wgt, f.keys(f.v, d, j0 - 8)) }
                 }
                 let S = sumW.sum() + spec.eps
                 rowSum[(b * s.heads + h) * T + i] = S
@@ -182,25 +191,28 @@ extension AttentionKernels {
                     if wgt == F8() { continue }
                     let a = wgt * invS
                     var G = F8()
-                    for d in 0..<D { G += F8(repeating: f.g[d]) * f.keys(f.v, d, j0) }
+                    for d in 0..<D { G = G.addingProduct(F8(repeating: f.g[d]), f.keys(f.v, d, j0)) }
                     var z = pf * a * (G - ci)
                     z.replace(with: F8(), where: wgt .== 0) // psi may be infinite where W is 0
                     for d in 0..<D {
-                        f.addKeys(f.dv, d, j0, a * f.g[d])
+                        f.addKeys(f.dv, d, j0, a, F8(repeating: f.g[d]))
                         let u = F8(repeating: f.rq[i * D + d]) - f.keys(f.rk, d, j0)
                         let sqd = F8(repeating: f.sq[i * D + d]), cqd = F8(repeating: f.cq[i * D + d])
                         let skd = f.keys(f.sk, d, j0), ckd = f.keys(f.ck, d, j0)
-                        var zp = z * psiChunk(u, sqd * ckd - cqd * skd, cqd * ckd + sqd * skd)
+                        let su = (sqd * ckd).addingProduct(-cqd, skd), cu = (cqd * ckd).addingProduct(sqd, skd)
+                        var zp = z * psiChunk(u, su, cu)
                         zp.replace(with: F8(), where: z .== 0)
                         f.acc[d] += zp                                             // dq_i / R_d
-                        f.addKeys(f.dk, d, j0, -zp * f.r[d])
-                        f.acc2[d] += zp * (F8(repeating: f.q[i * D + d]) - f.keys(f.k, d, j0))  // dR_d
+                        f.addKeys(f.dk, d, j0, zp, F8(repeating: -f.r[d]))
+                        // dR_d: Σ zp (q_i − k_j); u = R_d (q_i − k_j), divided by R_d per row below.
+                        f.acc2[d] = f.acc2[d].addingProduct(zp, u)
                     }
                 }
                 let dq = dqkv + (b * T + i) * 3 * C + h * D
                 for d in 0..<D {
                     dq[d] += f.acc[d].sum() * f.r[d]
-                    dRTask[d] += Double(f.acc2[d].sum())
+                    // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
+                    if f.r[d] != 0 { dRTask[d] += Double(f.acc2[d].sum()) / Double(f.r[d]) }
                 }
             }
             for t in 0..<T {
