@@ -18,9 +18,10 @@ if grep -q "data/wiki" "$CONFIG" && [ ! -f data/wiki/vocab.json ]; then
 fi
 NAME=$(basename "$CONFIG" .yaml)
 mkdir -p "$OUT" runs/study
-# variant: label | overrides
+# variant: label | overrides (STUDY_VARIANTS=2 keeps only the twins)
 VARIANTS=("fourier|model.attention.kind=fourier" "softmax|model.attention.kind=softmax"
           "fourier-r0.5|model.attention.kind=fourier model.attention.r_init=0.5")
+VARIANTS=("${VARIANTS[@]:0:${STUDY_VARIANTS:-3}}")
 for seed in $SEEDS; do
   for v in "${VARIANTS[@]}"; do
     label=${v%%|*}; sets=${v#*|}

@@ -19,6 +19,14 @@ def run_dir(v, s):
     return f"runs/study/{name}-{v}-s{s}"
 
 
+# A variant enters the report when every seed of it finished (summary and analysis written).
+variants = [(v, label) for v, label in variants
+            if all(os.path.exists(os.path.join(run_dir(v, s), f)) for s in seeds
+                   for f in ("summary.json", "analysis/analysis.json"))]
+if not any(v == "fourier" for v, _ in variants) or not any(v == "softmax" for v, _ in variants):
+    sys.exit("study_report: the fourier and softmax runs of every seed must be finished")
+
+
 def load(v, s, f):
     with open(os.path.join(run_dir(v, s), f)) as fh:
         return json.load(fh)
