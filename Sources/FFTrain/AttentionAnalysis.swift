@@ -124,3 +124,38 @@ public func attentionHeatmapSVG(_ maps: [[Double]], T: Int, title: String) -> St
     }
     return svg + "</svg>\n"
 }
+
+/// The per-layer figures of a report as SVG bar charts, one panel per figure: head distance
+/// (redundancy; higher = less redundant), entropy, mean Σ_j A, collapsed rows, and mean R
+/// (Fourier only). Every bar is labelled with its value.
+public func attentionBarChartSVG(_ report: AttentionReport, title: String) -> String {
+    func mean(_ l: AttentionReport.Layer, _ f: (AttentionReport.Head) -> Double) -> Double {
+        l.heads.reduce(0) { $0 + f($1) } / Double(max(l.heads.count, 1))
+    }
+    var panels: [(String, [Double])] = [
+        ("head distance", report.layers.map(\.meanPairwiseHeadDistance)),
+        ("entropy (nats)", report.layers.map { mean($0, \.entropy) }),
+        ("mean row-sum of A", report.layers.map { mean($0, \.meanRowSum) }),
+        ("collapsed rows", report.layers.map { mean($0, \.collapsedRows) }),
+    ]
+    if report.layers.allSatisfy({ !$0.r.isEmpty }) {
+        panels.append(("mean R", report.layers.map { Double($0.r.reduce(0, +)) / Double($0.r.count) }))
+    }
+    let L = report.layers.count, bar = 22, gap = 8, plotH = 120, panelW = L * (bar + gap) + gap, margin = 16
+    let width = panels.count * (panelW + margin) + margin, height = plotH + 70
+    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"10\">\n"
+    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(margin)\" y=\"14\" font-size=\"12\">\(title)</text>\n"
+    for (p, (name, values)) in panels.enumerated() {
+        let x0 = margin + p * (panelW + margin), top = 40
+        let peak = max(values.max() ?? 0, 1e-12)
+        svg += "<text x=\"\(x0)\" y=\"32\">\(name)</text>\n"
+        svg += "<line x1=\"\(x0)\" y1=\"\(top + plotH)\" x2=\"\(x0 + panelW)\" y2=\"\(top + plotH)\" stroke=\"black\"/>\n"
+        for (l, v) in values.enumerated() {
+            let h = max(0, Int(Double(plotH) * v / peak)), x = x0 + gap + l * (bar + gap)
+            svg += "<rect x=\"\(x)\" y=\"\(top + plotH - h)\" width=\"\(bar)\" height=\"\(h)\" fill=\"steelblue\"/>\n"
+            svg += "<text x=\"\(x)\" y=\"\(top + plotH - h - 3)\">\(String(format: "%.2f", v))</text>\n"
+            svg += "<text x=\"\(x + 6)\" y=\"\(top + plotH + 12)\">L\(l)</text>\n"
+        }
+    }
+    return svg + "</svg>\n"
+}

@@ -29,6 +29,8 @@ struct Analyze: ParsableCommand {
             }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(report), to: (out as NSString).appendingPathComponent("analysis.json"))
+            let bars = attentionBarChartSVG(report, title: "\(cfg.run.name): per layer, \(split) (\(cfg.model.attention.name))")
+            try writeAtomically(Data(bars.utf8), to: (out as NSString).appendingPathComponent("layers.svg"))
             print("layer | head distance | entropy (mean over heads) | row-sum | collapsed rows | R")
             for l in report.layers {
                 let H = Double(l.heads.count)
@@ -36,7 +38,7 @@ struct Analyze: ParsableCommand {
                              l.heads.reduce(0) { $0 + $1.entropy } / H, l.heads.reduce(0) { $0 + $1.meanRowSum } / H,
                              l.heads.reduce(0) { $0 + $1.collapsedRows } / H, l.r.map { String(format: "%.3f", $0) }.joined(separator: ",")))
             }
-            print("wrote \(out)/analysis.json and attention-layer*.svg")
+            print("wrote \(out)/analysis.json, layers.svg (bar charts per layer) and attention-layer*.svg (heat maps)")
         } catch { fail(error) }
     }
 }

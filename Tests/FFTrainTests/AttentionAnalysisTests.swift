@@ -33,6 +33,18 @@ final class AttentionAnalysisTests: XCTestCase {
         XCTAssertEqual(AttentionStats.meanRowEntropy(collapsed, T: T), AttentionStats.meanRowEntropy(u, T: T), accuracy: 1e-12)
     }
 
+    func testBarChartHasOneBarPerLayerInEveryPanel() {
+        let head = AttentionReport.Head(entropy: 1.5, meanRowSum: 0.5, collapsedRows: 0.25)
+        let layers = (0..<3).map { AttentionReport.Layer(layer: $0, meanPairwiseHeadDistance: 0.1 * Double($0 + 1), heads: [head, head], r: [2, 1]) }
+        let fourier = attentionBarChartSVG(AttentionReport(attention: "fourier", split: "valid", sequences: 2, layers: layers), title: "t")
+        XCTAssertTrue(fourier.hasPrefix("<svg") && fourier.contains("head distance") && fourier.contains("mean R"))
+        XCTAssertEqual(fourier.components(separatedBy: "fill=\"steelblue\"").count - 1, 5 * 3, "5 panels x 3 layers")
+        XCTAssertTrue(fourier.contains(">0.30<") && fourier.contains(">1.50<"), "bars carry their values")
+        let softmax = attentionBarChartSVG(AttentionReport(attention: "softmax", split: "valid", sequences: 2,
+                                                           layers: layers.map { var l = $0; l.r = []; return l }), title: "t")
+        XCTAssertEqual(softmax.components(separatedBy: "fill=\"steelblue\"").count - 1, 4 * 3, "no R panel for softmax")
+    }
+
     func testHeatmapIsAnSVGWithOnePanelPerHead() {
         let svg = attentionHeatmapSVG([causalUniform(8), causalUniform(8)], T: 8, title: "t")
         XCTAssertTrue(svg.hasPrefix("<svg"))
