@@ -76,6 +76,19 @@ curves = os.path.join(out, f"{name}-curves.svg")
 subprocess.run([binary, "plot"] + [run_dir(v, seeds[0]) for v, _ in variants] +
                ["--output", curves, "--title", f"{name}, seed {seeds[0]}"], check=True, stdout=subprocess.DEVNULL)
 lines += ["", "## Curves (first seed)", "", f"![training loss and validation perplexity]({os.path.basename(curves)})", ""]
+lines += ["## Per-layer bar charts (first seed)", ""]
+for v, label in variants:
+    svg = os.path.join(run_dir(v, seeds[0]), "analysis", "layers.svg")
+    if not os.path.exists(svg):
+        continue
+    base = f"{name}-layers-{v}"
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", svg, "-o", os.path.join(out, base + ".png")], check=True)
+        pic = base + ".png"
+    else:
+        shutil.copy(svg, os.path.join(out, base + ".svg"))
+        pic = base + ".svg"
+    lines += [f"{label}:", "", f"![{label}, per layer]({pic})", ""]
 lines += ["## Heat maps of the last layer (first seed, first validation segment; darker = more weight)", ""]
 for v, label in variants:
     svg = os.path.join(run_dir(v, seeds[0]), "analysis", f"attention-layer{layers - 1}.svg")
@@ -88,6 +101,14 @@ for v, label in variants:
         pic = base + ".svg"
     lines += [f"{label}:", "", f"![{label}]({pic})", ""]
 report = os.path.join(out, f"{name}.md")
+# Notes written by hand below the marker survive regeneration.
+marker = "<!-- notes: kept when the report is regenerated -->"
+kept = ""
+if os.path.exists(report):
+    with open(report) as fh:
+        old = fh.read()
+    if marker in old:
+        kept = old[old.index(marker) + len(marker):]
 with open(report, "w") as fh:
-    fh.write("\n".join(lines) + "\n")
+    fh.write("\n".join(lines) + "\n" + marker + kept)
 print(f"wrote {report}")

@@ -142,11 +142,11 @@ public func attentionBarChartSVG(_ report: AttentionReport, title: String) -> St
         panels.append(("mean R", report.layers.map { Double($0.r.reduce(0, +)) / Double($0.r.count) }))
     }
     let L = report.layers.count, bar = 22, gap = 8, plotH = 120, panelW = L * (bar + gap) + gap, margin = 16
-    let width = panels.count * (panelW + margin) + margin, height = plotH + 70
+    let width = panels.count * (panelW + margin) + margin, height = plotH + 80
     var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"10\">\n"
     svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(margin)\" y=\"14\" font-size=\"12\">\(title)</text>\n"
     for (p, (name, values)) in panels.enumerated() {
-        let x0 = margin + p * (panelW + margin), top = 40
+        let x0 = margin + p * (panelW + margin), top = 50
         let peak = max(values.max() ?? 0, 1e-12)
         svg += "<text x=\"\(x0)\" y=\"32\">\(name)</text>\n"
         svg += "<line x1=\"\(x0)\" y1=\"\(top + plotH)\" x2=\"\(x0 + panelW)\" y2=\"\(top + plotH)\" stroke=\"black\"/>\n"
