@@ -15,6 +15,15 @@ variants = [("fourier", "Fourier, R init from the config"), ("softmax", "softmax
             ("fourier-r0.5", "Fourier, R init 0.5")]
 
 
+def picture(svg, base):
+    """Copies an SVG into the report folder as PNG (rsvg-convert) or as is; returns its name."""
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", svg, "-o", os.path.join(out, base + ".png")], check=True)
+        return base + ".png"
+    shutil.copy(svg, os.path.join(out, base + ".svg"))
+    return base + ".svg"
+
+
 def run_dir(v, s):
     return f"runs/study/{name}-{v}-s{s}"
 
@@ -81,24 +90,12 @@ for v, label in variants:
     svg = os.path.join(run_dir(v, seeds[0]), "analysis", "layers.svg")
     if not os.path.exists(svg):
         continue
-    base = f"{name}-layers-{v}"
-    if shutil.which("rsvg-convert"):
-        subprocess.run(["rsvg-convert", svg, "-o", os.path.join(out, base + ".png")], check=True)
-        pic = base + ".png"
-    else:
-        shutil.copy(svg, os.path.join(out, base + ".svg"))
-        pic = base + ".svg"
+    pic = picture(svg, f"{name}-layers-{v}")
     lines += [f"{label}:", "", f"![{label}, per layer]({pic})", ""]
 lines += ["## Heat maps of the last layer (first seed, first validation segment; darker = more weight)", ""]
 for v, label in variants:
     svg = os.path.join(run_dir(v, seeds[0]), "analysis", f"attention-layer{layers - 1}.svg")
-    base = f"{name}-attention-layer{layers - 1}-{v}"
-    if shutil.which("rsvg-convert"):
-        subprocess.run(["rsvg-convert", svg, "-o", os.path.join(out, base + ".png")], check=True)
-        pic = base + ".png"
-    else:
-        shutil.copy(svg, os.path.join(out, base + ".svg"))
-        pic = base + ".svg"
+    pic = picture(svg, f"{name}-attention-layer{layers - 1}-{v}")
     lines += [f"{label}:", "", f"![{label}]({pic})", ""]
 report = os.path.join(out, f"{name}.md")
 # Notes written by hand below the marker survive regeneration.

@@ -92,14 +92,6 @@ public final class AttentionKernels {
     }
 }
 
-/// sinc(u) = sin(u)/u per lane, given sin(u); by its series where |u| < 0.3.
-@inline(__always) func sincChunk(_ u: F8, _ su: F8) -> F8 {
-    let u2 = u * u
-    var s = su / u
-    s.replace(with: sincSeries(u2), where: u2 .< 0.09)
-    return s
-}
-
 /// sinc by its Taylor series in u² (truncation < 1e-10 for |u| < 0.3).
 @inline(__always) func sincSeries(_ u2: F8) -> F8 {
     let c3: Float = 1.0 / 5040, c2: Float = 1.0 / 120, c1: Float = 1.0 / 6

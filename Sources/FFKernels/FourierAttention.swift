@@ -8,10 +8,10 @@ import Foundation
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
 final class FourierScratch {
     let T: Int, D: Int, Tp: Int
-    // Key side, transposed (D, Tp): R k, sin(R k), cos(R k), k, v, and the dk, dv accumulators.
-    let rk, sk, ck, k, v, dk, dv: UnsafeMutablePointer<Float>
-    // Query side, row-major (T, D): R q, sin(R q), cos(R q), q.
-    let rq, sq, cq, q: UnsafeMutablePointer<Float>
+    // Key side, transposed (D, Tp): R k, sin(R k), cos(R k), v, and the dk, dv accumulators.
+    let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
+    // Query side, row-major (T, D): R q, sin(R q), cos(R q).
+    let rq, sq, cq: UnsafeMutablePointer<Float>
     // Per query row, D vectors: output / dq / dR accumulators; and g_i (D floats).
     let acc, acc2: UnsafeMutablePointer<F8>
     let g, r: UnsafeMutablePointer<Float>
@@ -21,13 +21,13 @@ final class FourierScratch {
     init(T: Int, D: Int) {
         self.T = T; self.D = D; Tp = (T + 7) / 8 * 8
         let keySize = D * Tp, querySize = T * D
-        base = .allocate(capacity: 7 * keySize + 4 * querySize + 2 * D)
-        base.initialize(repeating: 0, count: 7 * keySize + 4 * querySize + 2 * D)
+        base = .allocate(capacity: 6 * keySize + 3 * querySize + 2 * D)
+        base.initialize(repeating: 0, count: 6 * keySize + 3 * querySize + 2 * D)
         var p = base
         func take(_ n: Int) -> UnsafeMutablePointer<Float> { defer { p += n }; return p }
-        rk = take(keySize); sk = take(keySize); ck = take(keySize); k = take(keySize); v = take(keySize)
+        rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
-        rq = take(querySize); sq = take(querySize); cq = take(querySize); q = take(querySize)
+        rq = take(querySize); sq = take(querySize); cq = take(querySize)
         g = take(D); r = take(D)
         vecs = .allocate(capacity: 2 * D)
         vecs.initialize(repeating: F8(), count: 2 * D)
@@ -36,7 +36,7 @@ final class FourierScratch {
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (7 * D * Tp + 4 * T * D + 2 * D) * 4 + 2 * D * 32 }
+    var bytes: Int { (6 * D * Tp + 3 * T * D + 2 * D) * 4 + 2 * D * 32 }
 
     /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
@@ -45,13 +45,13 @@ final class FourierScratch {
             let row = qkv + (b * T + t) * 3 * C + h * D
             for d in 0..<D {
                 let qd = row[d], kd = row[C + d], rqd = r[d] * qd, rkd = r[d] * kd
-                q[t * D + d] = qd; rq[t * D + d] = rqd; sq[t * D + d] = sinf(rqd); cq[t * D + d] = cosf(rqd)
-                k[d * Tp + t] = kd; rk[d * Tp + t] = rkd; sk[d * Tp + t] = sinf(rkd); ck[d * Tp + t] = cosf(rkd)
+                rq[t * D + d] = rqd; sq[t * D + d] = sinf(rqd); cq[t * D + d] = cosf(rqd)
+                rk[d * Tp + t] = rkd; sk[d * Tp + t] = sinf(rkd); ck[d * Tp + t] = cosf(rkd)
                 v[d * Tp + t] = row[2 * C + d]
             }
         }
         for d in 0..<D {
-            for t in T..<Tp { k[d * Tp + t] = 0; rk[d * Tp + t] = 0; sk[d * Tp + t] = 0; ck[d * Tp + t] = 1; v[d * Tp + t] = 0 }
+            for t in T..<Tp { rk[d * Tp + t] = 0; sk[d * Tp + t] = 0; ck[d * Tp + t] = 1; v[d * Tp + t] = 0 }
         }
     }
 

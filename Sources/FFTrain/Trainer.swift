@@ -29,8 +29,10 @@ public final class Trainer {
     let gradShard: FlatBuffer?
     /// Sequences per micro-step on this rank.
     public let microBatch: Int
-    /// Exponential moving average of the parameters (`train.ema` > 0), full on every rank.
+    /// Exponential moving average of the parameters (`train.ema` > 0), full on every rank, and
+    /// where the live parameters wait while an evaluation uses the average.
     public let ema: FlatBuffer?
+    let liveParams: FlatBuffer?
     let keys: UnsafeMutablePointer<UInt64>
     /// (loss sum, stop votes) of a step, reduced over ranks.
     let stepSums: UnsafeMutablePointer<Double>
@@ -93,6 +95,7 @@ public final class Trainer {
         m = FlatBuffer(count: owned.count)
         v = FlatBuffer(count: owned.count)
         ema = tc.ema > 0 ? FlatBuffer(count: layout.count) : nil
+        liveParams = tc.ema > 0 ? FlatBuffer(count: layout.count) : nil
         sampler = EpochSampler(count: workload.trainCount, seed: config.run.seed, globalBatch: tc.batchSize)
         optimizer = AdamW(beta1: tc.beta1, beta2: tc.beta2, eps: tc.adamEps, weightDecay: tc.weightDecay)
         schedule = LRSchedule(peak: tc.lr, warmup: tc.warmupSteps, total: tc.steps, minLR: tc.minLR, decay: tc.schedule)
@@ -106,7 +109,7 @@ public final class Trainer {
 
     /// Bytes this rank holds for training (see `StartInfo.memoryPerRank`).
     public var memoryBytes: Int {
-        4 * (2 * workload.params.count + m.count + v.count + (gradShard?.count ?? 0) + (ema?.count ?? 0)) + workload.activationBytes
+        4 * (2 * workload.params.count + m.count + v.count + (gradShard?.count ?? 0) + 2 * (ema?.count ?? 0)) + workload.activationBytes
     }
 
     /// Global sample indices of this rank's micro-step `micro` of 0-based step `step`.
@@ -285,9 +288,8 @@ public final class Trainer {
 
     /// Runs `body` with the averaged weights in place of the live ones (when EMA is on).
     func withAveragedWeights<R>(_ body: () throws -> R) rethrows -> R {
-        guard let ema else { return try body() }
+        guard let ema, let live = liveParams else { return try body() }
         let p = workload.params
-        let live = FlatBuffer(count: p.count)
         live.pointer.update(from: p.pointer, count: p.count)
         p.pointer.update(from: ema.pointer, count: p.count)
         defer { p.pointer.update(from: live.pointer, count: p.count) }

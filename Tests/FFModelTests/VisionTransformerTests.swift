@@ -67,8 +67,8 @@ final class VisionTransformerTests: XCTestCase {
         let e1 = model.forward(images: images, targets: targets, batch: 2, mode: .eval)
         let e2 = model.forward(images: images, targets: targets, batch: 2, mode: .eval)
         XCTAssertEqual(e1, e2)
-        // Over many keys, a training forward differs from evaluation for some images and equals it
-        // for others (a branch kept in every layer gives the eval output scaled; dropped gives less).
+        // A training forward differs from evaluation: a kept branch is scaled by 1/(1 − rate), a
+        // dropped one removed.
         var differs = 0
         for key in UInt64(0)..<16 {
             let keys: [UInt64] = [key, key + 100]
