@@ -92,27 +92,6 @@ public final class AttentionKernels {
     }
 }
 
-/// sinc by its Taylor series in u² (truncation < 1e-10 for |u| < 0.3).
-@inline(__always) func sincSeries(_ u2: F8) -> F8 {
-    let c3: Float = 1.0 / 5040, c2: Float = 1.0 / 120, c1: Float = 1.0 / 6
-    let t2: F8 = c2 - u2 * c3
-    let t1: F8 = c1 - u2 * t2
-    return 1 - u2 * t1
-}
-
-/// psi(u) = d/du log|sinc u| = cot u - 1/u per lane, given sin u and cos u; its series where
-/// |u| < 0.3, where the closed form cancels catastrophically in fp32.
-@inline(__always) func psiChunk(_ u: F8, _ su: F8, _ cu: F8) -> F8 {
-    let u2 = u * u
-    let c3: Float = 2.0 / 945, c2: Float = 1.0 / 45, c1: Float = 1.0 / 3
-    let t2: F8 = c2 + u2 * c3
-    let t1: F8 = c1 + u2 * t2
-    let series: F8 = -u * t1
-    var r = (u * cu - su) / (u * su)
-    r.replace(with: series, where: u2 .< 0.09)
-    return r
-}
-
 /// x^p for an even p >= 2 (p = 4 is two squarings).
 @inline(__always) func power(_ x: Float, _ p: Int) -> Float {
     if p == 4 { let x2 = x * x; return x2 * x2 }

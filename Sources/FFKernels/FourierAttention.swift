@@ -1,9 +1,28 @@
 import Foundation
 
-// Fused Fourier attention, vectorised over keys: lanes of a SIMD8 are 8 keys j of one query row i.
-// Key-side tables are transposed, (D, Tp) with Tp = T rounded up to 8, so that dimension d of 8
-// consecutive keys is one vector load; query-side values are scalars broadcast across lanes.
+// Fused Fourier attention, vectorised over keys: the lanes of an FV are `lanes` keys j (16 with
+// AVX-512, else 8) of one query row i. Key-side tables are transposed, (D, Tp) with Tp = T
+// rounded up to `lanes`, so that dimension d of consecutive keys is one vector load; query-side
+// values are scalars broadcast across lanes.
 // Padding keys (j >= T) and masked keys (j > i) get W = 0 by a lane mask.
+//
+// Query rows go in tiles of `rowTile`: their weight computations are independent dependency
+// chains that the CPU overlaps (one row alone is bound by multiply and divide latency), and the
+// tile shares each dk/dv update. Rows past T in the last tile repeat row T−1 with zero weight in
+// backward and are not written.
+
+#if FF_AVX512
+typealias FV = SIMD16<Float>
+typealias FVBits = SIMD16<UInt32>
+#else
+typealias FV = SIMD8<Float>
+typealias FVBits = SIMD8<UInt32>
+#endif
+/// Keys per vector.
+let lanes = FV.scalarCount
+
+/// Query rows per tile.
+let rowTile = 4
 
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
 final class FourierScratch {
@@ -12,31 +31,34 @@ final class FourierScratch {
     let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
     // Query side, row-major (T, D): R q, sin(R q), cos(R q).
     let rq, sq, cq: UnsafeMutablePointer<Float>
-    // Per query row, D vectors: output / dq / dR accumulators; and g_i (D floats).
-    let acc, acc2: UnsafeMutablePointer<F8>
+    // Per tile row, D vectors each: output / dq accumulators, dR accumulators, psi of the pairs;
+    // and 2 · rowTile · D vectors of work for `weightsAndPsi4`.
+    let acc, acc2, psi, work: UnsafeMutablePointer<FV>
+    // g of the tile's rows (rowTile, D); R_d (D).
     let g, r: UnsafeMutablePointer<Float>
     private let base: UnsafeMutablePointer<Float>
-    private let vecs: UnsafeMutablePointer<F8>
+    private let vecs: UnsafeMutablePointer<FV>
 
     init(T: Int, D: Int) {
-        self.T = T; self.D = D; Tp = (T + 7) / 8 * 8
+        self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        base = .allocate(capacity: 6 * keySize + 3 * querySize + 2 * D)
-        base.initialize(repeating: 0, count: 6 * keySize + 3 * querySize + 2 * D)
+        let floats = 6 * keySize + 3 * querySize + rowTile * D + D
+        base = .allocate(capacity: floats)
+        base.initialize(repeating: 0, count: floats)
         var p = base
         func take(_ n: Int) -> UnsafeMutablePointer<Float> { defer { p += n }; return p }
         rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
-        g = take(D); r = take(D)
-        vecs = .allocate(capacity: 2 * D)
-        vecs.initialize(repeating: F8(), count: 2 * D)
-        acc = vecs; acc2 = vecs + D
+        g = take(rowTile * D); r = take(D)
+        vecs = .allocate(capacity: 5 * rowTile * D)
+        vecs.initialize(repeating: FV(), count: 5 * rowTile * D)
+        acc = vecs; acc2 = vecs + rowTile * D; psi = vecs + 2 * rowTile * D; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 3 * T * D + 2 * D) * 4 + 2 * D * 32 }
+    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + 5 * rowTile * D * 32 }
 
     /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
@@ -44,66 +66,216 @@ final class FourierScratch {
         for t in 0..<T {
             let row = qkv + (b * T + t) * 3 * C + h * D
             for d in 0..<D {
-                let qd = row[d], kd = row[C + d], rqd = r[d] * qd, rkd = r[d] * kd
-                rq[t * D + d] = rqd; sq[t * D + d] = sinf(rqd); cq[t * D + d] = cosf(rqd)
-                rk[d * Tp + t] = rkd; sk[d * Tp + t] = sinf(rkd); ck[d * Tp + t] = cosf(rkd)
+                rq[t * D + d] = r[d] * row[d]
+                rk[d * Tp + t] = r[d] * row[C + d]
                 v[d * Tp + t] = row[2 * C + d]
             }
         }
         for d in 0..<D {
-            for t in T..<Tp { rk[d * Tp + t] = 0; sk[d * Tp + t] = 0; ck[d * Tp + t] = 1; v[d * Tp + t] = 0 }
+            for t in T..<Tp { rk[d * Tp + t] = 0; v[d * Tp + t] = 0 }
         }
+        sinCos(rq, sin: sq, cos: cq, count: T * D)
+        sinCos(rk, sin: sk, cos: ck, count: D * Tp)
     }
 
-    @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> F8 {
-        UnsafeRawPointer(table + d * Tp + j0).loadUnaligned(as: F8.self)
+    /// The tables as a value the inner loops use (methods on a class are not reliably inlined).
+    var tables: FourierTables {
+        FourierTables(D: D, Tp: Tp, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq)
+    }
+}
+
+/// The per-head tables of `FourierScratch`, and the per-pair arithmetic on them.
+struct FourierTables {
+    let D: Int, Tp: Int
+    let rk, sk, ck, v: UnsafeMutablePointer<Float>
+    let rq, sq, cq: UnsafeMutablePointer<Float>
+
+    @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
+        UnsafeRawPointer(table + (d &* Tp &+ j0)).loadUnaligned(as: FV.self)
     }
 
-    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ x: F8) {
-        let p = UnsafeMutableRawPointer(table + d * Tp + j0)
-        p.storeBytes(of: p.loadUnaligned(as: F8.self) + x, as: F8.self)
+    /// table[d, j0..<j0+lanes] += a * b, fused.
+    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV, _ b: FV) {
+        let p = UnsafeMutableRawPointer(table + (d &* Tp &+ j0))
+        p.storeBytes(of: p.loadUnaligned(as: FV.self).addingProduct(a, b), as: FV.self)
     }
 
-    /// table[d, j0..<j0+8] += a * b, fused.
-    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: F8, _ b: F8) {
-        let p = UnsafeMutableRawPointer(table + d * Tp + j0)
-        p.storeBytes(of: p.loadUnaligned(as: F8.self).addingProduct(a, b), as: F8.self)
-    }
-
-    /// W for query i and keys j0..<j0+8 (0 where j >= jEnd).
-    @inline(__always) func weights(_ i: Int, _ j0: Int, jEnd: Int, p: Int) -> F8 {
+    /// W for query i and keys j0..<j0+lanes (0 where j >= jEnd).
+    @inline(__always) func weights(_ i: Int, _ j0: Int, jEnd: Int, p: Int) -> FV {
         // Y = Π_d sin(u_d)/u_d with one division per block of 4 dimensions: numerators and
-        // denominators are multiplied separately. Lanes with |u| < 0.3 take the series in the
-        // numerator and 1 in the denominator, so a denominator is at least 0.3^4 and at most
-        // (max|u|)^4; |numerator| <= 1.
-        var y = F8(repeating: 1)
+        // denominators are multiplied separately (|num| <= 1, 0.3^4 <= den).
+        var y = FV(repeating: 1)
         var d = 0
-        let qRow = i * D
         while d < D {
-            var num = F8(repeating: 1), den = F8(repeating: 1)
-            let end = Swift.min(d + 4, D)
+            var num = FV(repeating: 1), den = FV(repeating: 1)
+            let end = Swift.min(d &+ 4, D)
             while d < end {
-                let u = F8(repeating: rq[qRow + d]) - keys(rk, d, j0)
-                let su = (F8(repeating: sq[qRow + d]) * keys(ck, d, j0)).addingProduct(F8(repeating: -cq[qRow + d]), keys(sk, d, j0))
-                let u2 = u * u
-                let small = u2 .< 0.09
-                num *= su.replacing(with: sincSeries(u2), where: small)
-                den *= u.replacing(with: F8(repeating: 1), where: small)
-                d += 1
+                let (n, dn) = sincFactor(self, i, d, j0)
+                num *= n; den *= dn
+                d &+= 1
             }
-            y *= num / den
-            // |Y| only shrinks from here, and below 1e-9 W = Y^4 is dropped anyway: flushing now
-            // keeps later products out of slow subnormals.
-            y.replace(with: F8(), where: y * y .< 1e-18)
+            y = flushTiny(y * flushTiny(num / den))
         }
-        var y2 = y * y
-        // Below 1e-9, Y^4 would be an fp32 subnormal (slow, and nothing against eps).
-        y2.replace(with: F8(), where: y2 .< 1e-18)
-        var w = p == 4 ? y2 * y2 : { var r = F8(repeating: 1); for _ in 0..<(p / 2) { r *= y2 }; return r }()
-        let lane = F8(0, 1, 2, 3, 4, 5, 6, 7) + Float(j0)
-        w.replace(with: F8(), where: lane .>= Float(jEnd))
-        return w
+        return maskedPower(y, p: p, j0: j0, jEnd: jEnd)
     }
+
+    /// `weights` of the 4 query rows i.0 ... i.3 (ends e), interleaved so that the 4 independent
+    /// multiply/divide chains overlap and the key-side loads are shared.
+    @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
+        let one = FV(repeating: 1)
+        var y0 = one, y1 = one, y2 = one, y3 = one
+        var d = 0
+        while d < D {
+            var n0 = one, n1 = one, n2 = one, n3 = one
+            var m0 = one, m1 = one, m2 = one, m3 = one
+            let end = Swift.min(d &+ 4, D)
+            while d < end {
+                var t = sincFactor(self, i[0], d, j0); n0 *= t.num; m0 *= t.den
+                t = sincFactor(self, i[1], d, j0); n1 *= t.num; m1 *= t.den
+                t = sincFactor(self, i[2], d, j0); n2 *= t.num; m2 *= t.den
+                t = sincFactor(self, i[3], d, j0); n3 *= t.num; m3 *= t.den
+                d &+= 1
+            }
+            y0 = flushTiny(y0 * flushTiny(n0 / m0)); y1 = flushTiny(y1 * flushTiny(n1 / m1))
+            y2 = flushTiny(y2 * flushTiny(n2 / m2)); y3 = flushTiny(y3 * flushTiny(n3 / m3))
+        }
+        return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
+                maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
+    }
+
+    /// `weights4` (bit-identical), and psi(u_d) of each pair into psi[r * D + d] for row r;
+    /// `work` is scratch for 2 · 4 · D vectors. The denominators x_d of a block of 4 are inverted
+    /// together, 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: one division for 4. Where Π x leaves
+    /// [1e-30, 1e30] the block's sinc product is below 1e-25 (|sin u / u| <= |x| / 0.09 and
+    /// <= 1 / |u|), so W is 0: psi is set to 0 there rather than to what the guard makes it.
+    @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
+                                          psi: UnsafeMutablePointer<FV>,
+                                          work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
+        let one = FV(repeating: 1)
+        let before = work, xs = work + rowTile &* D
+        var y0 = one, y1 = one, y2 = one, y3 = one
+        var d = 0
+        while d < D {
+            var n0 = one, n1 = one, n2 = one, n3 = one
+            var m0 = one, m1 = one, m2 = one, m3 = one
+            var x0 = one, x1 = one, x2 = one, x3 = one
+            let start = d, end = Swift.min(d &+ 4, D)
+            while d < end {
+                psiTerms(self, i[0], d, j0, k: d, &n0, &m0, &x0, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[1], d, j0, k: D &+ d, &n1, &m1, &x1, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, &n2, &m2, &x2, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, &n3, &m3, &x3, psi: psi, before: before, xs: xs)
+                d &+= 1
+            }
+            y0 = flushTiny(y0 * flushTiny(n0 / m0)); y1 = flushTiny(y1 * flushTiny(n1 / m1))
+            y2 = flushTiny(y2 * flushTiny(n2 / m2)); y3 = flushTiny(y3 * flushTiny(n3 / m3))
+            finishPsi(x0, from: start, to: end, psi: psi, before: before, xs: xs)
+            finishPsi(x1, from: D &+ start, to: D &+ end, psi: psi, before: before, xs: xs)
+            finishPsi(x2, from: 2 &* D &+ start, to: 2 &* D &+ end, psi: psi, before: before, xs: xs)
+            finishPsi(x3, from: 3 &* D &+ start, to: 3 &* D &+ end, psi: psi, before: before, xs: xs)
+        }
+        return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
+                maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
+    }
+}
+
+// The per-pair arithmetic: free functions because only @_transparent is reliably inlined into
+// the tiled loops (plain @inline(__always) calls were left as calls there, 3x slower).
+
+/// u = R_d (q_id − k_jd) and sin u, cos u of query i and keys j0..<j0+lanes, by the
+/// angle-difference identity from the tables.
+@_transparent func pair(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (u: FV, s: FV, c: FV) {
+    let qi = i &* t.D &+ d
+    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
+    let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
+    return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
+            (sqd * ckd).addingProduct(-cqd, skd), (cqd * ckd).addingProduct(sqd, skd))
+}
+
+/// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = num / den, and
+/// psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take the series (den = x = 1),
+/// where the closed forms cancel in fp32; elsewhere den = |u| >= 0.3.
+@_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (num: FV, den: FV, x: FV, psiNum: FV) {
+    let (u, su, cu) = pair(t, i, d, j0)
+    let u2 = u * u
+    let small = u2 .< 0.09
+    let one = FV(repeating: 1)
+    return (su.replacing(with: sincSeries(u2), where: small), u.replacing(with: one, where: small),
+            (u * su).replacing(with: one, where: small),
+            (u * cu - su).replacing(with: psiSeries(u, u2), where: small))
+}
+
+/// sinc u_d = num / den for query i and keys j0..<j0+lanes (`factors` without psi).
+@_transparent func sincFactor(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (num: FV, den: FV) {
+    let (u, su, _) = pair(t, i, d, j0)
+    let u2 = u * u
+    let small = u2 .< 0.09
+    return (su.replacing(with: sincSeries(u2), where: small), u.replacing(with: FV(repeating: 1), where: small))
+}
+
+/// One row's factors of dimension d into the block products, and its psi numerator, x and
+/// running product of x into slot k of psi, xs and before.
+@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, _ num: inout FV, _ den: inout FV,
+                                _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
+                                before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+    let f = factors(t, i, d, j0)
+    num *= f.num; den *= f.den
+    before[k] = prod             // Π_{l<d} x_l within the block
+    xs[k] = f.x
+    prod *= f.x
+    psi[k] = f.psiNum
+}
+
+/// sinc u = sin(u)/u by its Taylor series in u² (truncation < 2e-10 for |u| < 0.3).
+@_transparent func sincSeries(_ u2: FV) -> FV {
+    let t2 = FV(repeating: 1.0 / 120).addingProduct(u2, FV(repeating: -1.0 / 5040))
+    let t1 = FV(repeating: -1.0 / 6).addingProduct(u2, t2)
+    return FV(repeating: 1).addingProduct(u2, t1)
+}
+
+/// psi(u) = d/du log|sinc u| = cot u − 1/u by its series in u (truncation < 1e-9 for |u| < 0.3).
+@_transparent func psiSeries(_ u: FV, _ u2: FV) -> FV {
+    let t2 = FV(repeating: -1.0 / 45).addingProduct(u2, FV(repeating: -2.0 / 945))
+    let t1 = FV(repeating: -1.0 / 3).addingProduct(u2, t2)
+    return u * t1
+}
+
+/// psi[k] = psiNum_k / x_k for k in first..<end, from prod = Π x over the block and the prefix
+/// products in `before` (see `weightsAndPsi4`).
+@_transparent func finishPsi(_ prod: FV, from first: Int, to end: Int, psi: UnsafeMutablePointer<FV>,
+                                 before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+    let size = magnitude(prod)
+    var after = 1 / prod.replacing(with: FV(repeating: 1), where: size .< 1e-30)
+    after.replace(with: FV(), where: size .< 1e-30)
+    after.replace(with: FV(), where: size .> 1e30)
+    var k = end
+    while k > first {
+        k &-= 1
+        psi[k] *= after * before[k]
+        after *= xs[k]               // now Π_{l>=k} x_l / Π x
+    }
+}
+
+/// |x| per lane (a bit mask: no comparisons, which Swift's SIMD masks do not always vectorise).
+@_transparent func magnitude(_ x: FV) -> FV {
+    unsafeBitCast(unsafeBitCast(x, to: FVBits.self) & 0x7FFF_FFFF, to: FV.self)
+}
+
+/// x with lanes |x| < 1e-9 set to 0: products of such lanes would reach fp32 subnormals (slow)
+/// and W = Y^4 of them is below 1e-36, nothing against eps.
+@_transparent func flushTiny(_ x: FV) -> FV {
+    x.replacing(with: FV(), where: magnitude(x) .< 1e-9)
+}
+
+/// W = y^p on lanes j0 + l < jEnd, 0 on the others.
+@_transparent func maskedPower(_ y: FV, p: Int, j0: Int, jEnd: Int) -> FV {
+    let y2 = y * y
+    var w = p == 4 ? y2 * y2 : { var r = FV(repeating: 1); for _ in 0..<(p / 2) { r *= y2 }; return r }()
+    var lane = FV()
+    for l in 0..<lanes { lane[l] = Float(l) }
+    lane += Float(j0)
+    w.replace(with: FV(), where: lane .>= Float(jEnd))
+    return w
 }
 
 extension AttentionKernels {
@@ -133,23 +305,40 @@ extension AttentionKernels {
             let f = fourierScratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h)
-            for i in 0..<T {
-                let jEnd = s.causal ? i + 1 : T
-                for d in 0..<D { f.acc[d] = F8() }
-                var sumW = F8()
+            let t = f.tables
+            let acc = f.acc
+            for i0 in stride(from: 0, to: T, by: rowTile) {
+                let rows = Swift.min(rowTile, T - i0)
+                // Rows past T repeat the last row; their results are not written.
+                let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
+                let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
+                let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
+                acc.update(repeating: FV(), count: rowTile * D)
+                var sum0 = FV(), sum1 = FV(), sum2 = FV(), sum3 = FV()
                 var j0 = 0
-                while j0 < jEnd {
-                    let wgt = f.weights(i, j0, jEnd: jEnd, p: spec.p)
-                    j0 += 8
-                    if wgt == F8() { continue }
-                    sumW += wgt
-                    for d in 0..<D { f.acc[d] = f.acc[d].addingProduct(wgt, f.keys(f.v, d, j0 - 8)) }
+                while j0 < e3 {
+                    let (w0, w1, w2, w3) = t.weights4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p)
+                    sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
+                    if (w0 + w1 + w2 + w3) != FV() {
+                        for d in 0..<D {
+                            let vd = t.keys(t.v, d, j0)
+                            acc[d] = acc[d].addingProduct(w0, vd)
+                            acc[D &+ d] = acc[D &+ d].addingProduct(w1, vd)
+                            acc[2 &* D &+ d] = acc[2 &* D &+ d].addingProduct(w2, vd)
+                            acc[3 &* D &+ d] = acc[3 &* D &+ d].addingProduct(w3, vd)
+                        }
+                    }
+                    j0 += lanes
                 }
-                let S = sumW.sum() + spec.eps
-                rowSum[(b * s.heads + h) * T + i] = S
-                let inv = S > 0 ? 1 / S : 0
-                let o = out + (b * T + i) * C + h * D
-                for d in 0..<D { o[d] = f.acc[d].sum() * inv }
+                let sums = SIMD4(sum0.sum(), sum1.sum(), sum2.sum(), sum3.sum())
+                for r in 0..<rows {
+                    let i = i0 + r
+                    let S = sums[r] + spec.eps
+                    rowSum[(b * s.heads + h) * T + i] = S
+                    let inv = S > 0 ? 1 / S : 0
+                    let o = out + (b * T + i) * C + h * D
+                    for d in 0..<D { o[d] = acc[r * D + d].sum() * inv }
+                }
             }
         }
     }
@@ -173,51 +362,75 @@ extension AttentionKernels {
             let f = fourierScratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h)
+            let t = f.tables
             f.dk.update(repeating: 0, count: D * f.Tp)
             f.dv.update(repeating: 0, count: D * f.Tp)
             // dR is a sum of terms far larger than itself: per row in fp32 lanes, rows in fp64.
             let dRTask = partial + task * D
             for d in 0..<D { dRTask[d] = 0 }
-            for i in 0..<T {
-                let gRow = dout + (b * T + i) * C + h * D, oRow = out + (b * T + i) * C + h * D
-                var ci: Float = 0
-                for d in 0..<D { f.g[d] = gRow[d]; ci += gRow[d] * oRow[d]; f.acc[d] = F8(); f.acc2[d] = F8() }
-                let invS = 1 / rowSum[(b * s.heads + h) * T + i]
-                let jEnd = s.causal ? i + 1 : T
+            let acc = f.acc, acc2 = f.acc2, psi = f.psi, g = f.g
+            for i0 in stride(from: 0, to: T, by: rowTile) {
+                let rows = Swift.min(rowTile, T - i0)
+                let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
+                let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
+                let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
+                // c_r = g_r · o_r; 1/S_r, and 0 for the repeated rows so they add nothing.
+                var c = SIMD4<Float>(), invS = SIMD4<Float>()
+                for r in 0..<rowTile {
+                    let i = Swift.min(i0 + r, T - 1)
+                    let gRow = dout + (b * T + i) * C + h * D, oRow = out + (b * T + i) * C + h * D
+                    for d in 0..<D { g[r * D + d] = gRow[d]; c[r] += gRow[d] * oRow[d] }
+                    if r < rows { invS[r] = 1 / rowSum[(b * s.heads + h) * T + i] }
+                }
+                acc.update(repeating: FV(), count: rowTile * D)
+                acc2.update(repeating: FV(), count: rowTile * D)
                 var j0 = 0
-                while j0 < jEnd {
-                    let wgt = f.weights(i, j0, jEnd: jEnd, p: spec.p)
-                    defer { j0 += 8 }
-                    if wgt == F8() { continue }
-                    let a = wgt * invS
-                    var G = F8()
-                    for d in 0..<D { G = G.addingProduct(F8(repeating: f.g[d]), f.keys(f.v, d, j0)) }
-                    var z = pf * a * (G - ci)
-                    z.replace(with: F8(), where: wgt .== 0) // psi may be infinite where W is 0
+                while j0 < e3 {
+                    defer { j0 += lanes }
+                    let (w0, w1, w2, w3) = t.weightsAndPsi4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p,
+                                                            psi: psi, work: f.work)
+                    if (w0 + w1 + w2 + w3) == FV() { continue }
+                    let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
+                    // G_r = g_r · v_j per lane.
+                    var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()
                     for d in 0..<D {
-                        f.addKeys(f.dv, d, j0, a, F8(repeating: f.g[d]))
-                        let u = F8(repeating: f.rq[i * D + d]) - f.keys(f.rk, d, j0)
-                        let sqd = F8(repeating: f.sq[i * D + d]), cqd = F8(repeating: f.cq[i * D + d])
-                        let skd = f.keys(f.sk, d, j0), ckd = f.keys(f.ck, d, j0)
-                        let su = (sqd * ckd).addingProduct(-cqd, skd), cu = (cqd * ckd).addingProduct(sqd, skd)
-                        var zp = z * psiChunk(u, su, cu)
-                        zp.replace(with: F8(), where: z .== 0)
-                        f.acc[d] += zp                                             // dq_i / R_d
-                        f.addKeys(f.dk, d, j0, zp, F8(repeating: -f.r[d]))
+                        let vd = t.keys(t.v, d, j0)
+                        G0 = G0.addingProduct(FV(repeating: g[d]), vd)
+                        G1 = G1.addingProduct(FV(repeating: g[D &+ d]), vd)
+                        G2 = G2.addingProduct(FV(repeating: g[2 &* D &+ d]), vd)
+                        G3 = G3.addingProduct(FV(repeating: g[3 &* D &+ d]), vd)
+                    }
+                    // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
+                    let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
+                    let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
+                    for d in 0..<D {
+                        let dvSum = (a0 * FV(repeating: g[d])).addingProduct(a1, FV(repeating: g[D &+ d]))
+                            .addingProduct(a2, FV(repeating: g[2 &* D &+ d])).addingProduct(a3, FV(repeating: g[3 &* D &+ d]))
+                        t.addKeys(f.dv, d, j0, dvSum, FV(repeating: 1))
+                        let rkd = t.keys(t.rk, d, j0)
+                        let zp0 = z0 * psi[d], zp1 = z1 * psi[D &+ d]
+                        let zp2 = z2 * psi[2 &* D &+ d], zp3 = z3 * psi[3 &* D &+ d]
+                        acc[d] += zp0; acc[D &+ d] += zp1; acc[2 &* D &+ d] += zp2; acc[3 &* D &+ d] += zp3
                         // dR_d: Σ zp (q_i − k_j); u = R_d (q_i − k_j), divided by R_d per row below.
-                        f.acc2[d] = f.acc2[d].addingProduct(zp, u)
+                        acc2[d] = acc2[d].addingProduct(zp0, FV(repeating: t.rq[i0 &* D &+ d]) - rkd)
+                        acc2[D &+ d] = acc2[D &+ d].addingProduct(zp1, FV(repeating: t.rq[i1 &* D &+ d]) - rkd)
+                        acc2[2 &* D &+ d] = acc2[2 &* D &+ d].addingProduct(zp2, FV(repeating: t.rq[i2 &* D &+ d]) - rkd)
+                        acc2[3 &* D &+ d] = acc2[3 &* D &+ d].addingProduct(zp3, FV(repeating: t.rq[i3 &* D &+ d]) - rkd)
+                        t.addKeys(f.dk, d, j0, (zp0 + zp1) + (zp2 + zp3), FV(repeating: -f.r[d]))
                     }
                 }
-                let dq = dqkv + (b * T + i) * 3 * C + h * D
-                for d in 0..<D {
-                    dq[d] += f.acc[d].sum() * f.r[d]
-                    // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
-                    if f.r[d] != 0 { dRTask[d] += Double(f.acc2[d].sum()) / Double(f.r[d]) }
+                for r in 0..<rows {
+                    let dq = dqkv + (b * T + i0 + r) * 3 * C + h * D
+                    for d in 0..<D {
+                        dq[d] += acc[r * D + d].sum() * f.r[d]
+                        // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
+                        if f.r[d] != 0 { dRTask[d] += Double(acc2[r * D + d].sum()) / Double(f.r[d]) }
+                    }
                 }
             }
-            for t in 0..<T {
-                let row = dqkv + (b * T + t) * 3 * C + h * D
-                for d in 0..<D { row[C + d] += f.dk[d * f.Tp + t]; row[2 * C + d] += f.dv[d * f.Tp + t] }
+            for j in 0..<T {
+                let row = dqkv + (b * T + j) * 3 * C + h * D
+                for d in 0..<D { row[C + d] += f.dk[d * f.Tp + j]; row[2 * C + d] += f.dv[d * f.Tp + j] }
             }
         }
         // Reduce the per-(b, h) dR in task order, in Double.

@@ -14,9 +14,15 @@ func checkCPUFeatures() {
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     if !flags.isSuperset(of: ["avx2", "fma"]) {
-        FileHandle.standardError.write(Data("error: this build of swift-ff-train needs a CPU with AVX2 and FMA (x86-64 from 2013 on); rebuild with FF_PORTABLE=1 swift build -c release\n".utf8))
+        FileHandle.standardError.write(Data("error: this build of swift-ff-train needs a CPU with AVX2 and FMA (x86-64 from 2013 on); rebuild on this machine, or with FF_PORTABLE=1 swift build -c release\n".utf8))
         exit(1)
     }
+    #if FF_AVX512
+    if !flags.isSuperset(of: ["avx512f", "avx512vl", "avx512bw", "avx512dq"]) {
+        FileHandle.standardError.write(Data("error: this build of swift-ff-train was made on a CPU with AVX-512 and this one lacks it; rebuild on this machine, or with FF_CPU=avx2 swift build -c release for both\n".utf8))
+        exit(1)
+    }
+    #endif
     #endif
 }
 

@@ -67,6 +67,34 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Row tiles with a ragged last tile, key blocks with padding lanes, dimension blocks with a
+    /// tail (D = 6, 13), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
+    func testFourierTilesTailsAndWideAngles() {
+        for (T, D, scale) in [(37, 6, 1.5), (21, 12, 0.8), (9, 3, 2.5), (18, 13, 1.0)] {
+            for causal in [true, false] {
+                let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale))
+                for (name, e) in errs {
+                    XCTAssertLessThan(e, 2e-5, "\(name) T=\(T) D=\(D) std=\(scale) causal=\(causal): rel err \(e)")
+                }
+            }
+        }
+    }
+
+    /// The vector sin/cos of the per-token tables against libm, across quadrants and magnitudes,
+    /// including the scalar fallback above the reduction's range.
+    func testSinCosMatchesLibm() {
+        var rng = TestRNG(11)
+        var x = (0..<4099).map { _ in Float(rng.normal() * 30) }
+        x += [0, -0, 1e-30, Float.pi / 4, Float.pi / 2, -Float.pi, 3999.9, -3999.9, 5000, -1e6]
+        var s = [Float](repeating: 9, count: x.count), c = [Float](repeating: 9, count: x.count)
+        sinCos(x, sin: &s, cos: &c, count: x.count)
+        var worst = 0.0
+        for i in 0..<x.count {
+            worst = max(worst, abs(Double(s[i]) - sin(Double(x[i]))), abs(Double(c[i]) - cos(Double(x[i]))))
+        }
+        XCTAssertLessThan(worst, 3e-7)
+    }
+
     /// At D = 64 with small |u| the naive fp32 cot(u) - 1/u loses ~1e-4 in dq (PyTorch's autograd
     /// through sinc does); the series keeps us near fp32 round-off.
     func testFourierGradientAccurateAtLargeHeadDim() {
