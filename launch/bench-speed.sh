@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Speed against PyTorch, one command (a benchmark, not a test): attention forward+backward and LM
 # training steps, ours vs PyTorch on the same shapes, 1 thread each; prints the ratios.
-#   launch/bench-speed.sh [quick]     (quick: skip the D = 64 PyTorch attention, ~30 s and 11 GB)
+#   launch/bench-speed.sh [quick]
+# quick: attention at D = 16 and the lm-debug steps only (~2 min); the full run adds D = 64
+# (PyTorch: ~11 GB and ~1 min per call), our kernel at N = 1024 and 4096 (memory linear in N),
+# and the wt103-small and wt103-medium shapes (softmax: PyTorch's Fourier LM at context >= 256
+# keeps B x H x N x N x D tensors for every layer, > 24 GB). Needs data/wiki (launch/demo.sh or
+# launch/fetch-data.sh); both LMs use its 13k vocabulary and a full softmax output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release >/dev/null
@@ -10,34 +15,91 @@ python3 -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 pyyaml num
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 [ -e "$JEMALLOC" ] || { apt-get install -y -qq libjemalloc2 >/dev/null; }
 PT() { LD_PRELOAD=$JEMALLOC python3 launch/bench_pytorch.py "$@" 2>/dev/null; }
+QUICK=${1:-}
 OUT=$(mktemp)
-dims="16 64"; [ "${1:-}" = quick ] && dims="16"
-for D in $dims; do
-  $BIN bench attention --kind both --batch 8 --heads 8 --seq 256 --dim "$D" --causal --threads 1 | grep '^{' | sed 's/^/ours /' >> "$OUT"
-  for k in fourier softmax; do
-    echo "torch $(PT attention --kind $k --batch 8 --heads 8 --seq 256 --dim "$D" --causal --threads 1 --repeats $([ $k = fourier ] && echo 1 || echo 3))" >> "$OUT"
-  done
+trap 'rm -f "$OUT"' EXIT
+attn=(--batch 8 --heads 8 --seq 256 --causal --threads 1)
+
+# PyTorch's Fourier attention two ways (torch.special.sinc, sin(u)/u); its faster one is used
+# from here on, for attention and the LM.
+for f in special sin; do
+  echo "formula $(PT attention --kind fourier "${attn[@]}" --dim 16 --repeats 1 --formula $f)" >> "$OUT"
 done
-for k in fourier softmax; do
-  echo "ours $($BIN bench step --config configs/lm-debug.yaml --set model.attention.kind=$k --set train.threads=1 --set train.batch_size=8 --steps 6 | tail -1)" >> "$OUT"
-  echo "torch $(PT train --config configs/lm-debug.yaml --set model.attention.kind=$k --steps 6 --threads 1 --batch 8)" >> "$OUT"
-done
-python3 - "$OUT" <<'PY'
+FORMULA=$(python3 - "$OUT" <<'PY'
 import json, sys
-ours, torch = {}, {}
-for line in open(sys.argv[1]):
-    who, _, js = line.partition(" ")
-    r = json.loads(js)
-    key = (r.get("kind") or r.get("attention"), str(r.get("dim", "lm")))
-    (ours if who == "ours" else torch)[key] = r
-print(f"{'what':<22} {'ours':>12} {'pytorch':>12} {'speed-up':>9}")
-for key in sorted(ours, key=lambda k: (k[1] == "lm", k[1].zfill(4), k[0])):
-    o, t = ours[key], torch.get(key)
-    if key[1] == "lm":
-        a, b = o["tokens_per_s"], t["tokens_per_s"] if t else float("nan")
-        print(f"{key[0] + ' LM tokens/s':<22} {a:>12.0f} {b:>12.0f} {a / b:>8.2f}x   MFU {o['mfu']:.0%}")
-    else:
-        a, b = o["seconds_fwd_bwd"], t["seconds_fwd_bwd"] if t else float("nan")
-        print(f"{key[0] + f' attn D={key[1]} s':<22} {a:>12.3f} {b:>12.3f} {b / a:>8.1f}x   torch peak {t.get('peak_rss_mb', float('nan')) if t else float('nan'):.0f} MB")
+rows = [json.loads(l.split(" ", 1)[1]) for l in open(sys.argv[1]) if l.startswith("formula ")]
+print(min(rows, key=lambda r: r["seconds_fwd_bwd"])["formula"])
 PY
-rm -f "$OUT"
+)
+
+dims="16 64"; [ "$QUICK" = quick ] && dims="16"
+for D in $dims; do
+  $BIN bench attention --kind both "${attn[@]}" --dim "$D" | grep '^{' | sed 's/^/ours /' >> "$OUT"
+  echo "torch $(PT attention --kind fourier "${attn[@]}" --dim "$D" --repeats 1 --formula "$FORMULA")" >> "$OUT"
+  echo "torch $(PT attention --kind softmax "${attn[@]}" --dim "$D" --repeats 3)" >> "$OUT"
+done
+if [ "$QUICK" != quick ]; then
+  for N in 1024 4096; do
+    $BIN bench attention --kind fourier --batch 8 --heads 8 --seq "$N" --causal --threads 1 --dim 16 --repeats 1 \
+      | grep '^{' | sed 's/^/scale /' >> "$OUT"
+  done
+fi
+
+lm() { # NAME CONFIG KIND [overrides...]: our and PyTorch's training steps of one LM
+  local name=$1 config=$2 kind=$3; shift 3
+  local sets=(--set model.attention.kind="$kind" --set model.output=full --set data.dir=data/wiki "$@")
+  echo "lm $name ours $($BIN bench step --config "$config" "${sets[@]}" --set train.threads=1 --set train.batch_size=8 --steps 6 | tail -1)" >> "$OUT"
+  echo "lm $name torch $(PT train --config "$config" "${sets[@]}" --steps 6 --threads 1 --batch 8 --formula "$FORMULA")" >> "$OUT"
+}
+lm lm-debug configs/lm-debug.yaml fourier
+lm lm-debug configs/lm-debug.yaml softmax
+if [ "$QUICK" != quick ]; then
+  lm wt103-small configs/lm-wt103-small.yaml softmax
+  lm wt103-medium configs/lm-wt103-medium.yaml softmax --set model.layers=4
+fi
+
+python3 - "$OUT" "$FORMULA" <<'PY'
+import json, sys
+lines = [l.rstrip("\n") for l in open(sys.argv[1])]
+formula = sys.argv[2]
+ours, torch, scale, lms = {}, {}, [], {}
+for line in lines:
+    tag, _, rest = line.partition(" ")
+    if tag == "lm":
+        name, who, js = rest.split(" ", 2)
+        r = json.loads(js)
+        lms.setdefault((name, r["attention"]), {})[who] = r
+        continue
+    r = json.loads(rest)
+    if tag == "ours": ours[(r["kind"], r["dim"])] = r
+    elif tag == "torch": torch[(r["kind"], r["dim"])] = r
+    elif tag == "scale": scale.append(r)
+    elif tag == "formula": print(f"PyTorch Fourier D=16 with sinc as {r['formula']}: {r['seconds_fwd_bwd']:.3f} s")
+print(f"PyTorch's faster formula, used below: {formula}\n")
+print("| attention fwd+bwd, B 8, H 8, N 256, causal | ours | PyTorch | speed-up | PyTorch peak | ours workspace |")
+print("|---|---|---|---|---|---|")
+for (kind, D) in sorted(ours, key=lambda k: (k[1], k[0])):
+    o, t = ours[(kind, D)], torch.get((kind, D))
+    tt = t["seconds_fwd_bwd"] if t else float("nan")
+    peak = f"{t['peak_rss_mb']:.0f} MB" if t else "-"
+    print(f"| {kind}, D = {D} | {o['seconds_fwd_bwd']:.3f} s | {tt:.3f} s | {tt / o['seconds_fwd_bwd']:.1f}x | {peak} | {o['workspace_mb']:.2f} MB |")
+for D in sorted({d for (_, d) in ours}):
+    if ("fourier", D) in ours and ("softmax", D) in ours:
+        f, s = ours[("fourier", D)]["seconds_fwd_bwd"], ours[("softmax", D)]["seconds_fwd_bwd"]
+        print(f"\nours, D = {D}: Fourier / softmax time = {f / s:.2f}x", end="")
+print("\n")
+if scale:
+    print("| our Fourier, D 16, causal | seconds | pair-dims/s | workspace | process peak |")
+    print("|---|---|---|---|---|")
+    base = ours.get(("fourier", 16))
+    for r in ([base] if base else []) + scale:
+        print(f"| N = {r['seq']} | {r['seconds_fwd_bwd']:.3f} | {r['pair_dims_per_s']:.3g} | {r['workspace_mb']:.2f} MB | {r['peak_rss_mb']:.0f} MB |")
+    print()
+print("| LM step, batch 8, 1 thread | ours tokens/s | PyTorch tokens/s | ratio | our MFU |")
+print("|---|---|---|---|---|")
+for (name, kind), d in lms.items():
+    o, t = d.get("ours"), d.get("torch")
+    a = o["tokens_per_s"] if o else float("nan"); b = t["tokens_per_s"] if t else float("nan")
+    mfu = f"{o['mfu']:.0%} (sgemm {o['sgemm_gflops']:.0f} GFLOP/s)" if o else "-"
+    print(f"| {name} {kind} | {a:.0f} | {b:.0f} | {a / b:.2f}x | {mfu} |")
+PY

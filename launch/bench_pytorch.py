@@ -123,6 +123,19 @@ class PeakRSS:
 # Attention
 # ----------------------------------------------------------------------------------------------
 
+# How sinc is written: "special" (torch.special.sinc, PyTorch's own op) or "sin" (sin(u)/u with
+# a guard at u = 0). Which is faster depends on the build; launch/bench-speed.sh times both and
+# keeps PyTorch's better figure.
+FOURIER_FORMULA = "special"
+
+
+def sinc_of_u(u):
+    """sin(u)/u, 1 at u = 0, written with elementwise ops (the gradient stays finite at 0)."""
+    zero = u == 0
+    safe = torch.where(zero, torch.ones_like(u), u)
+    return torch.where(zero, torch.ones_like(u), torch.sin(safe) / safe)
+
+
 def fourier_attention(q, k, v, R, r_mode="scalar", p=4, eps=1e-6, causal=True):
     """FourierFormer attention, the plain PyTorch way. q, k, v: (B, H, N, D).
 
@@ -130,6 +143,14 @@ def fourier_attention(q, k, v, R, r_mode="scalar", p=4, eps=1e-6, causal=True):
     A = W / (sum_j W + eps); O = A V. No 1/sqrt(D), no normalisation of q or k.
     """
     H = q.shape[1]
+    if FOURIER_FORMULA == "sin":
+        r = R.view(1, H, 1, 1, 1) if r_mode == "per_head" else R
+        u = r * (q[:, :, :, None, :] - k[:, :, None, :, :])      # (B, H, N, N, D)
+        W = sinc_of_u(u).prod(dim=-1) ** p                        # (B, H, N, N)
+        if causal:
+            N = q.shape[2]
+            W = W * torch.ones(N, N, dtype=W.dtype, device=W.device).tril()
+        return (W / (W.sum(dim=-1, keepdim=True) + eps)) @ v
     # torch.special.sinc is the normalised sinc, sin(pi x)/(pi x); folding 1/pi into R gives the
     # paper's sin(u)/u with PyTorch's own handling of u = 0 (value 1, gradient 0), and saves a pass
     # over the N x N x D tensor compared with dividing u by pi.
@@ -154,6 +175,8 @@ def softmax_attention(q, k, v, causal=True):
 
 
 def cmd_attention(args):
+    global FOURIER_FORMULA
+    FOURIER_FORMULA = args.formula
     jem = report_allocator()
     if args.flush_denormal:
         torch.set_flush_denormal(True)
@@ -204,7 +227,8 @@ def cmd_attention(args):
             times.append(time.perf_counter() - t0)
 
     result = {
-        "kind": args.kind, "batch": args.batch, "heads": args.heads, "seq": args.seq,
+        "kind": args.kind, "formula": args.formula if args.kind == "fourier" else None,
+        "batch": args.batch, "heads": args.heads, "seq": args.seq,
         "dim": args.dim, "causal": args.causal, "threads": args.threads,
         "seconds_fwd_bwd": statistics.median(times),
         "peak_rss_mb": round(mem.mb, 1),
@@ -447,6 +471,8 @@ def make_optimizer(model, tree):
 
 
 def cmd_train(args):
+    global FOURIER_FORMULA
+    FOURIER_FORMULA = args.formula
     jem = report_allocator()
     tree = load_config(args.config, args.set)
     V, vocab_src = vocab_size_for(tree, args.vocab)
@@ -491,6 +517,7 @@ def cmd_train(args):
     step_s = statistics.median(times)
     print(json.dumps({
         "attention": cfg["attention"]["kind"], "threads": args.threads, "batch": batch,
+        "formula": args.formula if cfg["attention"]["kind"] == "fourier" else None,
         "context": T, "tokens_per_s": batch * T / step_s, "step_seconds": step_s,
         "parameters": n_params,
         "steps": args.steps, "step_seconds_mean": statistics.fmean(times),
@@ -620,6 +647,8 @@ def main(argv=None):
     a.add_argument("--flush-denormal", action="store_true",
                    help="torch.set_flush_denormal(True): treat subnormals as 0 (off = plain PyTorch)")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--formula", choices=["special", "sin"], default="special",
+                   help="Fourier sinc as torch.special.sinc or as sin(u)/u")
 
     t = sub.add_parser("train", help="optimizer steps of a config's LM on random tokens")
     t.add_argument("--config", required=True)
@@ -628,6 +657,8 @@ def main(argv=None):
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--batch", type=int, default=None, help="sequences per step [train.batch_size]")
     t.add_argument("--vocab", type=int, default=None, help="vocabulary size if data.dir has no vocab.json")
+    t.add_argument("--formula", choices=["special", "sin"], default="special",
+                   help="Fourier sinc as torch.special.sinc or as sin(u)/u")
     t.add_argument("--seed", type=int, default=0)
 
     c = sub.add_parser("check-weights", help="load exported safetensors (strict) and print an eval loss")

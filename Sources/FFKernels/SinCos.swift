@@ -16,22 +16,22 @@ private let piOver2Part2 = Float(bitPattern: Float(halfPi - Double(piOver2Part1)
 private let piOver2Part3 = Float(halfPi - Double(piOver2Part1) - Double(piOver2Part2))
 
 /// (sin x, cos x) per lane; absolute error < 3e-7 for |x| <= `sinCosVectorLimit`.
-@inline(__always) func sinCos(_ x: F8) -> (sin: F8, cos: F8) {
+@inline(__always) func sinCos(_ x: FV) -> (sin: FV, cos: FV) {
     let k = (x * Float(2 / Double.pi)).rounded(.toNearestOrEven)
-    var r = x.addingProduct(-k, SIMD8(repeating: piOver2Part1))
-    r = r.addingProduct(-k, SIMD8(repeating: piOver2Part2))
-    r = r.addingProduct(-k, SIMD8(repeating: piOver2Part3))
+    var r = x.addingProduct(-k, FV(repeating: piOver2Part1))
+    r = r.addingProduct(-k, FV(repeating: piOver2Part2))
+    r = r.addingProduct(-k, FV(repeating: piOver2Part3))
     let r2 = r * r
     // sin r = r (1 − r²/3! + r⁴/5! − r⁶/7! + r⁸/9!), cos r = 1 − r²/2! + ... + r¹⁰/10!
-    var ps = SIMD8(repeating: -1.0 / 5040).addingProduct(r2, SIMD8(repeating: 1.0 / 362_880))
-    ps = SIMD8(repeating: 1.0 / 120).addingProduct(r2, ps)
-    ps = SIMD8(repeating: -1.0 / 6).addingProduct(r2, ps)
+    var ps = FV(repeating: -1.0 / 5040).addingProduct(r2, FV(repeating: 1.0 / 362_880))
+    ps = FV(repeating: 1.0 / 120).addingProduct(r2, ps)
+    ps = FV(repeating: -1.0 / 6).addingProduct(r2, ps)
     let s = r.addingProduct(r * r2, ps)
-    var pc = SIMD8(repeating: 1.0 / 40320).addingProduct(r2, SIMD8(repeating: -1.0 / 3_628_800))
-    pc = SIMD8(repeating: -1.0 / 720).addingProduct(r2, pc)
-    pc = SIMD8(repeating: 1.0 / 24).addingProduct(r2, pc)
-    pc = SIMD8(repeating: -0.5).addingProduct(r2, pc)
-    let c = SIMD8<Float>(repeating: 1).addingProduct(r2, pc)
+    var pc = FV(repeating: 1.0 / 40320).addingProduct(r2, FV(repeating: -1.0 / 3_628_800))
+    pc = FV(repeating: -1.0 / 720).addingProduct(r2, pc)
+    pc = FV(repeating: 1.0 / 24).addingProduct(r2, pc)
+    pc = FV(repeating: -0.5).addingProduct(r2, pc)
+    let c = FV(repeating: 1).addingProduct(r2, pc)
     // Quadrant q = k mod 4 (in float: a generic Int32 conversion would not vectorise): q odd
     // swaps sin and cos; sin is negated for q = 2, 3, cos for q = 1, 2.
     let q = k - 4 * (k * 0.25).rounded(.down)
@@ -46,17 +46,18 @@ private let piOver2Part3 = Float(halfPi - Double(piOver2Part1) - Double(piOver2P
 /// sin and cos of x[0..<n] into s and c (any of them may not alias).
 public func sinCos(_ x: UnsafePointer<Float>, sin s: UnsafeMutablePointer<Float>,
                    cos c: UnsafeMutablePointer<Float>, count n: Int) {
-    let chunks = n / 8
+    let chunks = n / lanes, bytes = lanes * 4
     let rx = UnsafeRawPointer(x), rs = UnsafeMutableRawPointer(s), rc = UnsafeMutableRawPointer(c)
+    var outOfRange = FV()
     for i in 0..<chunks {
-        let v = rx.loadUnaligned(fromByteOffset: i * 32, as: SIMD8<Float>.self)
-        if v.max() > sinCosVectorLimit || v.min() < -sinCosVectorLimit {
-            for l in 0..<8 { s[i * 8 + l] = sinf(v[l]); c[i * 8 + l] = cosf(v[l]) }
-            continue
-        }
+        let v = rx.loadUnaligned(fromByteOffset: i * bytes, as: FV.self)
+        outOfRange.replace(with: FV(repeating: 1), where: magnitude(v) .> sinCosVectorLimit)
         let (sv, cv) = sinCos(v)
-        rs.storeBytes(of: sv, toByteOffset: i * 32, as: SIMD8<Float>.self)
-        rc.storeBytes(of: cv, toByteOffset: i * 32, as: SIMD8<Float>.self)
+        rs.storeBytes(of: sv, toByteOffset: i * bytes, as: FV.self)
+        rc.storeBytes(of: cv, toByteOffset: i * bytes, as: FV.self)
     }
-    for i in (chunks * 8)..<n { s[i] = sinf(x[i]); c[i] = cosf(x[i]) }
+    for i in (chunks * lanes)..<n { s[i] = sinf(x[i]); c[i] = cosf(x[i]) }
+    if outOfRange.sum() > 0 {
+        for i in 0..<(chunks * lanes) where abs(x[i]) > sinCosVectorLimit { s[i] = sinf(x[i]); c[i] = cosf(x[i]) }
+    }
 }
