@@ -58,7 +58,7 @@ final class FourierScratch {
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + 5 * rowTile * D * 32 }
+    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + 5 * rowTile * D * MemoryLayout<FV>.stride }
 
     /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
@@ -100,27 +100,16 @@ struct FourierTables {
         p.storeBytes(of: p.loadUnaligned(as: FV.self).addingProduct(a, b), as: FV.self)
     }
 
-    /// W for query i and keys j0..<j0+lanes (0 where j >= jEnd).
-    @inline(__always) func weights(_ i: Int, _ j0: Int, jEnd: Int, p: Int) -> FV {
-        // Y = Π_d sin(u_d)/u_d with one division per block of 4 dimensions: numerators and
-        // denominators are multiplied separately (|num| <= 1, 0.3^4 <= den).
-        var y = FV(repeating: 1)
-        var d = 0
-        while d < D {
-            var num = FV(repeating: 1), den = FV(repeating: 1)
-            let end = Swift.min(d &+ 4, D)
-            while d < end {
-                let (n, dn) = sincFactor(self, i, d, j0)
-                num *= n; den *= dn
-                d &+= 1
-            }
-            y = flushTiny(y * flushTiny(num / den))
-        }
-        return maskedPower(y, p: p, j0: j0, jEnd: jEnd)
+    /// table[d, j0..<j0+lanes] += a.
+    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV) {
+        let p = UnsafeMutableRawPointer(table + (d &* Tp &+ j0))
+        p.storeBytes(of: p.loadUnaligned(as: FV.self) + a, as: FV.self)
     }
 
-    /// `weights` of the 4 query rows i.0 ... i.3 (ends e), interleaved so that the 4 independent
-    /// multiply/divide chains overlap and the key-side loads are shared.
+    /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
+    /// interleaved so that their multiply/divide chains overlap and share the key-side loads.
+    /// Y = Π_d sin(u_d)/u_d takes one division per block of 4 dimensions: numerators and
+    /// denominators are multiplied separately (|num| <= 1, 0.3^4 <= den).
     @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
         var y0 = one, y1 = one, y2 = one, y3 = one
@@ -194,7 +183,7 @@ struct FourierTables {
 
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = num / den, and
 /// psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take the series (den = x = 1),
-/// where the closed forms cancel in fp32; elsewhere den = |u| >= 0.3.
+/// where the closed forms cancel in fp32; elsewhere |den| = |u| >= 0.3.
 @_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (num: FV, den: FV, x: FV, psiNum: FV) {
     let (u, su, cu) = pair(t, i, d, j0)
     let u2 = u * u
@@ -406,7 +395,7 @@ extension AttentionKernels {
                     for d in 0..<D {
                         let dvSum = (a0 * FV(repeating: g[d])).addingProduct(a1, FV(repeating: g[D &+ d]))
                             .addingProduct(a2, FV(repeating: g[2 &* D &+ d])).addingProduct(a3, FV(repeating: g[3 &* D &+ d]))
-                        t.addKeys(f.dv, d, j0, dvSum, FV(repeating: 1))
+                        t.addKeys(f.dv, d, j0, dvSum)
                         let rkd = t.keys(t.rk, d, j0)
                         let zp0 = z0 * psi[d], zp1 = z1 * psi[D &+ d]
                         let zp2 = z2 * psi[2 &* D &+ d], zp3 = z3 * psi[3 &* D &+ d]
