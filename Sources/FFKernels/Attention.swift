@@ -54,20 +54,34 @@ typealias F8 = SIMD8<Float>
 /// calls allocate nothing once `reserve` has seen the largest shape.
 public final class AttentionKernels {
     public let maxSeq: Int, headDim: Int, threads: Int
-    /// Per-worker scratch of the Fourier kernel.
-    let fourierScratch: [FourierScratch]
-    /// Per-worker T x T scratch of the softmax kernels.
-    let softmaxScratch: [SoftmaxScratch]
     /// Per (b, h) partial dR, reduced in a fixed order so results do not depend on threads.
     private(set) var dRPartial: UnsafeMutablePointer<Double>
     private var dRPartialCount: Int
+    // Each kind's per-worker scratch is made on its first call (outside the parallel region), so
+    // a Fourier model holds no T x T softmax scratch: its memory stays linear in T.
+    private var fourierStore: [FourierScratch]?
+    private var softmaxStore: [SoftmaxScratch]?
 
     public init(maxSeq: Int, headDim: Int, threads: Int) {
         self.maxSeq = maxSeq; self.headDim = headDim; self.threads = max(1, threads)
         dRPartialCount = 0
         dRPartial = .allocate(capacity: 1)
-        fourierScratch = (0..<self.threads).map { _ in FourierScratch(T: maxSeq, D: headDim) }
-        softmaxScratch = (0..<self.threads).map { _ in SoftmaxScratch(T: maxSeq) }
+    }
+
+    /// Per-worker scratch of the Fourier kernel.
+    var fourierScratch: [FourierScratch] {
+        if let s = fourierStore { return s }
+        let s = (0..<threads).map { _ in FourierScratch(T: maxSeq, D: headDim) }
+        fourierStore = s
+        return s
+    }
+
+    /// Per-worker T x T scratch of the softmax kernels.
+    var softmaxScratch: [SoftmaxScratch] {
+        if let s = softmaxStore { return s }
+        let s = (0..<threads).map { _ in SoftmaxScratch(T: maxSeq) }
+        softmaxStore = s
+        return s
     }
 
     deinit { dRPartial.deallocate() }
@@ -82,7 +96,7 @@ public final class AttentionKernels {
 
     /// Bytes of workspace held.
     public var workspaceBytes: Int {
-        dRPartialCount * 8 + fourierScratch.reduce(0) { $0 + $1.bytes } + softmaxScratch.count * 2 * maxSeq * maxSeq * 4
+        dRPartialCount * 8 + (fourierStore ?? []).reduce(0) { $0 + $1.bytes } + (softmaxStore?.count ?? 0) * 2 * maxSeq * maxSeq * 4
     }
 
     /// Reserves what a backward with this shape needs, so that the step itself allocates nothing.

@@ -289,9 +289,10 @@ extension AttentionKernels {
                                spec: FourierSpec, shape s: AttentionShape) {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
         let T = s.seq, C = s.width, D = s.headDim
+        let scratch = fourierScratch
         parallelFor(s.batch * s.heads, threads: threads) { task, w in
             let b = task / s.heads, h = task % s.heads
-            let f = fourierScratch[w]
+            let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h)
             let t = f.tables
@@ -346,9 +347,10 @@ extension AttentionKernels {
         reserveDR(tasks * D)
         let partial = dRPartial
         let pf = Float(spec.p)
+        let scratch = fourierScratch
         parallelFor(tasks, threads: threads) { task, w in
             let b = task / s.heads, h = task % s.heads
-            let f = fourierScratch[w]
+            let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h)
             let t = f.tables

@@ -57,9 +57,10 @@ extension AttentionKernels {
         let T = s.seq, C = s.width, D = s.headDim, ld = 3 * C
         let scale = 1 / Float(D).squareRoot()
         withSingleThreadedBLAS {
+            let scratch = softmaxScratch
             parallelFor(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads
-                let P = softmaxScratch[w].p
+                let P = scratch[w].p
                 let q = qkv + b * T * ld + h * D, k = q + C, v = q + 2 * C
                 gemm(false, true, T, T, D, scale, q, ld, k, ld, 0, P, T)
                 softmaxRows(P, T: T, causal: s.causal, lse: rowLSE + task * T, recompute: false)
@@ -76,9 +77,10 @@ extension AttentionKernels {
         let T = s.seq, C = s.width, D = s.headDim, ld = 3 * C
         let scale = 1 / Float(D).squareRoot()
         withSingleThreadedBLAS {
+            let scratch = softmaxScratch
             parallelFor(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads
-                let P = softmaxScratch[w].p, dP = softmaxScratch[w].dp
+                let P = scratch[w].p, dP = scratch[w].dp
                 let q = qkv + b * T * ld + h * D, k = q + C, v = q + 2 * C
                 let dq = dqkv + b * T * ld + h * D, dk = dq + C, dv = dq + 2 * C
                 let g = dout + b * T * C + h * D, o = out + b * T * C + h * D
