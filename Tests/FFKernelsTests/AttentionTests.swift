@@ -80,6 +80,26 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// The Fourier kernels hold O(T D) per worker, never a T x T matrix: their workspace grows
+    /// linearly with T (and no softmax scratch is made for a Fourier-only model).
+    func testFourierWorkspaceIsLinearInSequenceLength() {
+        func workspace(T: Int) -> Int {
+            let D = 16, C = D
+            let k = AttentionKernels(maxSeq: T, headDim: D, threads: 2)
+            var rng = TestRNG(5)
+            let qkv = rng.normals(T * 3 * C, std: 0.3), g = rng.normals(T * C)
+            var out = [Float](repeating: 0, count: T * C), rows = [Float](repeating: 0, count: T)
+            var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
+            let shape = AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: true)
+            k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [1], spec: FourierSpec(), shape: shape)
+            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows, spec: FourierSpec(), shape: shape)
+            return k.workspaceBytes
+        }
+        let small = workspace(T: 128), large = workspace(T: 1024)
+        XCTAssertLessThan(large, 9 * small, "8x the tokens: \(small) -> \(large) bytes")
+        XCTAssertLessThan(large, 1024 * 1024, "a T x T matrix alone would be 4 MB")
+    }
+
     /// The vector sin/cos of the per-token tables against libm, across quadrants and magnitudes,
     /// including the scalar fallback above the reduction's range.
     func testSinCosMatchesLibm() {
