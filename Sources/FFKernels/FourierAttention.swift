@@ -32,7 +32,7 @@ final class FourierScratch {
     // Query side, row-major (T, D): R q, sin(R q), cos(R q).
     let rq, sq, cq: UnsafeMutablePointer<Float>
     // Per tile row, D vectors each: output / dq accumulators, dR accumulators, psi of the pairs;
-    // and 2 · rowTile · D vectors of work for `weightsAndPsi4`.
+    // and 2 · rowTile · 4 vectors of work for `weightsAndPsi4` (one block of 4 dimensions).
     let acc, acc2, psi, work: UnsafeMutablePointer<FV>
     // g of the tile's rows (rowTile, D); R_d (D).
     let g, r: UnsafeMutablePointer<Float>
@@ -51,14 +51,14 @@ final class FourierScratch {
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
         g = take(rowTile * D); r = take(D)
-        vecs = .allocate(capacity: 5 * rowTile * D)
-        vecs.initialize(repeating: FV(), count: 5 * rowTile * D)
+        vecs = .allocate(capacity: 3 * rowTile * D + 2 * rowTile * 4)
+        vecs.initialize(repeating: FV(), count: 3 * rowTile * D + 2 * rowTile * 4)
         acc = vecs; acc2 = vecs + rowTile * D; psi = vecs + 2 * rowTile * D; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + 5 * rowTile * D * MemoryLayout<FV>.stride }
+    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + (3 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
 
     /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
@@ -133,7 +133,8 @@ struct FourierTables {
     }
 
     /// `weights4` (bit-identical), and psi(u_d) of each pair into psi[r * D + d] for row r;
-    /// `work` is scratch for 2 · 4 · D vectors. The denominators x_d of a block of 4 are inverted
+    /// `work` is scratch for 2 · 4 · 4 vectors (one block: at D = 64 a D-long one pushed the tile
+    /// out of L1, backward 1.2–1.4x slower). The denominators x_d of a block of 4 are inverted
     /// together, 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: one division for 4. Where Π x leaves
     /// [1e-30, 1e30] the block's sinc product is below 1e-25 (|sin u / u| <= |x| / 0.09 and
     /// <= 1 / |u|), so W is 0: psi is set to 0 there rather than to what the guard makes it.
@@ -141,7 +142,7 @@ struct FourierTables {
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
-        let before = work, xs = work + rowTile &* D
+        let before = work, xs = work + rowTile &* 4   // one block of 4 dimensions per row
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
         while d < D {
@@ -150,18 +151,18 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let start = d, end = Swift.min(d &+ 4, D)
             while d < end {
-                psiTerms(self, i[0], d, j0, k: d, &n0, &m0, &x0, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, &n1, &m1, &x1, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, &n2, &m2, &x2, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, &n3, &m3, &x3, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &m0, &x0, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[1], d, j0, k: D &+ d, w: 4 &+ d &- start, &n1, &m1, &x1, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 8 &+ d &- start, &n2, &m2, &x2, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 12 &+ d &- start, &n3, &m3, &x3, psi: psi, before: before, xs: xs)
                 d &+= 1
             }
             y0 = flushTiny(y0 * flushTiny(n0 / m0)); y1 = flushTiny(y1 * flushTiny(n1 / m1))
             y2 = flushTiny(y2 * flushTiny(n2 / m2)); y3 = flushTiny(y3 * flushTiny(n3 / m3))
-            finishPsi(x0, from: start, to: end, psi: psi, before: before, xs: xs)
-            finishPsi(x1, from: D &+ start, to: D &+ end, psi: psi, before: before, xs: xs)
-            finishPsi(x2, from: 2 &* D &+ start, to: 2 &* D &+ end, psi: psi, before: before, xs: xs)
-            finishPsi(x3, from: 3 &* D &+ start, to: 3 &* D &+ end, psi: psi, before: before, xs: xs)
+            finishPsi(x0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(x1, psiFrom: D &+ start, workFrom: 4, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(x2, psiFrom: 2 &* D &+ start, workFrom: 8, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(x3, psiFrom: 3 &* D &+ start, workFrom: 12, count: end &- start, psi: psi, before: before, xs: xs)
         }
         return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
                 maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
@@ -204,13 +205,13 @@ struct FourierTables {
 
 /// One row's factors of dimension d into the block products, and its psi numerator, x and
 /// running product of x into slot k of psi, xs and before.
-@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, _ num: inout FV, _ den: inout FV,
+@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ num: inout FV, _ den: inout FV,
                                 _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
                                 before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
     let f = factors(t, i, d, j0)
     num *= f.num; den *= f.den
-    before[k] = prod             // Π_{l<d} x_l within the block
-    xs[k] = f.x
+    before[w] = prod             // Π_{l<d} x_l within the block
+    xs[w] = f.x
     prod *= f.x
     psi[k] = f.psiNum
 }
@@ -229,19 +230,20 @@ struct FourierTables {
     return u * t1
 }
 
-/// psi[k] = psiNum_k / x_k for k in first..<end, from prod = Π x over the block and the prefix
-/// products in `before` (see `weightsAndPsi4`).
-@_transparent func finishPsi(_ prod: FV, from first: Int, to end: Int, psi: UnsafeMutablePointer<FV>,
-                                 before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+/// psi[first + k] = psiNum / x_k for k in 0..<n, from prod = Π x over the block and the prefix
+/// products in before[wFirst + k] (see `weightsAndPsi4`).
+@_transparent func finishPsi(_ prod: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
+                             psi: UnsafeMutablePointer<FV>, before: UnsafeMutablePointer<FV>,
+                             xs: UnsafeMutablePointer<FV>) {
     let size = magnitude(prod)
     var after = 1 / prod.replacing(with: FV(repeating: 1), where: size .< 1e-30)
     after.replace(with: FV(), where: size .< 1e-30)
     after.replace(with: FV(), where: size .> 1e30)
-    var k = end
-    while k > first {
+    var k = n
+    while k > 0 {
         k &-= 1
-        psi[k] *= after * before[k]
-        after *= xs[k]               // now Π_{l>=k} x_l / Π x
+        psi[first &+ k] *= after * before[wFirst &+ k]
+        after *= xs[wFirst &+ k]     // now Π_{l>=k} x_l / Π x
     }
 }
 
