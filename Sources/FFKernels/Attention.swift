@@ -46,7 +46,20 @@ public struct AttentionShape: Sendable, Equatable {
     public var width: Int { heads * headDim }
 }
 
-typealias F8 = SIMD8<Float>
+#if FF_AVX512
+typealias FV = SIMD16<Float>
+typealias FVBits = SIMD16<UInt32>
+#else
+typealias FV = SIMD8<Float>
+typealias FVBits = SIMD8<UInt32>
+#endif
+/// Floats per kernel vector: 16 with AVX-512, else 8 (`FV`, used by the Fourier kernel and sinCos).
+let lanes = FV.scalarCount
+
+/// |x| per lane (a bit mask: no comparisons, which Swift's SIMD masks do not always vectorise).
+@_transparent func magnitude(_ x: FV) -> FV {
+    unsafeBitCast(unsafeBitCast(x, to: FVBits.self) & 0x7FFF_FFFF, to: FV.self)
+}
 
 /// Attention kernels, forward and backward, for Fourier (FourierAttention.swift: fused, never a
 /// T x T matrix, backward recomputes the weights) and softmax (SoftmaxAttention.swift: GEMMs with
@@ -99,10 +112,18 @@ public final class AttentionKernels {
         dRPartialCount * 8 + (fourierStore ?? []).reduce(0) { $0 + $1.bytes } + (softmaxStore?.count ?? 0) * 2 * maxSeq * maxSeq * 4
     }
 
-    /// Reserves what a backward with this shape needs, so that the step itself allocates nothing.
-    public func reserve(_ s: AttentionShape) {
+    /// The kernel families a caller will run.
+    public enum Family: Sendable { case fourier, softmax }
+
+    /// Reserves what forward and backward of `family` need at this shape, so that the training
+    /// step itself allocates nothing. (A call without it makes its scratch on first use.)
+    public func reserve(_ s: AttentionShape, for family: Family) {
         precondition(s.seq <= maxSeq && s.headDim == headDim, "attention workspace too small")
         reserveDR(s.batch * s.heads * s.headDim)
+        switch family {
+        case .fourier: _ = fourierScratch
+        case .softmax: _ = softmaxScratch
+        }
     }
 }
 

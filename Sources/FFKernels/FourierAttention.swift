@@ -11,16 +11,6 @@ import Foundation
 // tile shares each dk/dv update. Rows past T in the last tile repeat row T−1 with zero weight in
 // backward and are not written.
 
-#if FF_AVX512
-typealias FV = SIMD16<Float>
-typealias FVBits = SIMD16<UInt32>
-#else
-typealias FV = SIMD8<Float>
-typealias FVBits = SIMD8<UInt32>
-#endif
-/// Keys per vector.
-let lanes = FV.scalarCount
-
 /// Query rows per tile.
 let rowTile = 4
 
@@ -247,21 +237,29 @@ struct FourierTables {
     }
 }
 
-/// |x| per lane (a bit mask: no comparisons, which Swift's SIMD masks do not always vectorise).
-@_transparent func magnitude(_ x: FV) -> FV {
-    unsafeBitCast(unsafeBitCast(x, to: FVBits.self) & 0x7FFF_FFFF, to: FV.self)
-}
-
 /// x with lanes |x| < 1e-9 set to 0: products of such lanes would reach fp32 subnormals (slow)
 /// and W = Y^4 of them is below 1e-36, nothing against eps.
 @_transparent func flushTiny(_ x: FV) -> FV {
     x.replacing(with: FV(), where: magnitude(x) .< 1e-9)
 }
 
-/// W = y^p on lanes j0 + l < jEnd, 0 on the others.
+/// Whether every lane of x (>= 0) is 0, by halving sums: SIMD's == is a generic lane loop here.
+@_transparent func allZero(_ x: FV) -> Bool {
+    #if FF_AVX512
+    let a = x.lowHalf + x.highHalf
+    #else
+    let a = x
+    #endif
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1] == 0
+}
+
+/// W = y^p (p even, >= 2, checked by the config) on lanes j0 + l < jEnd, 0 on the others.
 @_transparent func maskedPower(_ y: FV, p: Int, j0: Int, jEnd: Int) -> FV {
     let y2 = y * y
-    var w = p == 4 ? y2 * y2 : { var r = FV(repeating: 1); for _ in 0..<(p / 2) { r *= y2 }; return r }()
+    var w = y2
+    for _ in 1..<(p / 2) { w *= y2 }
     var lane = FV()
     for l in 0..<lanes { lane[l] = Float(l) }
     lane += Float(j0)
@@ -311,7 +309,7 @@ extension AttentionKernels {
                 while j0 < e3 {
                     let (w0, w1, w2, w3) = t.weights4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p)
                     sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
-                    if (w0 + w1 + w2 + w3) != FV() {
+                    if !allZero(w0 + w1 + w2 + w3) {
                         for d in 0..<D {
                             let vd = t.keys(t.v, d, j0)
                             acc[d] = acc[d].addingProduct(w0, vd)
@@ -382,7 +380,7 @@ extension AttentionKernels {
                     defer { j0 += lanes }
                     let (w0, w1, w2, w3) = t.weightsAndPsi4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p,
                                                             psi: psi, work: f.work)
-                    if (w0 + w1 + w2 + w3) == FV() { continue }
+                    if allZero(w0 + w1 + w2 + w3) { continue }
                     let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
                     // G_r = g_r · v_j per lane.
                     var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()

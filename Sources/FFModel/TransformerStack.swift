@@ -129,7 +129,8 @@ public final class TransformerStack {
         }
         blockParams = bps
         kernels = AttentionKernels(maxSeq: T, headDim: config.headDim, threads: threads)
-        kernels.reserve(AttentionShape(batch: maxBatch, seq: T, heads: H, headDim: config.headDim, causal: config.causal))
+        kernels.reserve(AttentionShape(batch: maxBatch, seq: T, heads: H, headDim: config.headDim, causal: config.causal),
+                        for: config.attention == .softmax ? .softmax : .fourier)
 
         let BT = maxBatch * T
         let a = arena

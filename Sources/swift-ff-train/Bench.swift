@@ -127,19 +127,21 @@ struct BenchAttention: ParsableCommand {
         let g = (0..<(B * T * C)).map { _ in Float(rng.nextNormal()) }
         var out = [Float](repeating: 0, count: B * T * C), stat = [Float](repeating: 0, count: B * H * T)
         var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
-        let kernels = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
         let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
-        kernels.reserve(shape)
         let pairs = Double(B * H) * (causal ? Double(T * (T + 1) / 2) : Double(T * T))
         var results: [String: Double] = [:]
         for k in (kind == "both" ? ["fourier", "softmax"] : [kind]) {
+            guard k == "fourier" || k == "softmax" else { throw ValidationError("--kind must be fourier, softmax or both") }
+            // One kernels object per kind, so workspace_mb is that kernel's own.
+            let kernels = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
+            kernels.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
             let R: [Float] = [rInit]
-            let fwd = try medianSeconds(repeats: repeats) {
+            let fwd = medianSeconds(repeats: repeats) {
                 if k == "fourier" {
                     kernels.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
-                } else if k == "softmax" {
+                } else {
                     kernels.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
-                } else { throw ValidationError("--kind must be fourier, softmax or both") }
+                }
             }
             let bwd = medianSeconds(repeats: repeats) {
                 if k == "fourier" {
