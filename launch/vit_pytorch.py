@@ -21,7 +21,7 @@ Run:
       (with --attention overriding a Fourier model's kind, the attn.R tensors are dropped: the
        numbers are then meaningless, it only shows that the softmax path runs)
 
-Tensor names (timm DeiT-like): patch_embed.proj.{weight [C,Ch,P,P], bias}, cls_token [1,1,C],
+Tensor names (timm DeiT-like): patch_embed.proj.{weight [C,Ch,W,W], bias}, cls_token [1,1,C],
 pos_embed [1,N+1,C], blocks.{l}.{ln1,ln2}.{weight,bias}, blocks.{l}.attn.qkv.{weight [3C,C],
 bias}, blocks.{l}.attn.proj.{weight,bias}, blocks.{l}.attn.R (Fourier only), blocks.{l}.mlp.
 {fc1,fc2}.{weight,bias}, norm.{weight,bias}, head.{weight [K,C], bias}.
@@ -136,7 +136,8 @@ class PatchEmbed(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         P = cfg["patch"]
-        self.proj = nn.Conv2d(cfg["channels"], cfg["d_model"], kernel_size=P, stride=P)
+        W = cfg.get("patch_window", P)  # window side; W > P overlaps neighbouring patches
+        self.proj = nn.Conv2d(cfg["channels"], cfg["d_model"], kernel_size=W, stride=P, padding=(W - P) // 2)
 
     def forward(self, x):  # (B, Ch, S, S) -> (B, N, C), patches row-major
         return self.proj(x).flatten(2).transpose(1, 2)

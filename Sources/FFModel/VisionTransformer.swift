@@ -2,14 +2,19 @@ import Foundation
 import FFKernels
 
 // Letters used in shape comments: B micro-batch (images), Ch image channels, S image side,
-// P patch side, N patches (= (S/P)^2), T tokens (= N + 1, the class token first), C d_model,
-// K classes, Q patch vector length (= Ch·P·P).
+// P patch side (the stride), W patch window side (>= P), N patches (= (S/P)^2), T tokens (= N + 1,
+// the class token first), C d_model, K classes, Q patch vector length (= Ch·W·W).
 
 /// The shape and options of a vision transformer (ViT / DeiT).
 public struct ViTConfig: Sendable, Equatable {
     public var imageSize: Int
     public var channels: Int
     public var patch: Int
+    /// Side of the window each patch token sees, centred on its P × P patch and zero-padded at the
+    /// border: W = P is the plain ViT; W > P overlaps neighbouring patches (as in PVTv2's overlapping
+    /// patch embedding), a locality prior that small datasets reward. Conv2d(kernel W, stride P,
+    /// padding (W − P) / 2) in PyTorch.
+    public var patchWindow: Int
     public var classes: Int
     public var layers: Int
     public var dModel: Int
@@ -23,15 +28,17 @@ public struct ViTConfig: Sendable, Equatable {
     public var initStd: Float = 0.02
 
     public init(imageSize: Int, channels: Int, patch: Int, classes: Int, layers: Int, dModel: Int, heads: Int, dFF: Int) {
-        self.imageSize = imageSize; self.channels = channels; self.patch = patch; self.classes = classes
-        self.layers = layers; self.dModel = dModel; self.heads = heads; self.dFF = dFF
+        self.imageSize = imageSize; self.channels = channels; self.patch = patch; self.patchWindow = patch
+        self.classes = classes; self.layers = layers; self.dModel = dModel; self.heads = heads; self.dFF = dFF
     }
 
     public var patchesPerSide: Int { imageSize / patch }
     public var patches: Int { patchesPerSide * patchesPerSide }
     /// Tokens per image: the class token, then the patches in row-major order.
     public var tokens: Int { patches + 1 }
-    public var patchVector: Int { channels * patch * patch }
+    public var patchVector: Int { channels * patchWindow * patchWindow }
+    /// Zero rows/columns around the image that windows reach beyond it.
+    public var patchPadding: Int { (patchWindow - patch) / 2 }
 
     /// Pre-LN, no mask.
     public var stackConfig: StackConfig {
@@ -45,6 +52,9 @@ public struct ViTConfig: Sendable, Equatable {
         if patch < 1 || imageSize % max(patch, 1) != 0 {
             p.append("model.patch (\(patch)) must divide the image size (\(imageSize))")
         }
+        if patchWindow < patch || (patchWindow - patch) % 2 != 0 {
+            p.append("model.patch_window (\(patchWindow)) must be model.patch (\(patch)) plus an even number of pixels")
+        }
         if classes < 2 { p.append("the data must have at least 2 classes (got \(classes))") }
         if layers < 1 { p.append("model.layers must be at least 1 (got \(layers))") }
         if heads < 1 || dModel % max(heads, 1) != 0 { p.append("model.heads (\(heads)) must divide model.d_model (\(dModel))") }
@@ -55,8 +65,8 @@ public struct ViTConfig: Sendable, Equatable {
 }
 
 /// A ViT classifier with an explicit forward and backward, named like timm's DeiT so exported
-/// weights load in PyTorch: `patch_embed.proj.weight` [C, Ch, P, P] (a Conv2d with stride P, run
-/// here as one GEMM over unfolded patches), `patch_embed.proj.bias`, `cls_token` [1, 1, C],
+/// weights load in PyTorch: `patch_embed.proj.weight` [C, Ch, W, W] (a Conv2d with stride P, run
+/// here as one GEMM over unfolded patch windows), `patch_embed.proj.bias`, `cls_token` [1, 1, C],
 /// `pos_embed` [1, T, C], `blocks.*`, `norm.*`, `head.weight` [K, C], `head.bias` [K].
 public final class VisionTransformer: TrainableModel {
     public let config: ViTConfig
@@ -91,9 +101,9 @@ public final class VisionTransformer: TrainableModel {
         self.config = config
         self.maxBatch = maxBatch
         self.threads = max(1, threads)
-        let C = config.dModel, T = config.tokens, P = config.patch, K = config.classes
+        let C = config.dModel, T = config.tokens, W = config.patchWindow, K = config.classes
         var lay = ParameterLayout()
-        patchW = lay.add("patch_embed.proj.weight", [C, config.channels, P, P], decays: true).offset
+        patchW = lay.add("patch_embed.proj.weight", [C, config.channels, W, W], decays: true).offset
         patchB = lay.add("patch_embed.proj.bias", [C], decays: false).offset
         // timm excludes cls_token and pos_embed from weight decay.
         cls = lay.add("cls_token", [1, 1, C], decays: false).offset
@@ -159,16 +169,25 @@ public final class VisionTransformer: TrainableModel {
         lastBatch = B
         lastTrain = scale != nil
 
-        // Unfold: patch (b, gy, gx) -> vector ordered (channel, y, x), as Conv2d's weight is.
+        // Unfold: patch (b, gy, gx) -> its W × W window, ordered (channel, y, x) as Conv2d's weight
+        // is; pixels outside the image are 0.
+        let W = config.patchWindow, pad = config.patchPadding
         for b in 0..<B {
             for gy in 0..<G {
                 for gx in 0..<G {
                     var dst = patches + ((b * N) + gy * G + gx) * Q
+                    let x0 = gx * P - pad, xs = max(0, -x0), xe = min(W, S - x0) // in-image columns
                     for c in 0..<Ch {
-                        for y in 0..<P {
-                            let src = images + ((b * Ch + c) * S + gy * P + y) * S + gx * P
-                            dst.update(from: src, count: P)
-                            dst += P
+                        for y in 0..<W {
+                            let sy = gy * P - pad + y
+                            if sy < 0 || sy >= S || xe <= xs {
+                                dst.update(repeating: 0, count: W)
+                            } else {
+                                if xs > 0 { dst.update(repeating: 0, count: xs) }
+                                (dst + xs).update(from: images + ((b * Ch + c) * S + sy) * S + x0 + xs, count: xe - xs)
+                                if xe < W { (dst + xe).update(repeating: 0, count: W - xe) }
+                            }
+                            dst += W
                         }
                     }
                 }

@@ -33,8 +33,8 @@ public struct TrainConfig: Sendable {
     /// The model section, without the vocabulary size (that comes from the data).
     public struct Model: Sendable {
         public var kind: ModelKind
-        /// ViT: patch side; drop-path rate of the last block.
-        public var patch: Int, dropPath: Float
+        /// ViT: patch side (stride), patch window side (>= patch), drop-path rate of the last block.
+        public var patch: Int, patchWindow: Int, dropPath: Float
         public var layers: Int, dModel: Int, heads: Int, dFF: Int, context: Int
         public var norm: NormPlacement, positions: PositionKind, activation: Activation
         public var dropout: Float, tieEmbeddings: Bool, scaleEmbeddings: Bool, initStd: Float
@@ -58,6 +58,7 @@ public struct TrainConfig: Sendable {
         public func vitConfig(imageSize: Int, channels: Int, classes: Int) -> ViTConfig {
             var c = ViTConfig(imageSize: imageSize, channels: channels, patch: patch, classes: classes,
                               layers: layers, dModel: dModel, heads: heads, dFF: dFF)
+            c.patchWindow = patchWindow
             c.activation = activation; c.attention = attention; c.dropout = dropout; c.dropPath = dropPath
             c.initStd = initStd
             return c
@@ -189,9 +190,11 @@ public struct TrainConfig: Sendable {
         }
         let lm = kind == .lm
         // Keys that only one kind reads: the other kind reports them as unknown.
+        let patch = lm ? 0 : try r.int("model.patch", min: 1)
         let model = Model(
             kind: kind,
-            patch: lm ? 0 : try r.int("model.patch", min: 1),
+            patch: patch,
+            patchWindow: lm ? 0 : try r.int("model.patch_window", patch, min: 1),
             dropPath: lm ? 0 : try r.float("model.drop_path", 0.1, min: 0, max: 0.99),
             layers: try r.int("model.layers", min: 1), dModel: try r.int("model.d_model", min: 1),
             heads: try r.int("model.heads", min: 1), dFF: try r.int("model.d_ff", min: 1),

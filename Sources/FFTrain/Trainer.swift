@@ -336,6 +336,7 @@ extension TrainConfig {
             }
         case .vit:
             d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
+            d["patch_window"] = model.patchWindow
             d["drop_path"] = Double(model.dropPath)
             // Inputs are (pixel / 255 − mean[c]) / std[c], channels first.
             d["mean"] = mean.map(Double.init); d["std"] = std.map(Double.init)

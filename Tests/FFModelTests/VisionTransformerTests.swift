@@ -79,4 +79,50 @@ final class VisionTransformerTests: XCTestCase {
         }
         XCTAssertGreaterThan(differs, 0)
     }
+
+    /// Overlapping windows (W = 8 around 4 × 4 patches, padding 2): the gradient, windows that
+    /// reach past every border included.
+    func testOverlappingPatchWindowGradient() {
+        var c = tinyConfig(.fourier(FourierSpec(p: 4, eps: 1e-6, rMode: .perHead), rInit: 1.0))
+        c.patchWindow = 8
+        checkGradient(c)
+    }
+
+    /// The unfolded-window GEMM equals PyTorch's Conv2d(kernel W, stride P, padding (W − P) / 2),
+    /// written out here as the plain sum.
+    func testPatchWindowIsAPaddedStridedConvolution() {
+        var c = tinyConfig(.softmax)
+        c.imageSize = 12; c.patch = 4; c.patchWindow = 6 // 3 × 3 patches, padding 1
+        let B = 2, S = c.imageSize, Ch = c.channels, W = c.patchWindow, P = c.patch, G = c.patchesPerSide
+        let model = VisionTransformer(config: c, maxBatch: B, threads: 1)
+        model.initialize(seed: 5)
+        var rng = SplitMix64(seed: 8)
+        let images = (0..<(B * Ch * S * S)).map { _ in Float(rng.nextNormal()) }
+        let targets = [Float](repeating: 1 / Float(c.classes), count: B * c.classes)
+        _ = model.forward(images: images, targets: targets, batch: B, mode: .eval)
+        let p = model.params.pointer
+        let weight = p + model.layout["patch_embed.proj.weight"]!.offset, bias = p + model.layout["patch_embed.proj.bias"]!.offset
+        var worst = 0.0
+        for b in 0..<B {
+            for gy in 0..<G {
+                for gx in 0..<G {
+                    for o in 0..<c.dModel {
+                        var sum = Double(bias[o])
+                        for ch in 0..<Ch {
+                            for y in 0..<W {
+                                for x in 0..<W {
+                                    let sy = gy * P - 1 + y, sx = gx * P - 1 + x
+                                    guard (0..<S).contains(sy), (0..<S).contains(sx) else { continue }
+                                    sum += Double(weight[((o * Ch + ch) * W + y) * W + x]) * Double(images[((b * Ch + ch) * S + sy) * S + sx])
+                                }
+                            }
+                        }
+                        let got = Double(model.patchOut[(b * c.patches + gy * G + gx) * c.dModel + o])
+                        worst = max(worst, abs(got - sum))
+                    }
+                }
+            }
+        }
+        XCTAssertLessThan(worst, 1e-4)
+    }
 }

@@ -88,6 +88,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try Trainer(config: try parse(vit, ["model.patch=5"]))) { e in
             XCTAssertTrue("\(e)".contains("model.patch (5) must divide the image size (28)"), "\(e)")
         }
+        XCTAssertThrowsError(try Trainer(config: try parse(vit, ["model.patch_window=8"]))) { e in
+            XCTAssertTrue("\(e)".contains("model.patch_window (8) must be model.patch (7) plus an even number"), "\(e)")
+        }
     }
 
     func testUnknownKeysAreNamed() {
