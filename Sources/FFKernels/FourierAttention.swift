@@ -1,9 +1,11 @@
 import Foundation
 
 // Fused Fourier attention, vectorised over keys: the lanes of an FV are `lanes` keys j (16 with
-// AVX-512, else 8) of one query row i. Key-side tables are transposed, (D, Tp) with Tp = T
-// rounded up to `lanes`, so that dimension d of consecutive keys is one vector load; query-side
-// values are scalars broadcast across lanes.
+// AVX-512, else 8) of one query row i. Key-side tables are in blocks of `lanes` keys,
+// (Tp / lanes, D, lanes) with Tp = T rounded up to `lanes`: dimension d of a block's keys is one
+// vector load, and a block's D vectors are contiguous, so the inner loops stream through memory
+// (a (D, Tp) layout touched D lines Tp floats apart per block, too many streams to prefetch).
+// Query-side values are scalars broadcast across lanes.
 // Padding keys (j >= T) and masked keys (j > i) get W = 0 by a lane mask.
 //
 // Query rows go in tiles of `rowTile`: their weight computations are independent dependency
@@ -17,22 +19,23 @@ let rowTile = 4
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
 final class FourierScratch {
     let T: Int, D: Int, Tp: Int
-    // Key side, transposed (D, Tp): R k, sin(R k), cos(R k), v, and the dk, dv accumulators.
+    // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v, and the dk, dv
+    // accumulators (dk without its factor −R_d).
     let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
     // Query side, row-major (T, D): R q, sin(R q), cos(R q).
     let rq, sq, cq: UnsafeMutablePointer<Float>
-    // Per tile row, D vectors each: output / dq accumulators, dR accumulators, psi of the pairs;
-    // and 2 · rowTile · 4 vectors of work for `weightsAndPsi4` (one block of 4 dimensions).
-    let acc, acc2, psi, work: UnsafeMutablePointer<FV>
-    // g of the tile's rows (rowTile, D); R_d (D).
-    let g, r: UnsafeMutablePointer<Float>
+    // Per tile row, D vectors each: output / dq accumulators, psi of the pairs; and
+    // 2 · rowTile · 4 vectors of work for `weightsAndPsi4` (one block of 4 dimensions).
+    let acc, psi, work: UnsafeMutablePointer<FV>
+    // g of the tile's rows (rowTile, D); R_d (D); the keys' mean m_d (D).
+    let g, r, mean: UnsafeMutablePointer<Float>
     private let base: UnsafeMutablePointer<Float>
     private let vecs: UnsafeMutablePointer<FV>
 
     init(T: Int, D: Int) {
         self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        let floats = 6 * keySize + 3 * querySize + rowTile * D + D
+        let floats = 6 * keySize + 3 * querySize + rowTile * D + 2 * D
         base = .allocate(capacity: floats)
         base.initialize(repeating: 0, count: floats)
         var p = base
@@ -40,29 +43,40 @@ final class FourierScratch {
         rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
-        g = take(rowTile * D); r = take(D)
-        vecs = .allocate(capacity: 3 * rowTile * D + 2 * rowTile * 4)
-        vecs.initialize(repeating: FV(), count: 3 * rowTile * D + 2 * rowTile * 4)
-        acc = vecs; acc2 = vecs + rowTile * D; psi = vecs + 2 * rowTile * D; work = psi + rowTile * D
+        g = take(rowTile * D); r = take(D); mean = take(D)
+        vecs = .allocate(capacity: 2 * rowTile * D + 2 * rowTile * 4)
+        vecs.initialize(repeating: FV(), count: 2 * rowTile * D + 2 * rowTile * 4)
+        acc = vecs; psi = vecs + rowTile * D; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + D) * 4 + (3 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
+    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
 
-    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`.
+    /// Where key t's dimension d is in a key-side table.
+    @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
+
+    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`. Queries and keys
+    /// are stored as R_d (x − m_d), m_d the keys' mean: u = R_d (q − k) is unchanged, the table
+    /// angles are smaller, and backward's dR (from Σ_i rq·dq-sums − Σ_j rk·dk-sums) cancels less.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
         let C = s.width, T = s.seq
+        for d in 0..<D { mean[d] = 0 }
+        for t in 0..<T {
+            let row = qkv + (b * T + t) * 3 * C + h * D + C
+            for d in 0..<D { mean[d] += row[d] }
+        }
+        for d in 0..<D { mean[d] /= Float(T) }
         for t in 0..<T {
             let row = qkv + (b * T + t) * 3 * C + h * D
             for d in 0..<D {
-                rq[t * D + d] = r[d] * row[d]
-                rk[d * Tp + t] = r[d] * row[C + d]
-                v[d * Tp + t] = row[2 * C + d]
+                rq[t * D + d] = r[d] * (row[d] - mean[d])
+                rk[keyIndex(d, t)] = r[d] * (row[C + d] - mean[d])
+                v[keyIndex(d, t)] = row[2 * C + d]
             }
         }
-        for d in 0..<D {
-            for t in T..<Tp { rk[d * Tp + t] = 0; v[d * Tp + t] = 0 }
+        for t in T..<Tp {
+            for d in 0..<D { rk[keyIndex(d, t)] = 0; v[keyIndex(d, t)] = 0 }
         }
         sinCos(rq, sin: sq, cos: cq, count: T * D)
         sinCos(rk, sin: sk, cos: ck, count: D * Tp)
@@ -80,19 +94,20 @@ struct FourierTables {
     let rk, sk, ck, v: UnsafeMutablePointer<Float>
     let rq, sq, cq: UnsafeMutablePointer<Float>
 
+    /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
-        UnsafeRawPointer(table + (d &* Tp &+ j0)).loadUnaligned(as: FV.self)
+        UnsafeRawPointer(table + (j0 &* D &+ d &* lanes)).loadUnaligned(as: FV.self)
     }
 
     /// table[d, j0..<j0+lanes] += a * b, fused.
     @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV, _ b: FV) {
-        let p = UnsafeMutableRawPointer(table + (d &* Tp &+ j0))
+        let p = UnsafeMutableRawPointer(table + (j0 &* D &+ d &* lanes))
         p.storeBytes(of: p.loadUnaligned(as: FV.self).addingProduct(a, b), as: FV.self)
     }
 
     /// table[d, j0..<j0+lanes] += a.
     @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV) {
-        let p = UnsafeMutableRawPointer(table + (d &* Tp &+ j0))
+        let p = UnsafeMutableRawPointer(table + (j0 &* D &+ d &* lanes))
         p.storeBytes(of: p.loadUnaligned(as: FV.self) + a, as: FV.self)
     }
 
@@ -356,10 +371,11 @@ extension AttentionKernels {
             let t = f.tables
             f.dk.update(repeating: 0, count: D * f.Tp)
             f.dv.update(repeating: 0, count: D * f.Tp)
-            // dR is a sum of terms far larger than itself: per row in fp32 lanes, rows in fp64.
+            // dR_d R_d = Σ_ij zp_ijd (rq_id − rk_jd) = Σ_i rq_id Σ_j zp_ijd − Σ_j rk_jd Σ_i zp_ijd: the
+            // row sums are dq's, the column sums dk's; both are summed in fp64.
             let dRTask = partial + task * D
             for d in 0..<D { dRTask[d] = 0 }
-            let acc = f.acc, acc2 = f.acc2, psi = f.psi, g = f.g
+            let acc = f.acc, psi = f.psi, g = f.g
             for i0 in stride(from: 0, to: T, by: rowTile) {
                 let rows = Swift.min(rowTile, T - i0)
                 let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
@@ -374,7 +390,6 @@ extension AttentionKernels {
                     if r < rows { invS[r] = 1 / rowSum[(b * s.heads + h) * T + i] }
                 }
                 acc.update(repeating: FV(), count: rowTile * D)
-                acc2.update(repeating: FV(), count: rowTile * D)
                 var j0 = 0
                 while j0 < e3 {
                     defer { j0 += lanes }
@@ -382,47 +397,47 @@ extension AttentionKernels {
                                                             psi: psi, work: f.work)
                     if allZero(w0 + w1 + w2 + w3) { continue }
                     let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
-                    // G_r = g_r · v_j per lane.
+                    // G_r = g_r · v_j per lane; dv_j += Σ_r A_rj g_r.
                     var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()
                     for d in 0..<D {
                         let vd = t.keys(t.v, d, j0)
-                        G0 = G0.addingProduct(FV(repeating: g[d]), vd)
-                        G1 = G1.addingProduct(FV(repeating: g[D &+ d]), vd)
-                        G2 = G2.addingProduct(FV(repeating: g[2 &* D &+ d]), vd)
-                        G3 = G3.addingProduct(FV(repeating: g[3 &* D &+ d]), vd)
+                        let g0 = FV(repeating: g[d]), g1 = FV(repeating: g[D &+ d])
+                        let g2 = FV(repeating: g[2 &* D &+ d]), g3 = FV(repeating: g[3 &* D &+ d])
+                        G0 = G0.addingProduct(g0, vd); G1 = G1.addingProduct(g1, vd)
+                        G2 = G2.addingProduct(g2, vd); G3 = G3.addingProduct(g3, vd)
+                        t.addKeys(f.dv, d, j0, (a0 * g0).addingProduct(a1, g1).addingProduct(a2, g2).addingProduct(a3, g3))
                     }
                     // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
                     let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
                     let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
                     for d in 0..<D {
-                        let dvSum = (a0 * FV(repeating: g[d])).addingProduct(a1, FV(repeating: g[D &+ d]))
-                            .addingProduct(a2, FV(repeating: g[2 &* D &+ d])).addingProduct(a3, FV(repeating: g[3 &* D &+ d]))
-                        t.addKeys(f.dv, d, j0, dvSum)
-                        let rkd = t.keys(t.rk, d, j0)
                         let zp0 = z0 * psi[d], zp1 = z1 * psi[D &+ d]
                         let zp2 = z2 * psi[2 &* D &+ d], zp3 = z3 * psi[3 &* D &+ d]
                         acc[d] += zp0; acc[D &+ d] += zp1; acc[2 &* D &+ d] += zp2; acc[3 &* D &+ d] += zp3
-                        // dR_d: Σ zp (q_i − k_j); u = R_d (q_i − k_j), divided by R_d per row below.
-                        acc2[d] = acc2[d].addingProduct(zp0, FV(repeating: t.rq[i0 &* D &+ d]) - rkd)
-                        acc2[D &+ d] = acc2[D &+ d].addingProduct(zp1, FV(repeating: t.rq[i1 &* D &+ d]) - rkd)
-                        acc2[2 &* D &+ d] = acc2[2 &* D &+ d].addingProduct(zp2, FV(repeating: t.rq[i2 &* D &+ d]) - rkd)
-                        acc2[3 &* D &+ d] = acc2[3 &* D &+ d].addingProduct(zp3, FV(repeating: t.rq[i3 &* D &+ d]) - rkd)
-                        t.addKeys(f.dk, d, j0, (zp0 + zp1) + (zp2 + zp3), FV(repeating: -f.r[d]))
+                        t.addKeys(f.dk, d, j0, (zp0 + zp1) + (zp2 + zp3))
                     }
                 }
                 for r in 0..<rows {
-                    let dq = dqkv + (b * T + i0 + r) * 3 * C + h * D
+                    let i = i0 + r
+                    let dq = dqkv + (b * T + i) * 3 * C + h * D
                     for d in 0..<D {
-                        dq[d] += acc[r * D + d].sum() * f.r[d]
-                        // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
-                        if f.r[d] != 0 { dRTask[d] += Double(acc2[r * D + d].sum()) / Double(f.r[d]) }
+                        let a = acc[r * D + d].sum()
+                        dq[d] += a * f.r[d]
+                        dRTask[d] += Double(a) * Double(f.rq[i * D + d])
                     }
                 }
             }
             for j in 0..<T {
                 let row = dqkv + (b * T + j) * 3 * C + h * D
-                for d in 0..<D { row[C + d] += f.dk[d * f.Tp + j]; row[2 * C + d] += f.dv[d * f.Tp + j] }
+                for d in 0..<D {
+                    let k = f.keyIndex(d, j)
+                    row[C + d] -= f.dk[k] * f.r[d]
+                    row[2 * C + d] += f.dv[k]
+                    dRTask[d] -= Double(f.dk[k]) * Double(f.rk[k])
+                }
             }
+            // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
+            for d in 0..<D { dRTask[d] = f.r[d] != 0 ? dRTask[d] / Double(f.r[d]) : 0 }
         }
         // Reduce the per-(b, h) dR in task order, in Double.
         switch spec.rMode {

@@ -3,14 +3,20 @@ import XCTest
 
 /// The fused kernels against the plain float64 reference, and against finite differences.
 final class AttentionTests: XCTestCase {
-    struct Case { var B = 2, T = 9, H = 2, D = 5; var causal = true; var mode = RMode.scalar; var scale = 0.3 }
+    struct Case {
+        var B = 2, T = 9, H = 2, D = 5; var causal = true; var mode = RMode.scalar; var scale = 0.3
+        /// Added to every query and key entry of dimension d, times (d mod 3 − 1): a shared offset
+        /// leaves u unchanged but makes Σ q·(…) and Σ k·(…) terms of dR large.
+        var offset = 0.0
+    }
 
     /// Runs the fused Fourier kernel and the reference on the same random data; returns the worst
     /// relative errors of (O, dq, dk, dv, dR).
     func compareFourier(_ c: Case, seed: UInt64 = 1, threads: Int = 2) -> [String: Double] {
         var rng = TestRNG(seed)
         let C = c.H * c.D
-        let qkv = rng.normals(c.B * c.T * 3 * C, std: c.scale)
+        var qkv = rng.normals(c.B * c.T * 3 * C, std: c.scale)
+        for i in qkv.indices where i % (3 * C) < 2 * C { qkv[i] += Float(c.offset * Double(i % c.D % 3 - 1)) }
         let g = rng.normals(c.B * c.T * C)
         let nR = c.mode.count(heads: c.H, headDim: c.D)
         let R = (0..<nR).map { _ in Float(1 + 1.5 * rng.uniform()) }
@@ -70,11 +76,11 @@ final class AttentionTests: XCTestCase {
     /// Row tiles with a ragged last tile, key blocks with padding lanes, dimension blocks with a
     /// tail (D = 6, 13), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
     func testFourierTilesTailsAndWideAngles() {
-        for (T, D, scale) in [(37, 6, 1.5), (21, 12, 0.8), (9, 3, 2.5), (18, 13, 1.0)] {
+        for (T, D, scale, offset) in [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0)] {
             for causal in [true, false] {
-                let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale))
+                let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
                 for (name, e) in errs {
-                    XCTAssertLessThan(e, 2e-5, "\(name) T=\(T) D=\(D) std=\(scale) causal=\(causal): rel err \(e)")
+                    XCTAssertLessThan(e, 2e-5, "\(name) T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal): rel err \(e)")
                 }
             }
         }
