@@ -3,8 +3,8 @@ import Foundation
 // Fused Fourier attention, vectorised over keys: the lanes of an FV are `lanes` keys j (16 with
 // AVX-512, else 8) of one query row i. Key-side tables are in blocks of `lanes` keys,
 // (Tp / lanes, D, lanes) with Tp = T rounded up to `lanes`: dimension d of a block's keys is one
-// vector load, and a block's D vectors are contiguous, so the inner loops stream through memory
-// (a (D, Tp) layout touched D lines Tp floats apart per block, too many streams to prefetch).
+// vector load, and a block's D vectors are contiguous, so the inner loops read and update
+// consecutive memory (a (D, Tp) layout touched D lines Tp floats apart per block).
 // Query-side values are scalars broadcast across lanes.
 // Padding keys (j >= T) and masked keys (j > i) get W = 0 by a lane mask.
 //
@@ -22,8 +22,9 @@ final class FourierScratch {
     // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v, and the dk, dv
     // accumulators (dk without its factor −R_d).
     let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
-    // Query side, row-major (T, D): R q, sin(R q), cos(R q).
-    let rq, sq, cq: UnsafeMutablePointer<Float>
+    // Query side, row-major (T, D): R q, sin(R q), cos(R q), −cos(R q) (so that sin u is one
+    // fused multiply-add on a broadcast load: negating in the loop cost 2 ops per pair and dim).
+    let rq, sq, cq, ncq: UnsafeMutablePointer<Float>
     // Per tile row, D vectors each: output / dq accumulators, psi of the pairs; and
     // 2 · rowTile · 4 vectors of work for `weightsAndPsi4` (one block of 4 dimensions).
     let acc, psi, work: UnsafeMutablePointer<FV>
@@ -35,14 +36,14 @@ final class FourierScratch {
     init(T: Int, D: Int) {
         self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        let floats = 6 * keySize + 3 * querySize + rowTile * D + 2 * D
+        let floats = 6 * keySize + 4 * querySize + rowTile * D + 2 * D
         base = .allocate(capacity: floats)
         base.initialize(repeating: 0, count: floats)
         var p = base
         func take(_ n: Int) -> UnsafeMutablePointer<Float> { defer { p += n }; return p }
         rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
-        rq = take(querySize); sq = take(querySize); cq = take(querySize)
+        rq = take(querySize); sq = take(querySize); cq = take(querySize); ncq = take(querySize)
         g = take(rowTile * D); r = take(D); mean = take(D)
         vecs = .allocate(capacity: 2 * rowTile * D + 2 * rowTile * 4)
         vecs.initialize(repeating: FV(), count: 2 * rowTile * D + 2 * rowTile * 4)
@@ -51,7 +52,7 @@ final class FourierScratch {
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 3 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
+    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
 
     /// Where key t's dimension d is in a key-side table.
     @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
@@ -69,30 +70,32 @@ final class FourierScratch {
         for d in 0..<D { mean[d] /= Float(T) }
         for t in 0..<T {
             let row = qkv + (b * T + t) * 3 * C + h * D
+            let key = keyIndex(0, t)
             for d in 0..<D {
                 rq[t * D + d] = r[d] * (row[d] - mean[d])
-                rk[keyIndex(d, t)] = r[d] * (row[C + d] - mean[d])
-                v[keyIndex(d, t)] = row[2 * C + d]
+                rk[key + d * lanes] = r[d] * (row[C + d] - mean[d])
+                v[key + d * lanes] = row[2 * C + d]
             }
         }
         for t in T..<Tp {
             for d in 0..<D { rk[keyIndex(d, t)] = 0; v[keyIndex(d, t)] = 0 }
         }
         sinCos(rq, sin: sq, cos: cq, count: T * D)
+        for k in 0..<(T * D) { ncq[k] = -cq[k] }
         sinCos(rk, sin: sk, cos: ck, count: D * Tp)
     }
 
     /// The tables as a value the inner loops use (methods on a class are not reliably inlined).
     var tables: FourierTables {
-        FourierTables(D: D, Tp: Tp, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq)
+        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq, ncq: ncq)
     }
 }
 
 /// The per-head tables of `FourierScratch`, and the per-pair arithmetic on them.
 struct FourierTables {
-    let D: Int, Tp: Int
+    let D: Int
     let rk, sk, ck, v: UnsafeMutablePointer<Float>
-    let rq, sq, cq: UnsafeMutablePointer<Float>
+    let rq, sq, cq, ncq: UnsafeMutablePointer<Float>
 
     /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
@@ -181,10 +184,10 @@ struct FourierTables {
 /// angle-difference identity from the tables.
 @_transparent func pair(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (u: FV, s: FV, c: FV) {
     let qi = i &* t.D &+ d
-    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
+    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi]), ncqd = FV(repeating: t.ncq[qi])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
     return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
-            (sqd * ckd).addingProduct(-cqd, skd), (cqd * ckd).addingProduct(sqd, skd))
+            (sqd * ckd).addingProduct(ncqd, skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = num / den, and
