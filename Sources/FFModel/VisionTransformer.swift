@@ -161,7 +161,6 @@ public final class VisionTransformer: TrainableModel {
                         mode: LanguageModel.Mode) -> Double {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the model's allocation \(maxBatch)")
         let C = config.dModel, T = config.tokens, N = config.patches, K = config.classes
-        let S = config.imageSize, P = config.patch, G = config.patchesPerSide, Ch = config.channels, Q = config.patchVector
         let p = params.pointer
         var keys: UnsafePointer<UInt64>? = nil
         var scale: Float? = nil
@@ -169,31 +168,8 @@ public final class VisionTransformer: TrainableModel {
         lastBatch = B
         lastTrain = scale != nil
 
-        // Unfold: patch (b, gy, gx) -> its W × W window, ordered (channel, y, x) as Conv2d's weight
-        // is; pixels outside the image are 0.
-        let W = config.patchWindow, pad = config.patchPadding
-        for b in 0..<B {
-            for gy in 0..<G {
-                for gx in 0..<G {
-                    var dst = patches + ((b * N) + gy * G + gx) * Q
-                    let x0 = gx * P - pad, xs = max(0, -x0), xe = min(W, S - x0) // in-image columns
-                    for c in 0..<Ch {
-                        for y in 0..<W {
-                            let sy = gy * P - pad + y
-                            if sy < 0 || sy >= S || xe <= xs {
-                                dst.update(repeating: 0, count: W)
-                            } else {
-                                if xs > 0 { dst.update(repeating: 0, count: xs) }
-                                (dst + xs).update(from: images + ((b * Ch + c) * S + sy) * S + x0 + xs, count: xe - xs)
-                                if xe < W { (dst + xe).update(repeating: 0, count: W - xe) }
-                            }
-                            dst += W
-                        }
-                    }
-                }
-            }
-        }
-        linearForward(patchOut, patches, p + patchW, p + patchB, M: B * N, K: Q, N: C)
+        unfoldPatchWindows(images, batch: B)
+        linearForward(patchOut, patches, p + patchW, p + patchB, M: B * N, K: config.patchVector, N: C)
         // Tokens: [cls, patch 0, ..., patch N-1] + positions.
         for b in 0..<B {
             let x = tokens + b * T * C
@@ -210,6 +186,31 @@ public final class VisionTransformer: TrainableModel {
         linearForward(logits, normOut, p + headW, p + headB, M: B, K: C, N: K)
         guard let scale else { return softTargetLoss(logits: logits, targets: targets, M: B, V: K, rowLoss: rowLoss) }
         return softCrossEntropy(logits: logits, targets: targets, M: B, V: K, dscale: scale, rowLoss: rowLoss)
+    }
+
+    /// patches (B·N, Q) ← the W × W window of every patch (b, gy, gx), ordered (channel, y, x) as
+    /// Conv2d's weight is; pixels outside the image are 0.
+    func unfoldPatchWindows(_ images: UnsafePointer<Float>, batch B: Int) {
+        let S = config.imageSize, P = config.patch, W = config.patchWindow, pad = config.patchPadding
+        let G = config.patchesPerSide, N = config.patches, Ch = config.channels, Q = config.patchVector
+        for b in 0..<B {
+            for gy in 0..<G {
+                for gx in 0..<G {
+                    var dst = patches + ((b * N) + gy * G + gx) * Q
+                    let x0 = gx * P - pad, xs = max(0, -x0), xe = min(W, S - x0) // in-image columns
+                    for c in 0..<Ch {
+                        for y in 0..<W {
+                            let sy = gy * P - pad + y
+                            dst.update(repeating: 0, count: W)
+                            if (0..<S).contains(sy) && xe > xs {
+                                (dst + xs).update(from: images + ((b * Ch + c) * S + sy) * S + x0 + xs, count: xe - xs)
+                            }
+                            dst += W
+                        }
+                    }
+                }
+            }
+        }
     }
 
     // MARK: Backward
