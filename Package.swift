@@ -36,7 +36,7 @@ case .avx512: [.unsafeFlags(["-target-cpu", "skylake-avx512"])] + defines
 }
 
 // Dependencies point one way:
-//   swift-ff-train -> FFTrain -> {FFDistributed, FFData, FFModel} -> FFKernels -> COpenBLAS
+//   swift-ff-train -> FFTrain -> {FFDistributed, FFData, FFModel} -> FFKernels -> {COpenBLAS, CFastMath}
 //   FFDistributed -> CMPI, FFData -> CZlib (gzipped IDX images)
 let package = Package(
     name: "swift-ff-train",
@@ -55,7 +55,9 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", path: "CMPI", pkgConfig: "ompi-c",
                        providers: [.apt(["libopenmpi-dev"])]),
-        .target(name: "FFKernels", dependencies: ["COpenBLAS"], swiftSettings: simd),
+        // Reciprocal estimates (VRCP14PS / VRCPPS) that Swift has no spelling for.
+        .target(name: "CFastMath"),
+        .target(name: "FFKernels", dependencies: ["COpenBLAS", "CFastMath"], swiftSettings: simd),
         .target(name: "FFModel", dependencies: ["FFKernels"], swiftSettings: simd),
         .target(name: "FFData", dependencies: ["FFKernels", "CZlib"], swiftSettings: simd),
         .target(name: "FFDistributed", dependencies: ["CMPI"]),

@@ -1,4 +1,5 @@
 import Foundation
+import CFastMath
 
 // Fused Fourier attention, vectorised over keys: the lanes of an FV are `lanes` keys j (16 with
 // AVX-512, else 8) of one query row i. Key-side tables are in blocks of `lanes` keys,
@@ -115,37 +116,42 @@ struct FourierTables {
     }
 
     /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
-    /// interleaved so that their multiply/divide chains overlap and share the key-side loads.
-    /// Y = Π_d sin(u_d)/u_d takes one division per block of 4 dimensions: numerators and
-    /// denominators are multiplied separately (|num| <= 1, 0.3^4 <= den).
+    /// interleaved so that their multiply chains overlap and share the key-side loads.
+    ///
+    /// Y = Π_d sinc u_d takes one reciprocal per block of 4 dimensions: with x_d = u_d sin u_d
+    /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
+    /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y by the same
+    /// operations, so forward and backward weights are bit-identical (dR sums terms that cancel
+    /// only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-25
+    /// (|sin u / u| <= |x| / 0.09 and <= 1 / |u|), so W is 0 there: Y is set to 0.
+    /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
     @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
         while d < D {
             var n0 = one, n1 = one, n2 = one, n3 = one
-            var m0 = one, m1 = one, m2 = one, m3 = one
+            var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ 4, D)
             while d < end {
-                var t = sincFactor(self, i[0], d, j0); n0 *= t.num; m0 *= t.den
-                t = sincFactor(self, i[1], d, j0); n1 *= t.num; m1 *= t.den
-                t = sincFactor(self, i[2], d, j0); n2 *= t.num; m2 *= t.den
-                t = sincFactor(self, i[3], d, j0); n3 *= t.num; m3 *= t.den
+                var f = sincFactors(self, i[0], d, j0); n0 *= f.root; x0 *= f.x
+                f = sincFactors(self, i[1], d, j0); n1 *= f.root; x1 *= f.x
+                f = sincFactors(self, i[2], d, j0); n2 *= f.root; x2 *= f.x
+                f = sincFactors(self, i[3], d, j0); n3 *= f.root; x3 *= f.x
                 d &+= 1
             }
-            y0 = flushTiny(y0 * flushTiny(n0 / m0)); y1 = flushTiny(y1 * flushTiny(n1 / m1))
-            y2 = flushTiny(y2 * flushTiny(n2 / m2)); y3 = flushTiny(y3 * flushTiny(n3 / m3))
+            y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
+            y2 *= n2 * n2 * guardedReciprocal(x2); y3 *= n3 * n3 * guardedReciprocal(x3)
         }
         return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
                 maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
     }
 
-    /// `weights4` (bit-identical), and psi(u_d) of each pair into psi[r * D + d] for row r;
-    /// `work` is scratch for 2 · 4 · 4 vectors (one block: at D = 64 a D-long one pushed the tile
-    /// out of L1, backward 1.2–1.4x slower). The denominators x_d of a block of 4 are inverted
-    /// together, 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: one division for 4. Where Π x leaves
-    /// [1e-30, 1e30] the block's sinc product is below 1e-25 (|sin u / u| <= |x| / 0.09 and
-    /// <= 1 / |u|), so W is 0: psi is set to 0 there rather than to what the guard makes it.
+    /// `weights4` (bit-identical), and psi(u_d) = cot u_d − 1/u_d = psiNum_d / x_d of each pair
+    /// into psi[r * D + d] for row r. The block's reciprocal 1/Π x serves psi too:
+    /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x. `work` is scratch for 2 · 4 · 4 vectors (one
+    /// block: at D = 64 a D-long one pushed the tile out of L1, backward 1.2–1.4x slower).
+    /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
     @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
@@ -155,22 +161,22 @@ struct FourierTables {
         var d = 0
         while d < D {
             var n0 = one, n1 = one, n2 = one, n3 = one
-            var m0 = one, m1 = one, m2 = one, m3 = one
             var x0 = one, x1 = one, x2 = one, x3 = one
             let start = d, end = Swift.min(d &+ 4, D)
             while d < end {
-                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &m0, &x0, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, w: 4 &+ d &- start, &n1, &m1, &x1, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 8 &+ d &- start, &n2, &m2, &x2, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 12 &+ d &- start, &n3, &m3, &x3, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[1], d, j0, k: D &+ d, w: 4 &+ d &- start, &n1, &x1, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 8 &+ d &- start, &n2, &x2, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 12 &+ d &- start, &n3, &x3, psi: psi, before: before, xs: xs)
                 d &+= 1
             }
-            y0 = flushTiny(y0 * flushTiny(n0 / m0)); y1 = flushTiny(y1 * flushTiny(n1 / m1))
-            y2 = flushTiny(y2 * flushTiny(n2 / m2)); y3 = flushTiny(y3 * flushTiny(n3 / m3))
-            finishPsi(x0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(x1, psiFrom: D &+ start, workFrom: 4, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(x2, psiFrom: 2 &* D &+ start, workFrom: 8, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(x3, psiFrom: 3 &* D &+ start, workFrom: 12, count: end &- start, psi: psi, before: before, xs: xs)
+            let r0 = guardedReciprocal(x0), r1 = guardedReciprocal(x1)
+            let r2 = guardedReciprocal(x2), r3 = guardedReciprocal(x3)
+            y0 *= n0 * n0 * r0; y1 *= n1 * n1 * r1; y2 *= n2 * n2 * r2; y3 *= n3 * n3 * r3
+            finishPsi(r0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r1, psiFrom: D &+ start, workFrom: 4, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 8, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 12, count: end &- start, psi: psi, before: before, xs: xs)
         }
         return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
                 maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
@@ -190,44 +196,45 @@ struct FourierTables {
             (sqd * ckd).addingProduct(ncqd, skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
-/// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = num / den, and
-/// psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take the series (den = x = 1),
-/// where the closed forms cancel in fp32; elsewhere |den| = |u| >= 0.3.
-@_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (num: FV, den: FV, x: FV, psiNum: FV) {
-    let (u, su, cu) = pair(t, i, d, j0)
-    let u2 = u * u
-    let small = u2 .< 0.09
-    let one = FV(repeating: 1)
-    return (su.replacing(with: sincSeries(u2), where: small), u.replacing(with: one, where: small),
-            (u * su).replacing(with: one, where: small),
-            (u * cu - su).replacing(with: psiSeries(u, u2), where: small))
-}
-
-/// sinc u_d = num / den for query i and keys j0..<j0+lanes (`factors` without psi).
-@_transparent func sincFactor(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (num: FV, den: FV) {
+/// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with
+/// x = u sin u, root = sin u. Lanes with |u| < 0.3 take the series (x = 1, root = √sinc u),
+/// where the closed form cancels in fp32; elsewhere |x| <= |u| and root² / x = sin u / u.
+@_transparent func sincFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV) {
     let (u, su, _) = pair(t, i, d, j0)
     let u2 = u * u
     let small = u2 .< 0.09
-    return (su.replacing(with: sincSeries(u2), where: small), u.replacing(with: FV(repeating: 1), where: small))
+    return (su.replacing(with: rootSincSeries(u2), where: small),
+            (u * su).replacing(with: FV(repeating: 1), where: small))
+}
+
+/// `sincFactors` (the same operations) and psi u = cot u − 1/u = psiNum / x (series for
+/// |u| < 0.3, where x = 1).
+@_transparent func psiFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
+    let (u, su, cu) = pair(t, i, d, j0)
+    let u2 = u * u
+    let small = u2 .< 0.09
+    return (su.replacing(with: rootSincSeries(u2), where: small),
+            (u * su).replacing(with: FV(repeating: 1), where: small),
+            (-su).addingProduct(u, cu).replacing(with: psiSeries(u, u2), where: small))
 }
 
 /// One row's factors of dimension d into the block products, and its psi numerator, x and
 /// running product of x into slot k of psi, xs and before.
-@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ num: inout FV, _ den: inout FV,
-                                _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
-                                before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
-    let f = factors(t, i, d, j0)
-    num *= f.num; den *= f.den
+@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ root: inout FV,
+                            _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
+                            before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+    let f = psiFactors(t, i, d, j0)
+    root *= f.root
     before[w] = prod             // Π_{l<d} x_l within the block
     xs[w] = f.x
     prod *= f.x
     psi[k] = f.psiNum
 }
 
-/// sinc u = sin(u)/u by its Taylor series in u² (truncation < 2e-10 for |u| < 0.3).
-@_transparent func sincSeries(_ u2: FV) -> FV {
-    let t2 = FV(repeating: 1.0 / 120).addingProduct(u2, FV(repeating: -1.0 / 5040))
-    let t1 = FV(repeating: -1.0 / 6).addingProduct(u2, t2)
+/// √(sin(u)/u) by its series in u² (truncation < 2e-10 for |u| < 0.3).
+@_transparent func rootSincSeries(_ u2: FV) -> FV {
+    let t2 = FV(repeating: 1.0 / 1440).addingProduct(u2, FV(repeating: -1.0 / 24192))
+    let t1 = FV(repeating: -1.0 / 12).addingProduct(u2, t2)
     return FV(repeating: 1).addingProduct(u2, t1)
 }
 
@@ -238,27 +245,24 @@ struct FourierTables {
     return u * t1
 }
 
-/// psi[first + k] = psiNum / x_k for k in 0..<n, from prod = Π x over the block and the prefix
-/// products in before[wFirst + k] (see `weightsAndPsi4`).
-@_transparent func finishPsi(_ prod: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
+/// 1 / prod on lanes with 1e-30 <= |prod| <= 1e30, 0 on the others (NaN stays NaN).
+@_transparent func guardedReciprocal(_ prod: FV) -> FV {
+    let size = magnitude(prod)
+    return reciprocal(prod).replacing(with: FV(), where: (size .< 1e-30) .| (size .> 1e30))
+}
+
+/// psi[first + k] = psiNum / x_k for k in 0..<n, from the guarded 1 / Π x over the block and
+/// the prefix products in before[wFirst + k] (see `weightsAndPsi4`).
+@_transparent func finishPsi(_ inverse: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
                              psi: UnsafeMutablePointer<FV>, before: UnsafeMutablePointer<FV>,
                              xs: UnsafeMutablePointer<FV>) {
-    let size = magnitude(prod)
-    var after = 1 / prod.replacing(with: FV(repeating: 1), where: size .< 1e-30)
-    after.replace(with: FV(), where: size .< 1e-30)
-    after.replace(with: FV(), where: size .> 1e30)
+    var after = inverse
     var k = n
     while k > 0 {
         k &-= 1
         psi[first &+ k] *= after * before[wFirst &+ k]
         after *= xs[wFirst &+ k]     // now Π_{l>=k} x_l / Π x
     }
-}
-
-/// x with lanes |x| < 1e-9 set to 0: products of such lanes would reach fp32 subnormals (slow)
-/// and W = Y^4 of them is below 1e-36, nothing against eps.
-@_transparent func flushTiny(_ x: FV) -> FV {
-    x.replacing(with: FV(), where: magnitude(x) .< 1e-9)
 }
 
 /// Whether every lane of x (>= 0) is 0, by halving sums: SIMD's == is a generic lane loop here.
@@ -309,6 +313,10 @@ extension AttentionKernels {
         let T = s.seq, C = s.width, D = s.headDim
         let scratch = fourierScratch
         parallelFor(s.batch * s.heads, threads: threads) { task, w in
+            // Sinc products reach subnormals, ~100 cycles per operand; W = Y^4 below 1e-38 is
+            // nothing against eps, so this thread flushes them to 0 while it runs the head.
+            let fpMode = ff_flush_denormals()
+            defer { ff_restore_fp_mode(fpMode) }
             let b = task / s.heads, h = task % s.heads
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
@@ -367,6 +375,8 @@ extension AttentionKernels {
         let pf = Float(spec.p)
         let scratch = fourierScratch
         parallelFor(tasks, threads: threads) { task, w in
+            let fpMode = ff_flush_denormals()   // as in forward, and W must equal forward's
+            defer { ff_restore_fp_mode(fpMode) }
             let b = task / s.heads, h = task % s.heads
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)

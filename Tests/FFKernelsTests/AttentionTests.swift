@@ -137,16 +137,63 @@ final class AttentionTests: XCTestCase {
     }
 
     func testFourierRowSumIsEpsForCollapsedRows() {
-        // Far-apart q and k with a large R: every W underflows, the row's output must be 0, not NaN.
+        // Far-apart q and k with a large R: every W underflows, the row's output must be 0, not
+        // NaN, and so must the gradients (the blocks' 1/Π x is out of range: its guard zeroes psi).
         let T = 4, D = 8, C = D
         var qkv = [Float](repeating: 0, count: T * 3 * C)
         for t in 0..<T { for d in 0..<D { qkv[t * 3 * C + d] = 50; qkv[t * 3 * C + C + d] = Float(-50 - 3 * t) } }
         let k = AttentionKernels(maxSeq: T, headDim: D, threads: 1)
+        let shape = AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: false)
         var out = [Float](repeating: 1, count: T * C), rows = [Float](repeating: 0, count: T)
-        k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [Float(30)], spec: FourierSpec(),
-                         shape: AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: false))
+        k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [Float(30)], spec: FourierSpec(), shape: shape)
         XCTAssertTrue(out.allSatisfy { $0.isFinite && abs($0) < 1e-3 })
         XCTAssertTrue(rows.allSatisfy { $0 < 1e-5 })
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
+        let g = [Float](repeating: 1, count: T * C)
+        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [Float(30)], rowSum: rows,
+                          spec: FourierSpec(), shape: shape)
+        XCTAssertTrue(dqkv.allSatisfy { $0.isFinite }, "\(dqkv)")
+        XCTAssertTrue(dR[0].isFinite)
+    }
+
+    /// The estimate-plus-Newton reciprocal the kernel uses instead of division: within a few ulp
+    /// of 1/x over the range it serves, both signs; the guarded form is 0 outside
+    /// [1e-30, 1e30] in magnitude and keeps NaN.
+    func testReciprocalMatchesDivision() {
+        var rng = TestRNG(5)
+        var worst = 0.0
+        for _ in 0..<2000 {
+            var x = FV()
+            for l in 0..<lanes {
+                let magnitude = Float(pow(10, rng.uniform() * 60 - 30))
+                x[l] = rng.uniform() < 0.5 ? -magnitude : magnitude
+            }
+            let r = reciprocal(x)
+            for l in 0..<lanes {
+                worst = max(worst, abs(Double(r[l]) * Double(x[l]) - 1) / Double(Float.ulpOfOne))
+            }
+        }
+        XCTAssertLessThan(worst, 4, "worst error in ulp")
+        var x = FV(repeating: 2)
+        x[0] = 1e-31; x[1] = -1e31; x[2] = .infinity; x[3] = 0; x[4] = .nan; x[5] = -4
+        let g = guardedReciprocal(x)
+        XCTAssertEqual([g[0], g[1], g[2], g[3]], [0, 0, 0, 0])
+        XCTAssertTrue(g[4].isNaN)
+        XCTAssertEqual(g[5], -0.25, accuracy: 1e-7)
+        XCTAssertEqual(g[6], 0.5, accuracy: 1e-7)
+    }
+
+    /// The Fourier kernels flush subnormals on their threads while they run (forward and
+    /// backward must do so alike); the caller's thread gets its floating-point mode back.
+    func testFourierKernelsLeaveTheCallersFloatingPointMode() {
+        let factors: [Float] = [1e-30, 1e-9]        // in an array: not folded at compile time
+        func subnormalSurvives() -> Bool {
+            (factors[0] * factors[1]).isSubnormal   // 1e-39; 0 with flush-to-zero
+        }
+        XCTAssertTrue(subnormalSurvives())
+        let c = Case(B: 1, T: 5, H: 1, D: 4)
+        _ = compareFourier(c, threads: 1)           // one worker: the kernels run on this thread
+        XCTAssertTrue(subnormalSurvives())
     }
 
     /// Softmax attention: backward against central finite differences of the forward.
