@@ -17,6 +17,10 @@ import CFastMath
 /// Query rows per tile.
 let rowTile = 4
 
+/// Dimensions per reciprocal: a block's Π x stays within [1e-30, 1e30] wherever its W matters
+/// (see `weights4`), and one reciprocal (with its range guard) is spread over 8 dimensions.
+let dimBlock = 8
+
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
 final class FourierScratch {
     let T: Int, D: Int, Tp: Int
@@ -27,7 +31,7 @@ final class FourierScratch {
     // fused multiply-add on a broadcast load: negating in the loop cost 2 ops per pair and dim).
     let rq, sq, cq, ncq: UnsafeMutablePointer<Float>
     // Per tile row, D vectors each: output / dq accumulators, psi of the pairs; and
-    // 2 · rowTile · 4 vectors of work for `weightsAndPsi4` (one block of 4 dimensions).
+    // 2 · rowTile · dimBlock vectors of work for `weightsAndPsi4` (one block of dimensions).
     let acc, psi, work: UnsafeMutablePointer<FV>
     // g of the tile's rows (rowTile, D); R_d (D); the keys' mean m_d (D).
     let g, r, mean: UnsafeMutablePointer<Float>
@@ -46,14 +50,14 @@ final class FourierScratch {
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize); ncq = take(querySize)
         g = take(rowTile * D); r = take(D); mean = take(D)
-        vecs = .allocate(capacity: 2 * rowTile * D + 2 * rowTile * 4)
-        vecs.initialize(repeating: FV(), count: 2 * rowTile * D + 2 * rowTile * 4)
+        vecs = .allocate(capacity: 2 * rowTile * D + 2 * rowTile * dimBlock)
+        vecs.initialize(repeating: FV(), count: 2 * rowTile * D + 2 * rowTile * dimBlock)
         acc = vecs; psi = vecs + rowTile * D; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 8 * rowTile) * MemoryLayout<FV>.stride }
+    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 2 * rowTile * dimBlock) * MemoryLayout<FV>.stride }
 
     /// Where key t's dimension d is in a key-side table.
     @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
@@ -118,12 +122,13 @@ struct FourierTables {
     /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
     /// interleaved so that their multiply chains overlap and share the key-side loads.
     ///
-    /// Y = Π_d sinc u_d takes one reciprocal per block of 4 dimensions: with x_d = u_d sin u_d
+    /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
     /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y by the same
     /// operations, so forward and backward weights are bit-identical (dR sums terms that cancel
-    /// only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-25
-    /// (|sin u / u| <= |x| / 0.09 and <= 1 / |u|), so W is 0 there: Y is set to 0.
+    /// only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
+    /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
+    /// set to 0.
     /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
     @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
@@ -132,7 +137,7 @@ struct FourierTables {
         while d < D {
             var n0 = one, n1 = one, n2 = one, n3 = one
             var x0 = one, x1 = one, x2 = one, x3 = one
-            let end = Swift.min(d &+ 4, D)
+            let end = Swift.min(d &+ dimBlock, D)
             while d < end {
                 var f = sincFactors(self, i[0], d, j0); n0 *= f.root; x0 *= f.x
                 f = sincFactors(self, i[1], d, j0); n1 *= f.root; x1 *= f.x
@@ -149,34 +154,34 @@ struct FourierTables {
 
     /// `weights4` (bit-identical), and psi(u_d) = cot u_d − 1/u_d = psiNum_d / x_d of each pair
     /// into psi[r * D + d] for row r. The block's reciprocal 1/Π x serves psi too:
-    /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x. `work` is scratch for 2 · 4 · 4 vectors (one
+    /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x. `work` is scratch for 2 · 4 · dimBlock vectors (one
     /// block: at D = 64 a D-long one pushed the tile out of L1, backward 1.2–1.4x slower).
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
     @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
-        let before = work, xs = work + rowTile &* 4   // one block of 4 dimensions per row
+        let before = work, xs = work + rowTile &* dimBlock   // one block of dimensions per row
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
         while d < D {
             var n0 = one, n1 = one, n2 = one, n3 = one
             var x0 = one, x1 = one, x2 = one, x3 = one
-            let start = d, end = Swift.min(d &+ 4, D)
+            let start = d, end = Swift.min(d &+ dimBlock, D)
             while d < end {
                 psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, w: 4 &+ d &- start, &n1, &x1, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 8 &+ d &- start, &n2, &x2, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 12 &+ d &- start, &n3, &x3, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[1], d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, before: before, xs: xs)
                 d &+= 1
             }
             let r0 = guardedReciprocal(x0), r1 = guardedReciprocal(x1)
             let r2 = guardedReciprocal(x2), r3 = guardedReciprocal(x3)
             y0 *= n0 * n0 * r0; y1 *= n1 * n1 * r1; y2 *= n2 * n2 * r2; y3 *= n3 * n3 * r3
             finishPsi(r0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r1, psiFrom: D &+ start, workFrom: 4, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 8, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 12, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r1, psiFrom: D &+ start, workFrom: dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 2 &* dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 3 &* dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
         }
         return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
                 maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
@@ -231,10 +236,10 @@ struct FourierTables {
     psi[k] = f.psiNum
 }
 
-/// √(sin(u)/u) by its series in u² (truncation < 2e-10 for |u| < 0.3).
+/// √(sin(u)/u) by its series in u² to u⁴: truncation < 3.1e-8 relative for |u| < 0.3, below
+/// the closed form's error at the switch (table round-off ~6e-8 over |sin u| >= 0.29).
 @_transparent func rootSincSeries(_ u2: FV) -> FV {
-    let t2 = FV(repeating: 1.0 / 1440).addingProduct(u2, FV(repeating: -1.0 / 24192))
-    let t1 = FV(repeating: -1.0 / 12).addingProduct(u2, t2)
+    let t1 = FV(repeating: -1.0 / 12).addingProduct(u2, FV(repeating: 1.0 / 1440))
     return FV(repeating: 1).addingProduct(u2, t1)
 }
 
@@ -423,11 +428,13 @@ extension AttentionKernels {
                     // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
                     let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
                     let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
+                    // Fused multiply-adds throughout: the FP port, not memory, bounds this loop.
                     for d in 0..<D {
-                        let zp0 = z0 * psi[d], zp1 = z1 * psi[D &+ d]
-                        let zp2 = z2 * psi[2 &* D &+ d], zp3 = z3 * psi[3 &* D &+ d]
-                        acc[d] += zp0; acc[D &+ d] += zp1; acc[2 &* D &+ d] += zp2; acc[3 &* D &+ d] += zp3
-                        t.addKeys(f.dk, d, j0, (zp0 + zp1) + (zp2 + zp3))
+                        let p0 = psi[d], p1 = psi[D &+ d], p2 = psi[2 &* D &+ d], p3 = psi[3 &* D &+ d]
+                        acc[d] = acc[d].addingProduct(z0, p0); acc[D &+ d] = acc[D &+ d].addingProduct(z1, p1)
+                        acc[2 &* D &+ d] = acc[2 &* D &+ d].addingProduct(z2, p2)
+                        acc[3 &* D &+ d] = acc[3 &* D &+ d].addingProduct(z3, p3)
+                        t.addKeys(f.dk, d, j0, (z0 * p0).addingProduct(z1, p1).addingProduct(z2, p2).addingProduct(z3, p3))
                     }
                 }
                 for r in 0..<rows {
