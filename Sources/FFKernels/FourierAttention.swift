@@ -10,7 +10,7 @@ import CFastMath
 // Padding keys (j >= T) and masked keys (j > i) get W = 0 by a lane mask.
 //
 // Query rows go in tiles of `rowTile`: their weight computations are independent dependency
-// chains that the CPU overlaps (one row alone is bound by multiply and divide latency), and the
+// chains that the CPU overlaps (one row alone is bound by multiply latency), and the
 // tile shares each dk/dv update. Rows past T in the last tile repeat row T−1 with zero weight in
 // backward and are not written.
 
