@@ -37,6 +37,8 @@ final class FourierScratch {
     let g, r, mean: UnsafeMutablePointer<Float>
     private let base: UnsafeMutablePointer<Float>
     private let vecs: UnsafeMutablePointer<FV>
+    /// Vectors in `vecs`: acc and psi (rowTile · D each) and work (2 · rowTile · dimBlock).
+    private let vectorCount: Int
 
     init(T: Int, D: Int) {
         self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
@@ -50,14 +52,15 @@ final class FourierScratch {
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize); ncq = take(querySize)
         g = take(rowTile * D); r = take(D); mean = take(D)
-        vecs = .allocate(capacity: 2 * rowTile * D + 2 * rowTile * dimBlock)
-        vecs.initialize(repeating: FV(), count: 2 * rowTile * D + 2 * rowTile * dimBlock)
+        vectorCount = 2 * rowTile * D + 2 * rowTile * dimBlock
+        vecs = .allocate(capacity: vectorCount)
+        vecs.initialize(repeating: FV(), count: vectorCount)
         acc = vecs; psi = vecs + rowTile * D; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + (2 * rowTile * D + 2 * rowTile * dimBlock) * MemoryLayout<FV>.stride }
+    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + vectorCount * MemoryLayout<FV>.stride }
 
     /// Where key t's dimension d is in a key-side table.
     @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
@@ -125,8 +128,8 @@ struct FourierTables {
     /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
     /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y by the same
-    /// operations, so forward and backward weights are bit-identical (dR sums terms that cancel
-    /// only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
+    /// `factors` and operations, so forward and backward weights are bit-identical (dR sums terms
+    /// that cancel only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
     /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
     /// set to 0.
     /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
@@ -139,10 +142,10 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                var f = sincFactors(self, i[0], d, j0); n0 *= f.root; x0 *= f.x
-                f = sincFactors(self, i[1], d, j0); n1 *= f.root; x1 *= f.x
-                f = sincFactors(self, i[2], d, j0); n2 *= f.root; x2 *= f.x
-                f = sincFactors(self, i[3], d, j0); n3 *= f.root; x3 *= f.x
+                var f = factors(self, i[0], d, j0); n0 *= f.root; x0 *= f.x
+                f = factors(self, i[1], d, j0); n1 *= f.root; x1 *= f.x
+                f = factors(self, i[2], d, j0); n2 *= f.root; x2 *= f.x
+                f = factors(self, i[3], d, j0); n3 *= f.root; x3 *= f.x
                 d &+= 1
             }
             y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
@@ -202,19 +205,12 @@ struct FourierTables {
 }
 
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with
-/// x = u sin u, root = sin u. Lanes with |u| < 0.3 take the series (x = 1, root = √sinc u),
-/// where the closed form cancels in fp32; elsewhere |x| <= |u| and root² / x = sin u / u.
-@_transparent func sincFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV) {
-    let (u, su, _) = pair(t, i, d, j0)
-    let u2 = u * u
-    let small = u2 .< 0.09
-    return (su.replacing(with: rootSincSeries(u2), where: small),
-            (u * su).replacing(with: FV(repeating: 1), where: small))
-}
-
-/// `sincFactors` (the same operations) and psi u = cot u − 1/u = psiNum / x (series for
-/// |u| < 0.3, where x = 1).
-@_transparent func psiFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
+/// x = u sin u, root = sin u, and psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take
+/// series (x = 1, root = √sinc u, psiNum = psi u), where the closed forms cancel in fp32;
+/// elsewhere |x| <= |u| and root² / x = sin u / u. Forward and backward both form W from this one
+/// function, which makes their weights bit-identical; forward leaves psiNum (and cos u) unused,
+/// and the compiler drops them there.
+@_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
     let (u, su, cu) = pair(t, i, d, j0)
     let u2 = u * u
     let small = u2 .< 0.09
@@ -228,7 +224,7 @@ struct FourierTables {
 @_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ root: inout FV,
                             _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
                             before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
-    let f = psiFactors(t, i, d, j0)
+    let f = factors(t, i, d, j0)
     root *= f.root
     before[w] = prod             // Π_{l<d} x_l within the block
     xs[w] = f.x
