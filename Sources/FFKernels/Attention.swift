@@ -75,6 +75,40 @@ let lanes = FV.scalarCount
     #endif
 }
 
+/// a · b − c per lane, one rounding.
+@_transparent func multiplySubtract(_ a: FV, _ b: FV, _ c: FV) -> FV {
+    #if FF_AVX512
+    FV(ff_fmsub16(a, b, c))
+    #elseif FF_AVX2
+    FV(ff_fmsub8(a, b, c))
+    #else
+    (-c).addingProduct(a, b)
+    #endif
+}
+
+/// c − a · b per lane, one rounding.
+@_transparent func negativeMultiplyAdd(_ a: FV, _ b: FV, _ c: FV) -> FV {
+    #if FF_AVX512
+    FV(ff_fnmadd16(a, b, c))
+    #elseif FF_AVX2
+    FV(ff_fnmadd8(a, b, c))
+    #else
+    c.addingProduct(-a, b)
+    #endif
+}
+
+/// out[k] = the sum of the lanes of v[k], for k < count (see CFastMath's `ff_lane_sums16`).
+@inline(__always) func laneSums(_ v: UnsafePointer<FV>, count: Int, into out: UnsafeMutablePointer<Float>) {
+    let p = UnsafeRawPointer(v).assumingMemoryBound(to: Float.self)
+    #if FF_AVX512
+    ff_lane_sums16(p, count, out)
+    #elseif FF_AVX2
+    ff_lane_sums8(p, count, out)
+    #else
+    for k in 0..<count { out[k] = v[k].sum() }
+    #endif
+}
+
 /// Attention kernels, forward and backward, for Fourier (FourierAttention.swift: fused, never a
 /// T x T matrix, backward recomputes the weights) and softmax (SoftmaxAttention.swift: GEMMs with
 /// one T x T scratch per worker). Owns the per-worker workspaces, sized once for (T, D, threads);

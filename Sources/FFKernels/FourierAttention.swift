@@ -24,35 +24,40 @@ let dimBlock = 8
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
 final class FourierScratch {
     let T: Int, D: Int, Tp: Int
-    // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v, and the dk, dv
-    // accumulators (dk without its factor −R_d).
+    /// D rounded up to `lanes`: the row length of `vRows` and `outputs`.
+    let Dv: Int
+    // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v (backward), and the
+    // dk, dv accumulators (dk without its factor −R_d).
     let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
-    // Query side, row-major (T, D): R q, sin(R q), cos(R q), −cos(R q) (so that sin u is one
-    // fused multiply-add on a broadcast load: negating in the loop cost 2 ops per pair and dim).
-    let rq, sq, cq, ncq: UnsafeMutablePointer<Float>
-    // Per tile row, D vectors each: output / dq accumulators, psi of the pairs; and
-    // 2 · rowTile · dimBlock vectors of work for `weightsAndPsi4` (one block of dimensions).
+    // Query side, row-major (T, D): R q, sin(R q), cos(R q).
+    let rq, sq, cq: UnsafeMutablePointer<Float>
+    // Forward: v row-major (Tp, Dv), zero-padded; one key block's weights of the tile's rows
+    // (rowTile, lanes); the rows' Σ_j W v_j (rowTile, Dv).
+    let vRows, weights, outputs: UnsafeMutablePointer<Float>
+    // Backward, per tile row: dq accumulators and psi of the pairs (D vectors each); x of one
+    // block of dimensions (dimBlock vectors) for `weightsAndPsi4`.
     let acc, psi, work: UnsafeMutablePointer<FV>
-    // g of the tile's rows (rowTile, D); R_d (D); the keys' mean m_d (D).
-    let g, r, mean: UnsafeMutablePointer<Float>
-    private let base: UnsafeMutablePointer<Float>
-    private let vecs: UnsafeMutablePointer<FV>
-    /// Vectors in `vecs`: acc and psi (rowTile · D each) and work (2 · rowTile · dimBlock).
-    private let vectorCount: Int
+    // g of the tile's rows (rowTile, D); the lane sums of acc (rowTile, D); R_d (D); the keys'
+    // mean m_d (D).
+    let g, sums, r, mean: UnsafeMutablePointer<Float>
+    private let base: UnsafeMutablePointer<Float>, floatCount: Int
+    private let vecs: UnsafeMutablePointer<FV>, vectorCount: Int
 
     init(T: Int, D: Int) {
         self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
+        Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        let floats = 6 * keySize + 4 * querySize + rowTile * D + 2 * D
-        base = .allocate(capacity: floats)
-        base.initialize(repeating: 0, count: floats)
+        floatCount = 6 * keySize + 3 * querySize + Tp * Dv + rowTile * lanes + rowTile * Dv + 2 * rowTile * D + 2 * D
+        base = .allocate(capacity: floatCount)
+        base.initialize(repeating: 0, count: floatCount)
         var p = base
         func take(_ n: Int) -> UnsafeMutablePointer<Float> { defer { p += n }; return p }
         rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
-        rq = take(querySize); sq = take(querySize); cq = take(querySize); ncq = take(querySize)
-        g = take(rowTile * D); r = take(D); mean = take(D)
-        vectorCount = 2 * rowTile * D + 2 * rowTile * dimBlock
+        rq = take(querySize); sq = take(querySize); cq = take(querySize)
+        vRows = take(Tp * Dv); weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
+        g = take(rowTile * D); sums = take(rowTile * D); r = take(D); mean = take(D)
+        vectorCount = 2 * rowTile * D + rowTile * dimBlock
         vecs = .allocate(capacity: vectorCount)
         vecs.initialize(repeating: FV(), count: vectorCount)
         acc = vecs; psi = vecs + rowTile * D; work = psi + rowTile * D
@@ -60,15 +65,16 @@ final class FourierScratch {
 
     deinit { base.deallocate(); vecs.deallocate() }
 
-    var bytes: Int { (6 * D * Tp + 4 * T * D + rowTile * D + 2 * D) * 4 + vectorCount * MemoryLayout<FV>.stride }
+    var bytes: Int { floatCount * 4 + vectorCount * MemoryLayout<FV>.stride }
 
     /// Where key t's dimension d is in a key-side table.
     @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
 
-    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`. Queries and keys
+    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`; v goes row-major
+    /// into `vRows` for the forward, key-blocked into `v` for the backward. Queries and keys
     /// are stored as R_d (x − m_d), m_d the keys' mean: u = R_d (q − k) is unchanged, the table
     /// angles are smaller, and backward's dR (from Σ_i rq·dq-sums − Σ_j rk·dk-sums) cancels less.
-    func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int) {
+    func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int, forward: Bool) {
         let C = s.width, T = s.seq
         for d in 0..<D { mean[d] = 0 }
         for t in 0..<T {
@@ -82,20 +88,27 @@ final class FourierScratch {
             for d in 0..<D {
                 rq[t * D + d] = r[d] * (row[d] - mean[d])
                 rk[key + d * lanes] = r[d] * (row[C + d] - mean[d])
-                v[key + d * lanes] = row[2 * C + d]
+            }
+            if forward {
+                for d in 0..<D { vRows[t * Dv + d] = row[2 * C + d] }   // the padding columns stay 0
+            } else {
+                for d in 0..<D { v[key + d * lanes] = row[2 * C + d] }
             }
         }
+        // Keys past T have W = 0, and their v must be finite for 0 · v to be 0.
         for t in T..<Tp {
-            for d in 0..<D { rk[keyIndex(d, t)] = 0; v[keyIndex(d, t)] = 0 }
+            for d in 0..<D {
+                rk[keyIndex(d, t)] = 0
+                if forward { vRows[t * Dv + d] = 0 } else { v[keyIndex(d, t)] = 0 }
+            }
         }
         sinCos(rq, sin: sq, cos: cq, count: T * D)
-        for k in 0..<(T * D) { ncq[k] = -cq[k] }
         sinCos(rk, sin: sk, cos: ck, count: D * Tp)
     }
 
     /// The tables as a value the inner loops use (methods on a class are not reliably inlined).
     var tables: FourierTables {
-        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq, ncq: ncq)
+        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq)
     }
 }
 
@@ -103,7 +116,7 @@ final class FourierScratch {
 struct FourierTables {
     let D: Int
     let rk, sk, ck, v: UnsafeMutablePointer<Float>
-    let rq, sq, cq, ncq: UnsafeMutablePointer<Float>
+    let rq, sq, cq: UnsafeMutablePointer<Float>
 
     /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
@@ -157,14 +170,17 @@ struct FourierTables {
 
     /// `weights4` (bit-identical), and psi(u_d) = cot u_d − 1/u_d = psiNum_d / x_d of each pair
     /// into psi[r * D + d] for row r. The block's reciprocal 1/Π x serves psi too:
-    /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x. `work` is scratch for 2 · 4 · dimBlock vectors (one
-    /// block: at D = 64 a D-long one pushed the tile out of L1, backward 1.2–1.4x slower).
+    /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: psi first holds psiNum_k Π_{l<k} x_l, and
+    /// `finishPsi` walks the block backwards with the suffix products. `work` is scratch for
+    /// 4 · dimBlock vectors, one block's x per row (at D = 64 a D-long one pushed the tile out of L1,
+    /// backward 1.2–1.4x slower). Stores bound this function: storing the prefix products apart
+    /// (a store and a load more per pair and dimension) made backward ~1.2x slower.
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
     @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
-        let before = work, xs = work + rowTile &* dimBlock   // one block of dimensions per row
+        let xs = work   // one block of dimensions per row
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
         while d < D {
@@ -172,19 +188,19 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let start = d, end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, before: before, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, before: before, xs: xs)
+                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, xs: xs)
+                psiTerms(self, i[1], d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, xs: xs)
+                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, xs: xs)
+                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, xs: xs)
                 d &+= 1
             }
             let r0 = guardedReciprocal(x0), r1 = guardedReciprocal(x1)
             let r2 = guardedReciprocal(x2), r3 = guardedReciprocal(x3)
             y0 *= n0 * n0 * r0; y1 *= n1 * n1 * r1; y2 *= n2 * n2 * r2; y3 *= n3 * n3 * r3
-            finishPsi(r0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r1, psiFrom: D &+ start, workFrom: dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 2 &* dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
-            finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 3 &* dimBlock, count: end &- start, psi: psi, before: before, xs: xs)
+            finishPsi(r0, psiFrom: start, workFrom: 0, count: end &- start, psi: psi, xs: xs)
+            finishPsi(r1, psiFrom: D &+ start, workFrom: dimBlock, count: end &- start, psi: psi, xs: xs)
+            finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 2 &* dimBlock, count: end &- start, psi: psi, xs: xs)
+            finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 3 &* dimBlock, count: end &- start, psi: psi, xs: xs)
         }
         return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
                 maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
@@ -198,10 +214,10 @@ struct FourierTables {
 /// angle-difference identity from the tables.
 @_transparent func pair(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (u: FV, s: FV, c: FV) {
     let qi = i &* t.D &+ d
-    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi]), ncqd = FV(repeating: t.ncq[qi])
+    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
     return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
-            (sqd * ckd).addingProduct(ncqd, skd), (cqd * ckd).addingProduct(sqd, skd))
+            negativeMultiplyAdd(cqd, skd, sqd * ckd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with
@@ -216,20 +232,18 @@ struct FourierTables {
     let small = u2 .< 0.09
     return (su.replacing(with: rootSincSeries(u2), where: small),
             (u * su).replacing(with: FV(repeating: 1), where: small),
-            (-su).addingProduct(u, cu).replacing(with: psiSeries(u, u2), where: small))
+            multiplySubtract(u, cu, su).replacing(with: psiSeries(u, u2), where: small))
 }
 
-/// One row's factors of dimension d into the block products, and its psi numerator, x and
-/// running product of x into slot k of psi, xs and before.
+/// One row's factors of dimension d into the block products; psiNum times the running product
+/// of x (Π_{l<d} x_l within the block) into slot k of psi, and x into slot w of xs.
 @_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ root: inout FV,
-                            _ prod: inout FV, psi: UnsafeMutablePointer<FV>,
-                            before: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+                            _ prod: inout FV, psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
     let f = factors(t, i, d, j0)
     root *= f.root
-    before[w] = prod             // Π_{l<d} x_l within the block
+    psi[k] = f.psiNum * prod
     xs[w] = f.x
     prod *= f.x
-    psi[k] = f.psiNum
 }
 
 /// √(sin(u)/u) by its series in u² to u⁴: truncation < 3.1e-8 relative for |u| < 0.3, below
@@ -253,15 +267,14 @@ struct FourierTables {
 }
 
 /// psi[first + k] = psiNum / x_k for k in 0..<n, from the guarded 1 / Π x over the block and
-/// the prefix products in before[wFirst + k] (see `weightsAndPsi4`).
+/// psi's prefix products (see `weightsAndPsi4`).
 @_transparent func finishPsi(_ inverse: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
-                             psi: UnsafeMutablePointer<FV>, before: UnsafeMutablePointer<FV>,
-                             xs: UnsafeMutablePointer<FV>) {
+                             psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
     var after = inverse
     var k = n
     while k > 0 {
         k &-= 1
-        psi[first &+ k] *= after * before[wFirst &+ k]
+        psi[first &+ k] *= after
         after *= xs[wFirst &+ k]     // now Π_{l>=k} x_l / Π x
     }
 }
@@ -288,6 +301,59 @@ struct FourierTables {
     lane += Float(j0)
     w.replace(with: FV(), where: lane .>= Float(jEnd))
     return w
+}
+
+@_transparent func storeVector(_ x: FV, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: x, as: FV.self)
+}
+
+@_transparent func loadVector(_ p: UnsafePointer<Float>) -> FV {
+    UnsafeRawPointer(p).loadUnaligned(as: FV.self)
+}
+
+/// outputs[r, :] += Σ_l weights[r, l] · values[l, :] for the tile's rows r and one block of
+/// `lanes` keys l; rows are `width` floats (a multiple of `lanes`). The forward's W·V with keys as
+/// the reduction: each output vector stays in a register across the block's keys, and the weights
+/// are broadcast from memory (lanes over keys kept every output in memory: 4 loads and 4 stores
+/// per 4 FMAs, and a lane sum per output at the end).
+@inline(__always) func addWeightedValues(_ outputs: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>,
+                                         values: UnsafePointer<Float>, width: Int) {
+    var c = 0
+    // Two vectors of columns at a time: 8 accumulation chains, enough to cover the FMA latency.
+    while c &+ 2 &* lanes <= width {
+        var a0 = loadVector(outputs + c), a1 = loadVector(outputs + (width &+ c))
+        var a2 = loadVector(outputs + (2 &* width &+ c)), a3 = loadVector(outputs + (3 &* width &+ c))
+        var b0 = loadVector(outputs + (c &+ lanes)), b1 = loadVector(outputs + (width &+ c &+ lanes))
+        var b2 = loadVector(outputs + (2 &* width &+ c &+ lanes)), b3 = loadVector(outputs + (3 &* width &+ c &+ lanes))
+        for l in 0..<lanes {
+            let v = values + (l &* width &+ c)
+            let va = loadVector(v), vb = loadVector(v + lanes)
+            let w0 = FV(repeating: weights[l]), w1 = FV(repeating: weights[lanes &+ l])
+            let w2 = FV(repeating: weights[2 &* lanes &+ l]), w3 = FV(repeating: weights[3 &* lanes &+ l])
+            a0 = a0.addingProduct(w0, va); a1 = a1.addingProduct(w1, va)
+            a2 = a2.addingProduct(w2, va); a3 = a3.addingProduct(w3, va)
+            b0 = b0.addingProduct(w0, vb); b1 = b1.addingProduct(w1, vb)
+            b2 = b2.addingProduct(w2, vb); b3 = b3.addingProduct(w3, vb)
+        }
+        storeVector(a0, outputs + c); storeVector(a1, outputs + (width &+ c))
+        storeVector(a2, outputs + (2 &* width &+ c)); storeVector(a3, outputs + (3 &* width &+ c))
+        storeVector(b0, outputs + (c &+ lanes)); storeVector(b1, outputs + (width &+ c &+ lanes))
+        storeVector(b2, outputs + (2 &* width &+ c &+ lanes)); storeVector(b3, outputs + (3 &* width &+ c &+ lanes))
+        c &+= 2 &* lanes
+    }
+    if c < width {
+        var a0 = loadVector(outputs + c), a1 = loadVector(outputs + (width &+ c))
+        var a2 = loadVector(outputs + (2 &* width &+ c)), a3 = loadVector(outputs + (3 &* width &+ c))
+        for l in 0..<lanes {
+            let va = loadVector(values + (l &* width &+ c))
+            a0 = a0.addingProduct(FV(repeating: weights[l]), va)
+            a1 = a1.addingProduct(FV(repeating: weights[lanes &+ l]), va)
+            a2 = a2.addingProduct(FV(repeating: weights[2 &* lanes &+ l]), va)
+            a3 = a3.addingProduct(FV(repeating: weights[3 &* lanes &+ l]), va)
+        }
+        storeVector(a0, outputs + c); storeVector(a1, outputs + (width &+ c))
+        storeVector(a2, outputs + (2 &* width &+ c)); storeVector(a3, outputs + (3 &* width &+ c))
+    }
 }
 
 extension AttentionKernels {
@@ -321,40 +387,35 @@ extension AttentionKernels {
             let b = task / s.heads, h = task % s.heads
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
-            f.load(qkv, s, b: b, h: h)
+            f.load(qkv, s, b: b, h: h, forward: true)
             let t = f.tables
-            let acc = f.acc
             for i0 in stride(from: 0, to: T, by: rowTile) {
                 let rows = Swift.min(rowTile, T - i0)
                 // Rows past T repeat the last row; their results are not written.
                 let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
                 let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
                 let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
-                acc.update(repeating: FV(), count: rowTile * D)
+                f.outputs.update(repeating: 0, count: rowTile * f.Dv)
                 var sum0 = FV(), sum1 = FV(), sum2 = FV(), sum3 = FV()
                 var j0 = 0
                 while j0 < e3 {
                     let (w0, w1, w2, w3) = t.weights4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p)
                     sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
                     if !allZero(w0 + w1 + w2 + w3) {
-                        for d in 0..<D {
-                            let vd = t.keys(t.v, d, j0)
-                            acc[d] = acc[d].addingProduct(w0, vd)
-                            acc[D &+ d] = acc[D &+ d].addingProduct(w1, vd)
-                            acc[2 &* D &+ d] = acc[2 &* D &+ d].addingProduct(w2, vd)
-                            acc[3 &* D &+ d] = acc[3 &* D &+ d].addingProduct(w3, vd)
-                        }
+                        storeVector(w0, f.weights); storeVector(w1, f.weights + lanes)
+                        storeVector(w2, f.weights + 2 * lanes); storeVector(w3, f.weights + 3 * lanes)
+                        addWeightedValues(f.outputs, weights: f.weights, values: f.vRows + j0 * f.Dv, width: f.Dv)
                     }
                     j0 += lanes
                 }
-                let sums = SIMD4(sum0.sum(), sum1.sum(), sum2.sum(), sum3.sum())
+                let weightSums = SIMD4(sum0.sum(), sum1.sum(), sum2.sum(), sum3.sum())
                 for r in 0..<rows {
                     let i = i0 + r
-                    let S = sums[r] + spec.eps
+                    let S = weightSums[r] + spec.eps
                     rowSum[(b * s.heads + h) * T + i] = S
                     let inv = S > 0 ? 1 / S : 0
                     let o = out + (b * T + i) * C + h * D
-                    for d in 0..<D { o[d] = acc[r * D + d].sum() * inv }
+                    for d in 0..<D { o[d] = f.outputs[r * f.Dv + d] * inv }
                 }
             }
         }
@@ -381,7 +442,7 @@ extension AttentionKernels {
             let b = task / s.heads, h = task % s.heads
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
-            f.load(qkv, s, b: b, h: h)
+            f.load(qkv, s, b: b, h: h, forward: false)
             let t = f.tables
             f.dk.update(repeating: 0, count: D * f.Tp)
             f.dv.update(repeating: 0, count: D * f.Tp)
@@ -400,7 +461,9 @@ extension AttentionKernels {
                 for r in 0..<rowTile {
                     let i = Swift.min(i0 + r, T - 1)
                     let gRow = dout + (b * T + i) * C + h * D, oRow = out + (b * T + i) * C + h * D
-                    for d in 0..<D { g[r * D + d] = gRow[d]; c[r] += gRow[d] * oRow[d] }
+                    var dot: Float = 0   // not c[r] += ...: a SIMD4 lane update per d was a shuffle sequence
+                    for d in 0..<D { g[r * D + d] = gRow[d]; dot += gRow[d] * oRow[d] }
+                    c[r] = dot
                     if r < rows { invS[r] = 1 / rowSum[(b * s.heads + h) * T + i] }
                 }
                 acc.update(repeating: FV(), count: rowTile * D)
@@ -433,11 +496,12 @@ extension AttentionKernels {
                         t.addKeys(f.dk, d, j0, (z0 * p0).addingProduct(z1, p1).addingProduct(z2, p2).addingProduct(z3, p3))
                     }
                 }
+                laneSums(acc, count: rows * D, into: f.sums)
                 for r in 0..<rows {
                     let i = i0 + r
                     let dq = dqkv + (b * T + i) * 3 * C + h * D
                     for d in 0..<D {
-                        let a = acc[r * D + d].sum()
+                        let a = f.sums[r * D + d]
                         dq[d] += a * f.r[d]
                         dRTask[d] += Double(a) * Double(f.rq[i * D + d])
                     }

@@ -74,9 +74,10 @@ final class AttentionTests: XCTestCase {
     }
 
     /// Row tiles with a ragged last tile, key blocks with padding lanes, dimension blocks with a
-    /// tail (D = 6, 13), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
+    /// tail (D = 6, 13), the forward's W·V in one vector of columns, pairs of them, and pairs plus
+    /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
     func testFourierTilesTailsAndWideAngles() {
-        for (T, D, scale, offset) in [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0)] {
+        for (T, D, scale, offset) in [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0), (20, 48, 0.3, 0.0)] {
             for causal in [true, false] {
                 let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
                 for (name, e) in errs {
