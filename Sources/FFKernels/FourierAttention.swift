@@ -21,33 +21,41 @@ let rowTile = 4
 /// (see `weights4`), and one reciprocal (with its range guard) is spread over 8 dimensions.
 let dimBlock = 8
 
-/// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D).
+/// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D): O(T D), no
+/// T x T buffer.
 final class FourierScratch {
-    let T: Int, D: Int, Tp: Int
-    /// D rounded up to `lanes`: the row length of `vRows` and `outputs`.
-    let Dv: Int
+    let T: Int, D: Int
+    /// T rounded up to `lanes` (key blocks) and to `rowTile` (row tiles); D rounded up to `lanes`.
+    let Tp: Int, Tr: Int, Dv: Int
     // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v (backward), and the
     // dk, dv accumulators (dk without its factor −R_d).
     let rk, sk, ck, v, dk, dv: UnsafeMutablePointer<Float>
     // Query side, row-major (T, D): R q, sin(R q), cos(R q).
     let rq, sq, cq: UnsafeMutablePointer<Float>
-    // Forward: v row-major (Tp, Dv), zero-padded; one key block's weights of the tile's rows
-    // (rowTile, lanes); the rows' Σ_j W v_j (rowTile, Dv).
-    let vRows, weights, outputs: UnsafeMutablePointer<Float>
+    // Rows as read from the (B, T, ·) tensors in one pass (see `load`): k (T, D) and v (Tp, Dv,
+    // zero-padded: the forward's W·V reads it); backward's g (Tr, D, zero past T) and o (T, D).
+    // After backward's tiles, o's rows hold dq, and k's and v's (at stride D) dk and dv.
+    let kRows, vRows, gRows, oRows: UnsafeMutablePointer<Float>
+    // Backward: c_i = g_i · o_i and 1 / S_i, interleaved (Tr, 2), 0 past T.
+    let rowStats: UnsafeMutablePointer<Float>
+    // Forward: one key block's weights of the tile's rows (rowTile, lanes); the rows' Σ_j W v_j
+    // (rowTile, Dv).
+    let weights, outputs: UnsafeMutablePointer<Float>
     // Backward, per tile row: dq accumulators and psi of the pairs (D vectors each); x of one
     // block of dimensions (dimBlock vectors) for `weightsAndPsi4`.
     let acc, psi, work: UnsafeMutablePointer<FV>
-    // g of the tile's rows (rowTile, D); the lane sums of acc (rowTile, D); R_d (D); the keys'
-    // mean m_d (D).
-    let g, sums, r, mean: UnsafeMutablePointer<Float>
+    // The lane sums of acc (rowTile, D); R_d (D); the keys' mean m_d (D).
+    let sums, r, mean: UnsafeMutablePointer<Float>
     private let base: UnsafeMutablePointer<Float>, floatCount: Int
     private let vecs: UnsafeMutablePointer<FV>, vectorCount: Int
 
     init(T: Int, D: Int) {
-        self.T = T; self.D = D; Tp = (T + lanes - 1) / lanes * lanes
+        self.T = T; self.D = D
+        Tp = (T + lanes - 1) / lanes * lanes; Tr = (T + rowTile - 1) / rowTile * rowTile
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        floatCount = 6 * keySize + 3 * querySize + Tp * Dv + rowTile * lanes + rowTile * Dv + 2 * rowTile * D + 2 * D
+        floatCount = 6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
+            + rowTile * lanes + rowTile * Dv + rowTile * D + 2 * D
         base = .allocate(capacity: floatCount)
         base.initialize(repeating: 0, count: floatCount)
         var p = base
@@ -55,8 +63,11 @@ final class FourierScratch {
         rk = take(keySize); sk = take(keySize); ck = take(keySize); v = take(keySize)
         dk = take(keySize); dv = take(keySize)
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
-        vRows = take(Tp * Dv); weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
-        g = take(rowTile * D); sums = take(rowTile * D); r = take(D); mean = take(D)
+        kRows = take(querySize); vRows = take(Tp * Dv); gRows = take(Tr * D); oRows = take(querySize)
+        rowStats = take(2 * Tr)
+        weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
+        sums = take(rowTile * D); r = take(D); mean = take(D)
+        precondition(p == base + floatCount)
         vectorCount = 2 * rowTile * D + rowTile * dimBlock
         vecs = .allocate(capacity: vectorCount)
         vecs.initialize(repeating: FV(), count: vectorCount)
@@ -70,30 +81,31 @@ final class FourierScratch {
     /// Where key t's dimension d is in a key-side table.
     @inline(__always) func keyIndex(_ d: Int, _ t: Int) -> Int { (t / lanes * D + d) * lanes + t % lanes }
 
-    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`; v goes row-major
-    /// into `vRows` for the forward, key-blocked into `v` for the backward. Queries and keys
+    /// Fills the tables for head (b, h) from qkv (B, T, 3C), with R_d in `r`; v is row-major in
+    /// `vRows` (the forward's), and key-blocked in `v` for the backward. Queries and keys
     /// are stored as R_d (x − m_d), m_d the keys' mean: u = R_d (q − k) is unchanged, the table
     /// angles are smaller, and backward's dR (from Σ_i rq·dq-sums − Σ_j rk·dk-sums) cancels less.
     func load(_ qkv: UnsafePointer<Float>, _ s: AttentionShape, b: Int, h: Int, forward: Bool) {
         let C = s.width, T = s.seq
-        for d in 0..<D { mean[d] = 0 }
-        for t in 0..<T {
-            let row = qkv + (b * T + t) * 3 * C + h * D + C
-            for d in 0..<D { mean[d] += row[d] }
-        }
-        for d in 0..<D { mean[d] /= Float(T) }
+        // One pass that only copies the head's rows: they are a page apart (a cache and TLB miss
+        // each), and a loop of loads and stores keeps many of them in flight.
         for t in 0..<T {
             let row = qkv + (b * T + t) * 3 * C + h * D
+            rq.advanced(by: t * D).update(from: row, count: D)
+            kRows.advanced(by: t * D).update(from: row + C, count: D)
+            vRows.advanced(by: t * Dv).update(from: row + 2 * C, count: D)
+            for d in D..<Dv { vRows[t * Dv + d] = 0 }
+        }
+        for d in 0..<D { mean[d] = 0 }
+        for t in 0..<T { for d in 0..<D { mean[d] += kRows[t &* D &+ d] } }
+        for d in 0..<D { mean[d] /= Float(T) }
+        for t in 0..<T {
             let key = keyIndex(0, t)
             for d in 0..<D {
-                rq[t * D + d] = r[d] * (row[d] - mean[d])
-                rk[key + d * lanes] = r[d] * (row[C + d] - mean[d])
+                rq[t &* D &+ d] = r[d] * (rq[t &* D &+ d] - mean[d])
+                rk[key &+ d &* lanes] = r[d] * (kRows[t &* D &+ d] - mean[d])
             }
-            if forward {
-                for d in 0..<D { vRows[t * Dv + d] = row[2 * C + d] }   // the padding columns stay 0
-            } else {
-                for d in 0..<D { v[key + d * lanes] = row[2 * C + d] }
-            }
+            if !forward { for d in 0..<D { v[key &+ d &* lanes] = vRows[t &* Dv &+ d] } }
         }
         // Keys past T have W = 0, and their v must be finite for 0 · v to be 0.
         for t in T..<Tp {
@@ -311,6 +323,16 @@ struct FourierTables {
     UnsafeRawPointer(p).loadUnaligned(as: FV.self)
 }
 
+/// dst[0..<n] += src[0..<n], by vectors.
+@inline(__always) func addRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    var d = 0
+    while d &+ lanes <= n {
+        storeVector(loadVector(dst + d) + loadVector(src + d), dst + d)
+        d &+= lanes
+    }
+    while d < n { dst[d] += src[d]; d &+= 1 }
+}
+
 /// outputs[r, :] += Σ_l weights[r, l] · values[l, :] for the tile's rows r and one block of
 /// `lanes` keys l; rows are `width` floats (a multiple of `lanes`). The forward's W·V with keys as
 /// the reduction: each output vector stays in a register across the block's keys, and the weights
@@ -450,22 +472,29 @@ extension AttentionKernels {
             // row sums are dq's, the column sums dk's; both are summed in fp64.
             let dRTask = partial + task * D
             for d in 0..<D { dRTask[d] = 0 }
-            let acc = f.acc, psi = f.psi, g = f.g
+            // g and o rows copied in one pass (as in `load`); c_i = g_i · o_i; 1 / S_i, and 0 for
+            // the rows past T that the last tile repeats, so they add nothing.
+            let gRows = f.gRows, stats = f.rowStats
+            for i in 0..<T {
+                gRows.advanced(by: i * D).update(from: dout + (b * T + i) * C + h * D, count: D)
+                f.oRows.advanced(by: i * D).update(from: out + (b * T + i) * C + h * D, count: D)
+            }
+            for i in 0..<T {
+                var dot: Float = 0
+                for d in 0..<D { dot += gRows[i &* D &+ d] * f.oRows[i &* D &+ d] }
+                stats[2 * i] = dot
+                stats[2 * i + 1] = 1 / rowSum[(b * s.heads + h) * T + i]
+            }
+            for i in T..<f.Tr { for d in 0..<D { gRows[i * D + d] = 0 }; stats[2 * i] = 0; stats[2 * i + 1] = 0 }
+            let acc = f.acc, psi = f.psi, dqRows = f.oRows
             for i0 in stride(from: 0, to: T, by: rowTile) {
                 let rows = Swift.min(rowTile, T - i0)
                 let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
                 let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
                 let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
-                // c_r = g_r · o_r; 1/S_r, and 0 for the repeated rows so they add nothing.
-                var c = SIMD4<Float>(), invS = SIMD4<Float>()
-                for r in 0..<rowTile {
-                    let i = Swift.min(i0 + r, T - 1)
-                    let gRow = dout + (b * T + i) * C + h * D, oRow = out + (b * T + i) * C + h * D
-                    var dot: Float = 0   // not c[r] += ...: a SIMD4 lane update per d was a shuffle sequence
-                    for d in 0..<D { g[r * D + d] = gRow[d]; dot += gRow[d] * oRow[d] }
-                    c[r] = dot
-                    if r < rows { invS[r] = 1 / rowSum[(b * s.heads + h) * T + i] }
-                }
+                let g = gRows + i0 * D
+                let c = SIMD4<Float>(stats[2 * i0], stats[2 * i0 + 2], stats[2 * i0 + 4], stats[2 * i0 + 6])
+                let invS = SIMD4<Float>(stats[2 * i0 + 1], stats[2 * i0 + 3], stats[2 * i0 + 5], stats[2 * i0 + 7])
                 acc.update(repeating: FV(), count: rowTile * D)
                 var j0 = 0
                 while j0 < e3 {
@@ -487,7 +516,6 @@ extension AttentionKernels {
                     // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
                     let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
                     let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
-                    // Fused multiply-adds throughout: the FP port, not memory, bounds this loop.
                     for d in 0..<D {
                         let p0 = psi[d], p1 = psi[D &+ d], p2 = psi[2 &* D &+ d], p3 = psi[3 &* D &+ d]
                         acc[d] = acc[d].addingProduct(z0, p0); acc[D &+ d] = acc[D &+ d].addingProduct(z1, p1)
@@ -496,25 +524,34 @@ extension AttentionKernels {
                         t.addKeys(f.dk, d, j0, (z0 * p0).addingProduct(z1, p1).addingProduct(z2, p2).addingProduct(z3, p3))
                     }
                 }
+                // dq_i = R_d Σ_j zp_ijd, into dqRows (o is no longer needed).
                 laneSums(acc, count: rows * D, into: f.sums)
                 for r in 0..<rows {
                     let i = i0 + r
-                    let dq = dqkv + (b * T + i) * 3 * C + h * D
                     for d in 0..<D {
                         let a = f.sums[r * D + d]
-                        dq[d] += a * f.r[d]
+                        dqRows[i * D + d] = a * f.r[d]
                         dRTask[d] += Double(a) * Double(f.rq[i * D + d])
                     }
                 }
             }
+            // dk_j = −R_d Σ_i zp_ijd and dv_j row-major (into the staging rows of k and v, free
+            // since `load`), then one pass adds dq, dk, dv to dqkv's rows.
+            let dkRows = f.kRows, dvRows = f.vRows
             for j in 0..<T {
-                let row = dqkv + (b * T + j) * 3 * C + h * D
+                let key = f.keyIndex(0, j)
                 for d in 0..<D {
-                    let k = f.keyIndex(d, j)
-                    row[C + d] -= f.dk[k] * f.r[d]
-                    row[2 * C + d] += f.dv[k]
+                    let k = key &+ d &* lanes
+                    dkRows[j &* D &+ d] = -f.dk[k] * f.r[d]
+                    dvRows[j &* D &+ d] = f.dv[k]
                     dRTask[d] -= Double(f.dk[k]) * Double(f.rk[k])
                 }
+            }
+            for i in 0..<T {
+                let row = dqkv + (b * T + i) * 3 * C + h * D
+                addRow(row, dqRows + i * D, D)
+                addRow(row + C, dkRows + i * D, D)
+                addRow(row + 2 * C, dvRows + i * D, D)
             }
             // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
             for d in 0..<D { dRTask[d] = f.r[d] != 0 ? dRTask[d] / Double(f.r[d]) : 0 }
