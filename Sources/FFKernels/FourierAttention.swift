@@ -13,6 +13,14 @@ import CFastMath
 // chains that the CPU overlaps (one row alone is bound by multiply latency), and the
 // tile shares each dk/dv update. Rows past T in the last tile repeat row T−1 with zero weight in
 // backward and are not written.
+//
+// Per tile and key block, forward forms W (`weights4`) and adds W·V with the block's keys as the
+// reduction (`addWeightedValues`: outputs stay in registers). Backward forms W and psi
+// (`weightsAndPsi4`), then G = g·v and dv, then dk and the dq accumulators (one vector per row
+// and dimension, its lanes summed once per tile). At D = 64 `weightsAndPsi4` runs near the FP
+// ports' limit; the dk/dq loop is bound by memory (acc and psi are 32 KB, L1 48 KB).
+// A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
+// added, in passes that only copy (see `load`), so that many misses are in flight.
 
 /// Query rows per tile.
 let rowTile = 4
