@@ -119,8 +119,9 @@ final class FourierScratch {
         for t in T..<Tp {
             for d in 0..<D {
                 rk[keyIndex(d, t)] = 0
-                if forward { vRows[t * Dv + d] = 0 } else { v[keyIndex(d, t)] = 0 }
+                if !forward { v[keyIndex(d, t)] = 0 }
             }
+            if forward { for d in 0..<Dv { vRows[t * Dv + d] = 0 } }
         }
         sinCos(rq, sin: sq, cos: cq, count: T * D)
         sinCos(rk, sin: sk, cos: ck, count: D * Tp)
