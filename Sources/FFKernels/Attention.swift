@@ -97,15 +97,28 @@ let lanes = FV.scalarCount
     #endif
 }
 
-/// out[k] = the sum of the lanes of v[k], for k < count (see CFastMath's `ff_lane_sums16`).
-@inline(__always) func laneSums(_ v: UnsafePointer<FV>, count: Int, into out: UnsafeMutablePointer<Float>) {
+/// One vector from two whose lanes are to be summed: its low half holds partial sums of a's
+/// lanes, its high half of b's. Two accumulators then take one vector of memory.
+@_transparent func foldPair(_ a: FV, _ b: FV) -> FV {
+    #if FF_AVX512
+    FV(ff_fold_pair16(a, b))
+    #else
+    FV(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
+    #endif
+}
+
+/// out[k] = the sum of half-vector k's lanes, for k < count: the sums of `foldPair`'s a and b.
+@inline(__always) func halfLaneSums(_ v: UnsafePointer<FV>, count: Int, into out: UnsafeMutablePointer<Float>) {
     let p = UnsafeRawPointer(v).assumingMemoryBound(to: Float.self)
     #if FF_AVX512
-    ff_lane_sums16(p, count, out)
-    #elseif FF_AVX2
     ff_lane_sums8(p, count, out)
     #else
-    for k in 0..<count { out[k] = v[k].sum() }
+    let h = lanes / 2
+    for k in 0..<count {
+        var s: Float = 0
+        for l in 0..<h { s += p[k * h + l] }
+        out[k] = s
+    }
     #endif
 }
 

@@ -17,8 +17,9 @@ import CFastMath
 // Per tile and key block, forward forms W (`weights4`) and adds W·V with the block's keys as the
 // reduction (`addWeightedValues`: outputs stay in registers). Backward forms W and psi
 // (`weightsAndPsi4`), then G = g·v and dv, then dk and the dq accumulators (one vector per row
-// and dimension, its lanes summed once per tile). At D = 64 `weightsAndPsi4` runs near the FP
-// ports' limit; the dk/dq loop is bound by memory (acc and psi are 32 KB, L1 48 KB).
+// and pair of dimensions, its half-vectors' lanes summed once per tile). At D = 64
+// `weightsAndPsi4` runs near the FP ports' limit; the dk/dq loop is bound by L1 capacity (psi
+// 16 KB and acc 8 KB per tile, and 24 KB of key tables per key block, against 48 KB).
 // A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
 // added, in passes that only copy (see `load`), so that many misses are in flight.
 
@@ -49,10 +50,11 @@ final class FourierScratch {
     // Forward: one key block's weights of the tile's rows (rowTile, lanes); the rows' Σ_j W v_j
     // (rowTile, Dv).
     let weights, outputs: UnsafeMutablePointer<Float>
-    // Backward, per tile row: dq accumulators and psi of the pairs (D vectors each); x of one
-    // block of dimensions (dimBlock vectors) for `weightsAndPsi4`.
+    // Backward, per tile row: psi of the pairs (D vectors) and dq accumulators ((D + 1) / 2
+    // vectors: two dimensions each, see `foldPair`); x of one block of dimensions (dimBlock
+    // vectors) for `weightsAndPsi4`.
     let acc, psi, work: UnsafeMutablePointer<FV>
-    // The lane sums of acc (rowTile, D); R_d (D); the keys' mean m_d (D).
+    // The lane sums of acc (rowTile, D rounded up to even); R_d (D); the keys' mean m_d (D).
     let sums, r, mean: UnsafeMutablePointer<Float>
     private let base: UnsafeMutablePointer<Float>, floatCount: Int
     private let vecs: UnsafeMutablePointer<FV>, vectorCount: Int
@@ -63,7 +65,7 @@ final class FourierScratch {
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
         floatCount = 6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
-            + rowTile * lanes + rowTile * Dv + rowTile * D + 2 * D
+            + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D
         base = .allocate(capacity: floatCount)
         base.initialize(repeating: 0, count: floatCount)
         var p = base
@@ -74,7 +76,7 @@ final class FourierScratch {
         kRows = take(querySize); vRows = take(Tp * Dv); gRows = take(Tr * D); oRows = take(querySize)
         rowStats = take(2 * Tr)
         weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
-        sums = take(rowTile * D); r = take(D); mean = take(D)
+        sums = take(rowTile * (D + 1)); r = take(D); mean = take(D)
         precondition(p == base + floatCount)
         vectorCount = 2 * rowTile * D + rowTile * dimBlock
         vecs = .allocate(capacity: vectorCount)
@@ -495,7 +497,7 @@ extension AttentionKernels {
                 stats[2 * i + 1] = 1 / rowSum[(b * s.heads + h) * T + i]
             }
             for i in T..<f.Tr { for d in 0..<D { gRows[i * D + d] = 0 }; stats[2 * i] = 0; stats[2 * i + 1] = 0 }
-            let acc = f.acc, psi = f.psi, dqRows = f.oRows
+            let acc = f.acc, psi = f.psi, dqRows = f.oRows, pairs = (D + 1) / 2
             for i0 in stride(from: 0, to: T, by: rowTile) {
                 let rows = Swift.min(rowTile, T - i0)
                 let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
@@ -504,7 +506,7 @@ extension AttentionKernels {
                 let g = gRows + i0 * D
                 let c = SIMD4<Float>(stats[2 * i0], stats[2 * i0 + 2], stats[2 * i0 + 4], stats[2 * i0 + 6])
                 let invS = SIMD4<Float>(stats[2 * i0 + 1], stats[2 * i0 + 3], stats[2 * i0 + 5], stats[2 * i0 + 7])
-                acc.update(repeating: FV(), count: rowTile * D)
+                acc.update(repeating: FV(), count: rowTile * pairs)
                 var j0 = 0
                 while j0 < e3 {
                     defer { j0 += lanes }
@@ -525,20 +527,30 @@ extension AttentionKernels {
                     // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
                     let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
                     let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
-                    for d in 0..<D {
-                        let p0 = psi[d], p1 = psi[D &+ d], p2 = psi[2 &* D &+ d], p3 = psi[3 &* D &+ d]
-                        acc[d] = acc[d].addingProduct(z0, p0); acc[D &+ d] = acc[D &+ d].addingProduct(z1, p1)
-                        acc[2 &* D &+ d] = acc[2 &* D &+ d].addingProduct(z2, p2)
-                        acc[3 &* D &+ d] = acc[3 &* D &+ d].addingProduct(z3, p3)
-                        t.addKeys(f.dk, d, j0, (z0 * p0).addingProduct(z1, p1).addingProduct(z2, p2).addingProduct(z3, p3))
+                    // dk_j += Σ_r zp_rjd per lane; dq's accumulators take a pair of dimensions per
+                    // vector (`foldPair`): one vector per dimension and row was 16 KB at D = 64, and
+                    // with psi it no longer fit L1 beside the key tables (backward 1.15–1.25x slower).
+                    var d = 0, k = 0
+                    while d < D {
+                        let e = d &+ 1, second = e < D
+                        let ta0 = z0 * psi[d], ta1 = z1 * psi[D &+ d], ta2 = z2 * psi[2 &* D &+ d], ta3 = z3 * psi[3 &* D &+ d]
+                        var tb0 = FV(), tb1 = FV(), tb2 = FV(), tb3 = FV()
+                        if second {
+                            tb0 = z0 * psi[e]; tb1 = z1 * psi[D &+ e]; tb2 = z2 * psi[2 &* D &+ e]; tb3 = z3 * psi[3 &* D &+ e]
+                            t.addKeys(f.dk, e, j0, (tb0 + tb1) + (tb2 + tb3))
+                        }
+                        t.addKeys(f.dk, d, j0, (ta0 + ta1) + (ta2 + ta3))
+                        acc[k] += foldPair(ta0, tb0); acc[pairs &+ k] += foldPair(ta1, tb1)
+                        acc[2 &* pairs &+ k] += foldPair(ta2, tb2); acc[3 &* pairs &+ k] += foldPair(ta3, tb3)
+                        d &+= 2; k &+= 1
                     }
                 }
                 // dq_i = R_d Σ_j zp_ijd, into dqRows (o is no longer needed).
-                laneSums(acc, count: rows * D, into: f.sums)
+                halfLaneSums(acc, count: rows * 2 * pairs, into: f.sums)
                 for r in 0..<rows {
                     let i = i0 + r
                     for d in 0..<D {
-                        let a = f.sums[r * D + d]
+                        let a = f.sums[r * 2 * pairs + d]
                         dqRows[i * D + d] = a * f.r[d]
                         dRTask[d] += Double(a) * Double(f.rq[i * D + d])
                     }

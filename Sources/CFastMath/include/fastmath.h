@@ -4,7 +4,7 @@
 //   3 cheap instructions;
 // - flush-to-zero / denormals-are-zero for a kernel's thread (subnormal operands cost ~100
 //   cycles each, and a product of sinc factors reaches them);
-// - a · b − c and c − a · b in one instruction, and sums of many vectors' lanes.
+// - a · b − c and c − a · b in one instruction, and fast sums of many vectors' lanes.
 // The functions are `static inline` with a `target` attribute: Swift inlines them into kernels
 // built for that vector unit (FF_AVX512 / FF_AVX2), and the header compiles for any target.
 #ifndef FF_FASTMATH_H
@@ -52,33 +52,16 @@ static inline ff_float8 ff_reciprocal8(ff_float8 x) {
     return (ff_float8)_mm256_fmadd_ps(r, _mm256_fnmadd_ps((__m256)x, r, _mm256_set1_ps(1.0f)), r);
 }
 
-/// out[k] = the sum of the 16 lanes of vector k, for the n vectors at v (16 floats each). Per 16
-/// vectors: unpacks within 128-bit lanes, then shuffles of 128-bit lanes, ~3 instructions a sum
-/// (a lane-by-lane sum is 15 dependent adds; it was ~5 % of the Fourier kernels at D = 64).
+/// One vector from two: lanes 0–7 hold a's 128-bit quarters 0+2 and 1+3, lanes 8–15 b's, so
+/// they sum to a's and b's lane sums (two shuffles and an add; see `foldPair`).
 __attribute__((target("avx512f"), always_inline))
-static inline void ff_lane_sums16(const float *v, long n, float *out) {
-    long k = 0;
-    for (; k + 16 <= n; k += 16) {
-        const float *p = v + k * 16;
-        __m512 s[8], q[4];
-        for (int i = 0; i < 8; i++) {    // s[i], per 128-bit lane: a0+a2 b0+b2 a1+a3 b1+b3
-            __m512 a = _mm512_loadu_ps(p + 32 * i), b = _mm512_loadu_ps(p + 32 * i + 16);
-            s[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-        }
-        for (int i = 0; i < 4; i++) {    // q[i], per 128-bit lane: the lane's sums of 4 vectors
-            __m512d x = _mm512_castps_pd(s[2 * i]), y = _mm512_castps_pd(s[2 * i + 1]);
-            q[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                                 _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-        }
-        __m512 m0 = _mm512_add_ps(_mm512_shuffle_f32x4(q[0], q[1], 0x88), _mm512_shuffle_f32x4(q[0], q[1], 0xDD));
-        __m512 m1 = _mm512_add_ps(_mm512_shuffle_f32x4(q[2], q[3], 0x88), _mm512_shuffle_f32x4(q[2], q[3], 0xDD));
-        _mm512_storeu_ps(out + k, _mm512_add_ps(_mm512_shuffle_f32x4(m0, m1, 0x88),
-                                                _mm512_shuffle_f32x4(m0, m1, 0xDD)));
-    }
-    for (; k < n; k++) out[k] = _mm512_reduce_add_ps(_mm512_loadu_ps(v + k * 16));
+static inline ff_float16 ff_fold_pair16(ff_float16 a, ff_float16 b) {
+    return (ff_float16)_mm512_add_ps(_mm512_shuffle_f32x4((__m512)a, (__m512)b, 0x44),
+                                     _mm512_shuffle_f32x4((__m512)a, (__m512)b, 0xEE));
 }
 
-/// `ff_lane_sums16` for vectors of 8 floats.
+/// out[k] = the sum of the 8 floats at v + 8k, for k < n. Per 8 vectors: unpacks within 128-bit
+/// lanes, then 128-bit permutes, ~3 instructions a sum (a lane-by-lane sum is 7 dependent adds).
 __attribute__((target("avx2,fma"), always_inline))
 static inline void ff_lane_sums8(const float *v, long n, float *out) {
     long k = 0;
