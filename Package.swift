@@ -55,8 +55,8 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", path: "CMPI", pkgConfig: "ompi-c",
                        providers: [.apt(["libopenmpi-dev"])]),
-        // Reciprocal estimates (VRCP14PS / VRCPPS) and the flush-to-zero switch, which Swift has
-        // no spelling for (a header of static inline functions).
+        // Vector instructions Swift has no spelling for (reciprocal estimates, fused multiply-
+        // subtract, cross-lane shuffles) and the flush-to-zero switch: static inline functions.
         .target(name: "CFastMath"),
         .target(name: "FFKernels", dependencies: ["COpenBLAS", "CFastMath"], swiftSettings: simd),
         .target(name: "FFModel", dependencies: ["FFKernels"], swiftSettings: simd),

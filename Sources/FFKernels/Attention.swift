@@ -86,17 +86,6 @@ let lanes = FV.scalarCount
     #endif
 }
 
-/// c − a · b per lane, one rounding.
-@_transparent func negativeMultiplyAdd(_ a: FV, _ b: FV, _ c: FV) -> FV {
-    #if FF_AVX512
-    FV(ff_fnmadd16(a, b, c))
-    #elseif FF_AVX2
-    FV(ff_fnmadd8(a, b, c))
-    #else
-    c.addingProduct(-a, b)
-    #endif
-}
-
 /// One vector from two whose lanes are to be summed: its low half holds partial sums of a's
 /// lanes, its high half of b's. Two accumulators then take one vector of memory.
 @_transparent func foldPair(_ a: FV, _ b: FV) -> FV {

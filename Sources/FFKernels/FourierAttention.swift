@@ -33,7 +33,7 @@ let dimBlock = 8
 /// Per-worker scratch of the key-vectorised Fourier kernel, sized once for (T, D): O(T D), no
 /// T x T buffer.
 final class FourierScratch {
-    let T: Int, D: Int
+    let D: Int
     /// T rounded up to `lanes` (key blocks) and to `rowTile` (row tiles); D rounded up to `lanes`.
     let Tp: Int, Tr: Int, Dv: Int
     // Key side, blocked (Tp / lanes, D, lanes): R k, sin(R k), cos(R k), v (backward), and the
@@ -60,7 +60,7 @@ final class FourierScratch {
     private let vecs: UnsafeMutablePointer<FV>, vectorCount: Int
 
     init(T: Int, D: Int) {
-        self.T = T; self.D = D
+        self.D = D
         Tp = (T + lanes - 1) / lanes * lanes; Tr = (T + rowTile - 1) / rowTile * rowTile
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
@@ -78,10 +78,11 @@ final class FourierScratch {
         weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
         sums = take(rowTile * (D + 1)); r = take(D); mean = take(D)
         precondition(p == base + floatCount)
-        vectorCount = 2 * rowTile * D + rowTile * dimBlock
+        let pairs = (D + 1) / 2
+        vectorCount = rowTile * (pairs + D + dimBlock)
         vecs = .allocate(capacity: vectorCount)
         vecs.initialize(repeating: FV(), count: vectorCount)
-        acc = vecs; psi = vecs + rowTile * D; work = psi + rowTile * D
+        acc = vecs; psi = acc + rowTile * pairs; work = psi + rowTile * D
     }
 
     deinit { base.deallocate(); vecs.deallocate() }
@@ -104,7 +105,7 @@ final class FourierScratch {
             rq.advanced(by: t * D).update(from: row, count: D)
             kRows.advanced(by: t * D).update(from: row + C, count: D)
             vRows.advanced(by: t * Dv).update(from: row + 2 * C, count: D)
-            for d in D..<Dv { vRows[t * Dv + d] = 0 }
+            if forward { for d in D..<Dv { vRows[t * Dv + d] = 0 } }   // backward puts dv here at stride D
         }
         for d in 0..<D { mean[d] = 0 }
         for t in 0..<T { for d in 0..<D { mean[d] += kRows[t &* D &+ d] } }
@@ -143,19 +144,13 @@ struct FourierTables {
 
     /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
-        UnsafeRawPointer(table + (j0 &* D &+ d &* lanes)).loadUnaligned(as: FV.self)
-    }
-
-    /// table[d, j0..<j0+lanes] += a * b, fused.
-    @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV, _ b: FV) {
-        let p = UnsafeMutableRawPointer(table + (j0 &* D &+ d &* lanes))
-        p.storeBytes(of: p.loadUnaligned(as: FV.self).addingProduct(a, b), as: FV.self)
+        loadVector(table + (j0 &* D &+ d &* lanes))
     }
 
     /// table[d, j0..<j0+lanes] += a.
     @inline(__always) func addKeys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int, _ a: FV) {
-        let p = UnsafeMutableRawPointer(table + (j0 &* D &+ d &* lanes))
-        p.storeBytes(of: p.loadUnaligned(as: FV.self) + a, as: FV.self)
+        let p = table + (j0 &* D &+ d &* lanes)
+        storeVector(loadVector(p) + a, p)
     }
 
     /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
@@ -240,7 +235,7 @@ struct FourierTables {
     let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
     return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
-            negativeMultiplyAdd(cqd, skd, sqd * ckd), (cqd * ckd).addingProduct(sqd, skd))
+            multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with

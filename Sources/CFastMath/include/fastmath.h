@@ -4,7 +4,8 @@
 //   3 cheap instructions;
 // - flush-to-zero / denormals-are-zero for a kernel's thread (subnormal operands cost ~100
 //   cycles each, and a product of sinc factors reaches them);
-// - a · b − c and c − a · b in one instruction, and fast sums of many vectors' lanes.
+// - a · b − c in one instruction; folding two vectors into one, and fast sums of many
+//   half-vectors' lanes (the backward's dq accumulators).
 // The functions are `static inline` with a `target` attribute: Swift inlines them into kernels
 // built for that vector unit (FF_AVX512 / FF_AVX2), and the header compiles for any target.
 #ifndef FF_FASTMATH_H
@@ -25,23 +26,15 @@ static inline ff_float16 ff_reciprocal16(ff_float16 x) {
     return (ff_float16)_mm512_fmadd_ps(r, _mm512_fnmadd_ps((__m512)x, r, _mm512_set1_ps(1.0f)), r);
 }
 
-/// a · b − c and c − a · b, one rounding each (Swift's SIMD has only c + a · b: a negated operand
-/// was a separate instruction).
+/// a · b − c, one rounding (Swift's SIMD has only c + a · b: a negated operand was a separate
+/// instruction).
 __attribute__((target("avx512f"), always_inline))
 static inline ff_float16 ff_fmsub16(ff_float16 a, ff_float16 b, ff_float16 c) {
     return (ff_float16)_mm512_fmsub_ps((__m512)a, (__m512)b, (__m512)c);
 }
-__attribute__((target("avx512f"), always_inline))
-static inline ff_float16 ff_fnmadd16(ff_float16 a, ff_float16 b, ff_float16 c) {
-    return (ff_float16)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
-}
 __attribute__((target("avx2,fma"), always_inline))
 static inline ff_float8 ff_fmsub8(ff_float8 a, ff_float8 b, ff_float8 c) {
     return (ff_float8)_mm256_fmsub_ps((__m256)a, (__m256)b, (__m256)c);
-}
-__attribute__((target("avx2,fma"), always_inline))
-static inline ff_float8 ff_fnmadd8(ff_float8 a, ff_float8 b, ff_float8 c) {
-    return (ff_float8)_mm256_fnmadd_ps((__m256)a, (__m256)b, (__m256)c);
 }
 
 /// `ff_reciprocal16` for 8 lanes, from VRCPPS (relative error 1.5 · 2^-12): ~3 ulp after the
