@@ -67,9 +67,9 @@ let lanes = FV.scalarCount
 /// costs about 10 cycles of one port, this 3 cheap operations.
 @_transparent func reciprocal(_ x: FV) -> FV {
     #if FF_AVX512
-    FV(ff_reciprocal16(x))
+    ff_reciprocal16(x)
     #elseif FF_AVX2
-    FV(ff_reciprocal8(x))
+    ff_reciprocal8(x)
     #else
     1 / x
     #endif
@@ -78,9 +78,9 @@ let lanes = FV.scalarCount
 /// a · b − c per lane, one rounding.
 @_transparent func multiplySubtract(_ a: FV, _ b: FV, _ c: FV) -> FV {
     #if FF_AVX512
-    FV(ff_fmsub16(a, b, c))
+    ff_fmsub16(a, b, c)
     #elseif FF_AVX2
-    FV(ff_fmsub8(a, b, c))
+    ff_fmsub8(a, b, c)
     #else
     (-c).addingProduct(a, b)
     #endif
@@ -90,7 +90,7 @@ let lanes = FV.scalarCount
 /// lanes, its high half of b's. Two accumulators then take one vector of memory.
 @_transparent func foldPair(_ a: FV, _ b: FV) -> FV {
     #if FF_AVX512
-    FV(ff_fold_pair16(a, b))
+    ff_fold_pair16(a, b)
     #else
     FV(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
     #endif

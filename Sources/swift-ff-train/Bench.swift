@@ -106,7 +106,12 @@ func measuredSgemmGFLOPs(n: Int = 1024, repeats: Int = 5) -> Double {
 /// Forward + backward of one fused attention call on random data.
 struct BenchAttention: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "attention",
-        abstract: "Fused attention forward+backward: time, pair-dims/s, memory.")
+        abstract: "Fused attention forward+backward: time, pair-dims/s, memory.",
+        discussion: """
+            With --kind both the two kernels alternate call by call for --rounds rounds, and the \
+            Fourier / softmax ratio is reported per round (median, min, max): a ratio of timings \
+            taken seconds apart moves with whatever else the machine is doing.
+            """)
 
     @Option var kind: String = "both"
     @Option var batch = 8
@@ -114,12 +119,20 @@ struct BenchAttention: ParsableCommand {
     @Option var seq = 256
     @Option var dim = 16
     @Flag var causal = false
-    @Option var threads = 1
-    @Option var repeats = 3
+    @Option(help: "Threads of our kernels and of BLAS (the softmax GEMMs).") var threads = 1
+    @Option(help: "Timed calls of a single --kind (the median is reported).") var repeats = 3
+    @Option(help: "Rounds of --kind both: one Fourier and one softmax call each.") var rounds = 9
     @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
     @Option(name: .customLong("r-init")) var rInit: Float = 2.0
 
     func run() throws {
+        guard kind == "fourier" || kind == "softmax" || kind == "both" else {
+            throw ValidationError("--kind must be fourier, softmax or both")
+        }
+        guard rounds >= 1, repeats >= 1 else { throw ValidationError("--rounds and --repeats must be >= 1") }
+        // The softmax kernel's GEMMs run on as many BLAS threads as ours (OpenBLAS defaults to
+        // every core, and a 1-thread comparison must not give it two).
+        setBLASThreads(threads)
         let B = batch, T = seq, H = heads, D = dim, C = H * D
         var rng = SplitMix64(seed: 1)
         var qkv = [Float](repeating: 0, count: B * T * 3 * C)
@@ -129,35 +142,55 @@ struct BenchAttention: ParsableCommand {
         var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
         let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
         let pairs = Double(B * H) * (causal ? Double(T * (T + 1) / 2) : Double(T * T))
-        var results: [String: Double] = [:]
-        for k in (kind == "both" ? ["fourier", "softmax"] : [kind]) {
-            guard k == "fourier" || k == "softmax" else { throw ValidationError("--kind must be fourier, softmax or both") }
-            // One kernels object per kind, so workspace_mb is that kernel's own.
-            let kernels = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
-            kernels.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
-            let R: [Float] = [rInit]
-            let fwd = medianSeconds(repeats: repeats) {
-                if k == "fourier" {
-                    kernels.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
-                } else {
-                    kernels.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
-                }
-            }
-            let bwd = medianSeconds(repeats: repeats) {
-                if k == "fourier" {
-                    kernels.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: FourierSpec(), shape: shape)
-                } else {
-                    kernels.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
-                }
-            }
-            results[k] = fwd + bwd
-            let rowSum = k == "fourier" ? stat.reduce(0.0) { $0 + Double(($1 - 1e-6) / $1) } / Double(stat.count) : 1
-            print(String(format: "{\"kind\":\"%@\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"dim\":%d,\"causal\":%@,\"threads\":%d,\"seconds_fwd\":%.6f,\"seconds_bwd\":%.6f,\"seconds_fwd_bwd\":%.6f,\"pair_dims_per_s\":%.4g,\"workspace_mb\":%.2f,\"peak_rss_mb\":%.1f,\"attn_row_sum_mean\":%.4f}",
-                         k, B, H, T, D, causal ? "true" : "false", threads, fwd, bwd, fwd + bwd,
-                         pairs * Double(D) / (fwd + bwd), Double(kernels.workspaceBytes) / 1e6, peakRSSMegabytes(), rowSum))
+        let kinds = kind == "both" ? ["fourier", "softmax"] : [kind]
+        // One kernels object per kind, so workspace_mb is that kernel's own.
+        var kernels: [String: AttentionKernels] = [:]
+        for k in kinds {
+            let a = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
+            a.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
+            kernels[k] = a
         }
-        if let f = results["fourier"], let s = results["softmax"] {
-            print(String(format: "fourier / softmax fwd+bwd time: %.2fx", f / s))
+        let R: [Float] = [rInit]
+        /// (forward, backward) seconds of one call of kind k.
+        func call(_ k: String) -> (Double, Double) {
+            let a = kernels[k]!
+            let t0 = Date()
+            if k == "fourier" {
+                a.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
+            } else {
+                a.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
+            }
+            let t1 = Date()
+            if k == "fourier" {
+                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: FourierSpec(), shape: shape)
+            } else {
+                a.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
+            }
+            return (t1.timeIntervalSince(t0), Date().timeIntervalSince(t1))
+        }
+        var times: [String: [(Double, Double)]] = [:]
+        var rowSums: [String: Double] = [:]
+        for k in kinds {
+            _ = call(k)   // warm-up, and the row sums of its forward
+            rowSums[k] = k == "fourier" ? stat.reduce(0.0) { $0 + Double(($1 - 1e-6) / $1) } / Double(stat.count) : 1
+        }
+        for _ in 0..<(kinds.count == 2 ? rounds : repeats) {
+            for k in kinds { times[k, default: []].append(call(k)) }
+        }
+        func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+        for k in kinds {
+            let t = times[k]!
+            let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
+            print(String(format: "{\"kind\":\"%@\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"dim\":%d,\"causal\":%@,\"threads\":%d,\"calls\":%d,\"seconds_fwd\":%.6f,\"seconds_bwd\":%.6f,\"seconds_fwd_bwd\":%.6f,\"pair_dims_per_s\":%.4g,\"workspace_mb\":%.2f,\"peak_rss_mb\":%.1f,\"attn_row_sum_mean\":%.4f}",
+                         k, B, H, T, D, causal ? "true" : "false", threads, t.count, fwd, bwd, total,
+                         pairs * Double(D) / total, Double(kernels[k]!.workspaceBytes) / 1e6, peakRSSMegabytes(), rowSums[k]!))
+        }
+        if let f = times["fourier"], let s = times["softmax"] {
+            let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
+            print(String(format: "{\"ratio\":\"fourier/softmax\",\"dim\":%d,\"rounds\":%d,\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,\"rounds_at_most_3\":%d}",
+                         D, ratios.count, ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1], ratios.filter { $0 <= 3 }.count))
+            print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
+                         ratios[ratios.count / 2], ratios.count, ratios[0], ratios[ratios.count - 1]))
         }
     }
 }
