@@ -54,12 +54,16 @@ lm() { # NAME CONFIG KIND [overrides...]: our and PyTorch's training steps of on
   echo "lm $name ours $($BIN bench step --config "$config" "${sets[@]}" --set train.threads=1 --set train.batch_size=8 --steps 6 | tail -1)" >> "$OUT"
   echo "lm $name torch $(PT train --config "$config" "${sets[@]}" --steps 6 --threads 1 --batch 8 --formula "$FORMULA")" >> "$OUT"
 }
-lm lm-debug configs/lm-debug.yaml fourier
-lm lm-debug configs/lm-debug.yaml softmax
-if [ "$QUICK" != quick ]; then
-  lm wt103-small configs/lm-wt103-small.yaml softmax
-  lm wt103-medium configs/lm-wt103-medium.yaml softmax --set model.layers=4
-fi
+# Three rounds, ours and PyTorch back to back in each: the table gives the median of the per-round
+# ratios (a run minutes after the other can land in a different speed of the machine).
+for round in 1 2 3; do
+  lm lm-debug configs/lm-debug.yaml fourier
+  lm lm-debug configs/lm-debug.yaml softmax
+  if [ "$QUICK" != quick ]; then
+    lm wt103-small configs/lm-wt103-small.yaml softmax
+    lm wt103-medium configs/lm-wt103-medium.yaml softmax --set model.layers=4
+  fi
+done
 
 python3 - "$OUT" "$FORMULA" <<'PY'
 import json, sys
@@ -71,7 +75,7 @@ for line in lines:
     if tag == "lm":
         name, who, js = rest.split(" ", 2)
         r = json.loads(js)
-        lms.setdefault((name, r["attention"]), {})[who] = r
+        lms.setdefault((name, r["attention"]), {}).setdefault(who, []).append(r)
         continue
     r = json.loads(rest)
     if tag == "ours" and "ratio" in r: rounds[r["dim"]] = r
@@ -101,11 +105,15 @@ if scale:
     for r in ([base] if base else []) + scale:
         print(f"| N = {r['seq']} | {r['seconds_fwd_bwd']:.3f} | {r['pair_dims_per_s']:.3g} | {r['workspace_mb']:.2f} MB | {r['peak_rss_mb']:.0f} MB |")
     print()
-print("| LM step, batch 8, 1 thread | ours tokens/s | PyTorch tokens/s | ratio | our MFU |")
+def med(x): return sorted(x)[len(x) // 2]
+print("| LM step, batch 8, 1 thread, 3 rounds | ours tokens/s | PyTorch tokens/s | ratio (median; per round) | our MFU (median; sgemm) |")
 print("|---|---|---|---|---|")
 for (name, kind), d in lms.items():
-    o, t = d.get("ours"), d.get("torch")
-    a = o["tokens_per_s"] if o else float("nan"); b = t["tokens_per_s"] if t else float("nan")
-    mfu = f"{o['mfu']:.0%} (sgemm {o['sgemm_gflops']:.0f} GFLOP/s)" if o else "-"
-    print(f"| {name} {kind} | {a:.0f} | {b:.0f} | {a / b:.2f}x | {mfu} |")
+    o, t = d.get("ours", []), d.get("torch", [])
+    ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(o, t)]
+    rs = ", ".join(f"{x:.2f}" for x in ratios)
+    a = med([x["tokens_per_s"] for x in o]) if o else float("nan")
+    b = med([x["tokens_per_s"] for x in t]) if t else float("nan")
+    mfu = f"{med([x['mfu'] for x in o]):.0%} ({med([x['sgemm_gflops'] for x in o]):.0f} GFLOP/s)" if o else "-"
+    print(f"| {name} {kind} | {a:.0f} | {b:.0f} | {med(ratios) if ratios else float('nan'):.2f}x ({rs}) | {mfu} |")
 PY

@@ -223,21 +223,28 @@ struct BenchStep: ParsableCommand {
             let weights = Double(L * (4 * C * C + 2 * C * F) + V * C)
             let attn = Double(L) * 4 * Double(C) * Double(T + 1) / 2
             let flopsPerToken = 3 * (2 * weights + attn) // backward = 2 x forward
-            var times: [Double] = []
+            // Each timed step is followed by a short sgemm probe (outside the step's time), and
+            // the MFU is taken per step against the probe next to it: the machine's speed moves
+            // within a run, and one sgemm figure taken apart from the steps moves the MFU with it.
+            var times: [Double] = [], peaks: [Double] = []
             var last = Date()
             let tokensPerStep = Double(cfg.train.batchSize * T)
             trainer.beforeStep = { step in
                 let now = Date()
-                if step > 3 { times.append(now.timeIntervalSince(last)) }
-                last = now
+                if step > 3 {
+                    times.append(now.timeIntervalSince(last))
+                    peaks.append(measuredSgemmGFLOPs(repeats: 2))
+                }
+                last = Date()
             }
             _ = try? trainer.run()
-            let stepSec = times.sorted()[times.count / 2]
-            let peak = measuredSgemmGFLOPs()
+            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+            let stepSec = median(times), peak = median(peaks)
             let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
+            let mfu = median(zip(times, peaks).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
             print(String(format: "{\"config\":\"%@\",\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
                          config, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
-                         achieved, peak, achieved / peak, blasCoreName()))
+                         achieved, peak, mfu, blasCoreName()))
         } catch { fail(error) }
     }
 }
