@@ -158,8 +158,9 @@ struct FourierTables {
     ///
     /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
-    /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y by the same
-    /// `factors` and operations, so forward and backward weights are bit-identical (dR sums terms
+    /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y from
+    /// `factors`, this from `forwardFactors`: the same roots and the same products (x = 1 leaves
+    /// a product unchanged), so forward and backward weights are bit-identical (dR sums terms
     /// that cancel only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
     /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
     /// set to 0.
@@ -173,10 +174,12 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                var f = factors(self, i[0], d, j0); n0 *= f.root; x0 *= f.x
-                f = factors(self, i[1], d, j0); n1 *= f.root; x1 *= f.x
-                f = factors(self, i[2], d, j0); n2 *= f.root; x2 *= f.x
-                f = factors(self, i[3], d, j0); n3 *= f.root; x3 *= f.x
+                // x enters the product only on the regular lanes (elsewhere it is 1): one
+                // masked multiply, where a select of 1 cost a multiply, a masked move and a copy.
+                var f = forwardFactors(self, i[0], d, j0); n0 *= f.root; x0 = x0.replacing(with: x0 * f.x, where: f.regular)
+                f = forwardFactors(self, i[1], d, j0); n1 *= f.root; x1 = x1.replacing(with: x1 * f.x, where: f.regular)
+                f = forwardFactors(self, i[2], d, j0); n2 *= f.root; x2 = x2.replacing(with: x2 * f.x, where: f.regular)
+                f = forwardFactors(self, i[3], d, j0); n3 *= f.root; x3 = x3.replacing(with: x3 * f.x, where: f.regular)
                 d &+= 1
             }
             y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
@@ -241,9 +244,8 @@ struct FourierTables {
 /// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with
 /// x = u sin u, root = sin u, and psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take
 /// series (x = 1, root = √sinc u, psiNum = psi u), where the closed forms cancel in fp32;
-/// elsewhere |x| <= |u| and root² / x = sin u / u. Forward and backward both form W from this one
-/// function, which makes their weights bit-identical; forward leaves psiNum (and cos u) unused,
-/// and the compiler drops them there.
+/// elsewhere |x| <= |u| and root² / x = sin u / u. The backward forms W from this, the forward
+/// from `forwardFactors`, which computes root and x by the same operations.
 @_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
     let (u, su, cu) = pair(t, i, d, j0)
     let u2 = u * u
@@ -251,6 +253,17 @@ struct FourierTables {
     return (su.replacing(with: rootSincSeries(u2), where: small),
             (u * su).replacing(with: FV(repeating: 1), where: small),
             multiplySubtract(u, cu, su).replacing(with: psiSeries(u, u2), where: small))
+}
+
+/// `factors` for the forward: root, and x = u sin u with the mask of the lanes where it applies
+/// (|u| >= 0.3; x is 1 on the others). The mask is the regular lanes, not the series ones, so
+/// that x's product compiles to one masked multiply.
+@_transparent func forwardFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int)
+    -> (root: FV, x: FV, regular: SIMDMask<FVBits.MaskStorage>) {
+    let (u, su, _) = pair(t, i, d, j0)
+    let u2 = u * u
+    let regular = u2 .>= 0.09
+    return (rootSincSeries(u2).replacing(with: su, where: regular), u * su, regular)
 }
 
 /// One row's factors of dimension d into the block products; psiNum times the running product
