@@ -17,9 +17,10 @@ import CFastMath
 // Per tile and key block, forward forms W (`weights4`) and adds W·V with the block's keys as the
 // reduction (`addWeightedValues`: outputs stay in registers). Backward forms W and psi
 // (`weightsAndPsi4`), then G = g·v and dv, then dk and the dq accumulators (one vector per row
-// and pair of dimensions, its half-vectors' lanes summed once per tile). At D = 64
-// `weightsAndPsi4` runs near the FP ports' limit; the dk/dq loop is bound by L1 capacity (psi
-// 16 KB and acc 8 KB per tile, and 24 KB of key tables per key block, against 48 KB).
+// and pair of dimensions, its half-vectors' lanes summed once per tile: one vector per
+// dimension and row did not fit L1 beside psi). At D = 64 each of these loops runs at 50–65 % of
+// the 2 vector operations per cycle that its operation count allows; keeping the key tables in
+// L1 measured no faster (BENCHMARKS.md, seventh stop).
 // A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
 // added, in passes that only copy (see `load`), so that many misses are in flight.
 
@@ -158,10 +159,9 @@ struct FourierTables {
     ///
     /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
-    /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y from
-    /// `factors`, this from `forwardFactors`: the same roots and the same products (x = 1 leaves
-    /// a product unchanged), so forward and backward weights are bit-identical (dR sums terms
-    /// that cancel only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
+    /// so a block's product is (Π root)² / Π x. Backward's `weightsAndPsi4` forms Y from the same
+    /// `sincFactors` and operations, so forward and backward weights are bit-identical (dR sums
+    /// terms that cancel only if they are). Where Π x leaves [1e-30, 1e30] the block's sinc product is below 1e-21
     /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
     /// set to 0.
     /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
@@ -174,8 +174,7 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                // x enters the product only on the regular lanes (elsewhere it is 1): one
-                // masked multiply, where a select of 1 cost a multiply, a masked move and a copy.
+                // x enters the product only on the regular lanes (elsewhere it is 1).
                 var f = forwardFactors(self, i[0], d, j0); n0 *= f.root; x0 = x0.replacing(with: x0 * f.x, where: f.regular)
                 f = forwardFactors(self, i[1], d, j0); n1 *= f.root; x1 = x1.replacing(with: x1 * f.x, where: f.regular)
                 f = forwardFactors(self, i[2], d, j0); n2 *= f.root; x2 = x2.replacing(with: x2 * f.x, where: f.regular)
@@ -241,29 +240,33 @@ struct FourierTables {
             multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
-/// Factors of dimension d for query i and keys j0..<j0+lanes: sinc u = root² / x with
-/// x = u sin u, root = sin u, and psi u = cot u − 1/u = psiNum / x. Lanes with |u| < 0.3 take
-/// series (x = 1, root = √sinc u, psiNum = psi u), where the closed forms cancel in fp32;
-/// elsewhere |x| <= |u| and root² / x = sin u / u. The backward forms W from this, the forward
-/// from `forwardFactors`, which computes root and x by the same operations.
-@_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
-    let (u, su, cu) = pair(t, i, d, j0)
-    let u2 = u * u
-    let small = u2 .< 0.09
-    return (su.replacing(with: rootSincSeries(u2), where: small),
-            (u * su).replacing(with: FV(repeating: 1), where: small),
-            multiplySubtract(u, cu, su).replacing(with: psiSeries(u, u2), where: small))
-}
-
-/// `factors` for the forward: root, and x = u sin u with the mask of the lanes where it applies
-/// (|u| >= 0.3; x is 1 on the others). The mask is the regular lanes, not the series ones, so
-/// that x's product compiles to one masked multiply.
-@_transparent func forwardFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int)
-    -> (root: FV, x: FV, regular: SIMDMask<FVBits.MaskStorage>) {
-    let (u, su, _) = pair(t, i, d, j0)
+/// The sinc factors of u (and sin u): sinc u = root² / x with x = u sin u, root = sin u, on the
+/// regular lanes (|u| >= 0.3); the others take series (x = 1, root = √sinc u), where the closed
+/// forms cancel in fp32. Elsewhere |x| <= |u| and root² / x = sin u / u. x is returned as
+/// u sin u on every lane with the mask of the regular ones: the forward multiplies it into its
+/// product under the mask (one masked multiply; a select of 1 cost a multiply, a masked move and
+/// a copy). Forward and backward both take root and x from here, so their weights are
+/// bit-identical.
+@_transparent func sincFactors(_ u: FV, _ su: FV) -> (root: FV, x: FV, u2: FV, regular: SIMDMask<FVBits.MaskStorage>) {
     let u2 = u * u
     let regular = u2 .>= 0.09
-    return (rootSincSeries(u2).replacing(with: su, where: regular), u * su, regular)
+    return (su.replacing(with: rootSincSeries(u2), where: .!regular), u * su, u2, regular)
+}
+
+/// The forward's factors of dimension d for query i and keys j0..<j0+lanes (`sincFactors`).
+@_transparent func forwardFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int)
+    -> (root: FV, x: FV, u2: FV, regular: SIMDMask<FVBits.MaskStorage>) {
+    let (u, su, _) = pair(t, i, d, j0)
+    return sincFactors(u, su)
+}
+
+/// The backward's factors of dimension d for query i and keys j0..<j0+lanes: root, x (1 on the
+/// series lanes) and psi u = cot u − 1/u = psiNum / x (psiNum = psi u by its series there).
+@_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
+    let (u, su, cu) = pair(t, i, d, j0)
+    let f = sincFactors(u, su), small = .!f.regular
+    return (f.root, f.x.replacing(with: FV(repeating: 1), where: small),
+            multiplySubtract(u, cu, su).replacing(with: psiSeries(u, f.u2), where: small))
 }
 
 /// One row's factors of dimension d into the block products; psiNum times the running product

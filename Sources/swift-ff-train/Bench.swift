@@ -73,6 +73,9 @@ func dataVocabularySize(_ cfg: TrainConfig) throws -> Int {
     try Vocabulary.read(from: cfg.dataPath("vocab.json")).size
 }
 
+/// The middle value of a non-empty sample (the upper one of an even count).
+func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+
 /// Median of the timings of `body` after one warm-up run.
 func medianSeconds(repeats: Int, _ body: () throws -> Void) rethrows -> Double {
     try body()
@@ -82,7 +85,7 @@ func medianSeconds(repeats: Int, _ body: () throws -> Void) rethrows -> Double {
         try body()
         t.append(Date().timeIntervalSince(t0))
     }
-    return t.sorted()[t.count / 2]
+    return median(t)
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MB.
@@ -177,7 +180,6 @@ struct BenchAttention: ParsableCommand {
         for _ in 0..<(kinds.count == 2 ? rounds : repeats) {
             for k in kinds { times[k, default: []].append(call(k)) }
         }
-        func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
         for k in kinds {
             let t = times[k]!
             let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
@@ -238,7 +240,6 @@ struct BenchStep: ParsableCommand {
                 last = Date()
             }
             _ = try? trainer.run()
-            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
             let stepSec = median(times), peak = median(peaks)
             let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
             let mfu = median(zip(times, peaks).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
