@@ -25,6 +25,15 @@ public enum RMode: String, Sendable, CaseIterable {
         case .perHead: return heads
         }
     }
+
+    /// Which entry of R applies to (head, dimension).
+    public func index(head: Int, dim: Int) -> Int {
+        switch self {
+        case .scalar: return 0
+        case .perDim: return dim
+        case .perHead: return head
+        }
+    }
 }
 
 /// Generalised Fourier integral attention: W = Π_d sinc(R_d (q_d - k_d))^p, A = W / (Σ_j W + eps).

@@ -383,13 +383,7 @@ public final class TransformerStack {
             switch config.attention {
             case .fourier(let spec, _):
                 let R = p + blockParams[layer].R
-                let r: [Double] = (0..<D).map { d in
-                    switch spec.rMode {
-                    case .scalar: Double(R[0])
-                    case .perDim: Double(R[d])
-                    case .perHead: Double(R[h])
-                    }
-                }
+                let r: [Double] = (0..<D).map { d in Double(R[spec.rMode.index(head: h, dim: d)]) }
                 maps.append(FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: spec.p,
                                                      eps: Double(spec.eps), causal: config.causal).a)
             case .softmax:

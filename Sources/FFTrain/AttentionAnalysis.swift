@@ -78,7 +78,7 @@ extension Trainer {
                                  onMaps: (Int, [[Double]]) -> Void = { _, _ in }) throws -> AttentionReport {
         let stack = workload.stack, p = workload.params.pointer
         let T = stack.config.seq, H = stack.config.heads, L = stack.config.layers
-        let n = try workload.analysisForward(split: split, samples: sequences)
+        let n = try workload.analysisForward(split: split, first: 0, samples: sequences)
         var layers: [AttentionReport.Layer] = []
         for l in 0..<L {
             var heads = [AttentionReport.Head](repeating: .init(entropy: 0, meanRowSum: 0, collapsedRows: 0), count: H)

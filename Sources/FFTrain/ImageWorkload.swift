@@ -151,12 +151,12 @@ public final class ImageWorkload: ModelWorkload {
 
     public func annotateFinal(_ result: inout EvalResult) {}
 
-    public func analysisForward(split name: String, samples: Int) throws -> Int {
+    public func analysisForward(split name: String, first: Int, samples: Int) throws -> Int {
         let (pipeline, indices) = try split(name)
-        let b = min(samples, indices.count, microBatch)
-        guard b >= 1 else { throw ConfigError("analyze: no image to analyse in the \(name) split") }
+        let b = min(samples, indices.count - first, microBatch)
+        guard b >= 1 else { throw ConfigError("analyze: no image \(first) to analyse in the \(name) split") }
         for row in 0..<b {
-            pipeline.evalSample(indices[row], pixels: images + row * pipeline.imageFloats, target: targets + row * classes)
+            pipeline.evalSample(indices[first + row], pixels: images + row * pipeline.imageFloats, target: targets + row * classes)
         }
         _ = model.forward(images: images, targets: targets, batch: b, mode: .eval)
         return b

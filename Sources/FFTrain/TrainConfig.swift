@@ -39,6 +39,9 @@ public struct TrainConfig: Sendable {
         public var norm: NormPlacement, positions: PositionKind, activation: Activation
         public var dropout: Float, tieEmbeddings: Bool, scaleEmbeddings: Bool, initStd: Float
         public var attention: AttentionKind
+        /// Fourier attention with `r_init: auto`: R is set from the data before the first step
+        /// (see `RCalibration`); nil: R starts at the `rInit` of `attention`.
+        public var rCalibration: RCalibration?
         /// Adaptive softmax (and, with tied embeddings, adaptive input); nil: full softmax.
         public var adaptive: Adaptive?
 
@@ -88,6 +91,10 @@ public struct TrainConfig: Sendable {
         public var onNonFinite: NonFinitePolicy
         /// Stop anyway after this many consecutive skipped steps.
         public var maxSkippedSteps: Int
+        /// Warn when a Fourier layer's mean row-sum of A stays below this (0: never) ...
+        public var collapseThreshold: Double
+        /// ... at this many logged steps in a row.
+        public var collapsePatience: Int
     }
 
     /// `model.output: adaptive` settings (the paper's WikiText-103 output layer).
@@ -179,8 +186,18 @@ public struct TrainConfig: Sendable {
         let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
                                eps: try r.float("model.attention.eps", 1e-6, min: 0),
                                rMode: try r.choice("model.attention.r_mode", RMode.scalar))
-        // The paper's R init: 2.0 for the LM, 1.0 for DeiT.
-        let rInit = try r.float("model.attention.r_init", kind == .lm ? 2.0 : 1.0)
+        // R starts from the data by default (`auto`); the paper's values are 2.0 for the LM and
+        // 1.0 for DeiT, with which rows collapse during training (see the README).
+        let rInitText = try r.string("model.attention.r_init", "auto")
+        let rTarget = try r.double("model.attention.r_target", RCalibration().target, min: 1e-6, max: 0.999999)
+        let rCalibration: RCalibration? = rInitText == "auto" ? RCalibration(target: rTarget) : nil
+        var rInit: Float = 1
+        if rCalibration == nil {
+            guard let x = Double(rInitText), x.isFinite, x > 0 else {
+                throw ConfigError("\(source): model.attention.r_init: expected a positive number or auto, got '\(rInitText)'")
+            }
+            rInit = Float(x)
+        }
         let attention: AttentionKind
         switch attentionKind {
         case "fourier": attention = .fourier(spec, rInit: rInit)
@@ -207,6 +224,7 @@ public struct TrainConfig: Sendable {
             scaleEmbeddings: lm ? try r.bool("model.scale_embeddings", true) : false,
             initStd: try r.float("model.init_std", 0.02, min: 0),
             attention: attention,
+            rCalibration: attentionKind == "fourier" ? rCalibration : nil,
             adaptive: lm ? try readAdaptive(&r, source: source) : nil)
         var augment = Augmentation()
         if !lm {
@@ -236,7 +254,9 @@ public struct TrainConfig: Sendable {
             evalBatches: try r.int("train.eval_batches", 0, min: 0),
             ema: try r.float("train.ema", 0, min: 0, max: 0.99999999),
             onNonFinite: try r.choice("train.on_nonfinite", NonFinitePolicy.skip),
-            maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0))
+            maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0),
+            collapseThreshold: try r.double("train.collapse_alarm", 0.5, min: 0, max: 1),
+            collapsePatience: try r.int("train.collapse_patience", 3, min: 1))
         let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
                         watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
                         zero1: try r.bool("dist.zero1", false))

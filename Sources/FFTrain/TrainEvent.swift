@@ -5,6 +5,10 @@ public enum TrainEvent: Sendable {
     case evaluated(EvalResult)
     /// A step's update was dropped (non-finite loss or gradient, policy `skip`).
     case skipped(step: Int, reason: String)
+    /// `r_init: auto` set each Fourier layer's R from the data before the first step.
+    case calibrated(r: [Float])
+    /// A Fourier layer's rows have stayed collapsed over several logged steps.
+    case collapse(Collapse)
     /// A checkpoint was committed: its folder, the seconds the save took, its size.
     case checkpointed(path: String, seconds: Double, bytes: Int)
     case finished(RunSummary)
@@ -49,11 +53,15 @@ public struct StepMetrics: Sendable, Codable {
     /// Seconds per step of computation, and of communication the backward pass did not hide.
     public var computeSeconds: Double
     public var commSeconds: Double
+    /// Fourier attention: per layer, R, the size of q and k, the spread of R·|q − k| and the
+    /// collapsed rows (rank 0's last micro-batch); nil for softmax.
+    public var attentionHealth: [LayerHealth]? = nil
     enum CodingKeys: String, CodingKey {
         case step, steps, epoch, loss, lr
         case computeSeconds = "compute_s", commSeconds = "comm_s"
         case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", imagesPerSecond = "images_per_s", stepSeconds = "step_s"
         case elapsedSeconds = "elapsed_s", etaSeconds = "eta_s", attentionRowSum = "attn_row_sum"
+        case attentionHealth = "attn_health"
     }
 }
 

@@ -127,6 +127,8 @@ public final class Trainer {
         let tc = config.train
         let runDir = config.runDirectory
         let params = workload.params, grads = workload.grads
+        // A resumed run has its R in the checkpoint: calibrating again would change the model.
+        let calibratedR = startStep == 0 ? try config.model.rCalibration?.apply(to: workload) : nil
         // Every rank starts from rank 0's parameters (and, on a fresh start, its average).
         try comm.broadcast(params.pointer, count: params.count, root: 0)
         if let ema, startStep == 0 { ema.pointer.update(from: params.pointer, count: params.count) }
@@ -142,6 +144,12 @@ public final class Trainer {
                                    attention: config.model.attention.name, runDirectory: runDir,
                                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) }, zero1: gradShard != nil)))
+        if let calibratedR {
+            try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
+            onEvent(.calibrated(r: calibratedR))
+        }
+        var alarm = CollapseAlarm(layers: config.model.layers, threshold: tc.collapseThreshold,
+                                  patience: tc.collapsePatience)
         let start = Date()
         var windowStart = Date(), windowSteps = 0
         var lastLoss = Double.nan
@@ -237,8 +245,17 @@ public final class Trainer {
                                      stepSeconds: stepSec, elapsedSeconds: elapsed,
                                      etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
                                      computeSeconds: computeSeconds / Double(windowSteps), commSeconds: commSeconds / Double(windowSteps))
-                try metrics?.append(sm)
+                var health = sm
+                if comm.isRoot && config.model.attention != .softmax {
+                    health.attentionHealth = LayerHealth.measure(workload.stack, params: params.pointer)
+                }
+                try metrics?.append(health)
                 onEvent(.step(sm))
+                // Rank 0's row sums decide (the alarm only prints; it changes nothing in training).
+                for c in alarm.observe(step: step, rowSums: sm.attentionRowSum) where config.model.attention != .softmax {
+                    try metrics?.append(c)
+                    onEvent(.collapse(c))
+                }
                 windowStart = now; windowSteps = 0; computeSeconds = 0; commSeconds = 0
             }
             let ck = config.checkpoint
@@ -345,7 +362,13 @@ extension TrainConfig {
         switch model.attention {
         case .softmax: d["attention"] = ["kind": "softmax"]
         case .fourier(let s, let r0):
-            d["attention"] = ["kind": "fourier", "p": s.p, "eps": Double(s.eps), "r_mode": s.rMode.rawValue, "r_init": Double(r0)] as [String: Any]
+            var a: [String: Any] = ["kind": "fourier", "p": s.p, "eps": Double(s.eps), "r_mode": s.rMode.rawValue]
+            if let cal = model.rCalibration {
+                a["r_init"] = "auto"; a["r_target"] = cal.target
+            } else {
+                a["r_init"] = Double(r0)
+            }
+            d["attention"] = a
         }
         let data = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Foundation.Data()
         return String(decoding: data, as: UTF8.self)
@@ -356,6 +379,12 @@ extension TrainConfig {
 public struct NonFiniteError: Error, CustomStringConvertible {
     public let message: String
     public var description: String { message }
+}
+
+struct CalibratedR: Encodable {
+    var event = "r_calibrated"
+    var r: [Float]
+    var target: Double
 }
 
 struct SkippedStep: Encodable {

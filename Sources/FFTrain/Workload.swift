@@ -43,9 +43,9 @@ public protocol Workload: AnyObject {
 
     /// The Transformer blocks (attention maps and R for analysis).
     var stack: TransformerStack { get }
-    /// Runs an evaluation forward on the first `samples` samples of `split` (at most one
-    /// micro-batch) for analysis; returns how many it ran.
-    func analysisForward(split: String, samples: Int) throws -> Int
+    /// Runs an evaluation forward on `samples` samples of `split` from sample `first` on (at most
+    /// one micro-batch; no dropout or augmentation) for analysis; returns how many it ran.
+    func analysisForward(split: String, first: Int, samples: Int) throws -> Int
 }
 
 /// A workload whose model is a `TrainableModel`: the model-side requirements come from it.
@@ -161,11 +161,11 @@ public final class LanguageModelWorkload: ModelWorkload {
         result.unigramPerplexity = vocab.unigramPerplexity((1..<data.shard.count).map { data.shard[$0] })
     }
 
-    public func analysisForward(split: String, samples: Int) throws -> Int {
+    public func analysisForward(split: String, first: Int, samples: Int) throws -> Int {
         let data = dataset(split), T = config.model.context
-        let n = min(samples, data.evalCount, microBatch)
-        guard n >= 1 else { throw ConfigError("analyze: no sequence to analyse in the \(split) split") }
-        for row in 0..<n { data.evalSample(row, inputs: inputs + row * T, targets: targets + row * T) }
+        let n = min(samples, data.evalCount - first, microBatch)
+        guard n >= 1 else { throw ConfigError("analyze: no sequence \(first) to analyse in the \(split) split") }
+        for row in 0..<n { data.evalSample(first + row, inputs: inputs + row * T, targets: targets + row * T) }
         _ = model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
         return n
     }

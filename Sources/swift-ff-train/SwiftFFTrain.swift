@@ -83,6 +83,10 @@ func printEvent(_ e: TrainEvent) {
         print(line)
     case .skipped(let step, let reason):
         print("warning: step \(step): \(reason)")
+    case .calibrated(let r):
+        print("R set from the data (r_init: auto), per layer: " + r.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+    case .collapse(let c):
+        print("warning: step \(c.step): \(c.message)")
     case .checkpointed(let path, let seconds, let bytes):
         print(String(format: "checkpoint %@ committed: %.1f MB in %.2f s", path, Double(bytes) / 1e6, seconds))
     case .finished(let s):

@@ -49,6 +49,26 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    /// `r_init: auto` (the default) runs its calibration samples one at a time, so 1, 2 and 3
+    /// ranks set bit-identical R before the first step.
+    func testAutoRIsIdenticalForOneTwoAndThreeRanks() throws {
+        func calibrated(_ run: String) throws -> [Double] {
+            let text = try String(contentsOfFile: "\(h.dir)/runs/\(run)/metrics.jsonl", encoding: .utf8)
+            let lines = try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            let r = lines.filter { $0["event"] as? String == "r_calibrated" }
+            XCTAssertEqual(r.count, 1, run)
+            return r.first?["r"] as? [Double] ?? []
+        }
+        assertSucceeded(try h.run([h.binary, "--config", try h.config(name: "r1", steps: 1, batch: 6)]))
+        assertSucceeded(try h.mpirun(2, ["--config", try h.config(name: "r2", steps: 1, batch: 6)]))
+        assertSucceeded(try h.mpirun(3, ["--config", try h.config(name: "r3", steps: 1, batch: 6)]))
+        let one = try calibrated("r1")
+        XCTAssertEqual(one.count, 2)
+        XCTAssertTrue(one.allSatisfy { $0 > 0 && $0.isFinite }, "\(one)")
+        XCTAssertEqual(try calibrated("r2"), one)
+        XCTAssertEqual(try calibrated("r3"), one)
+    }
+
     /// 3 ranks on 2 cores (oversubscribed) over Open MPI's TCP transport, the multi-node path,
     /// with gradient accumulation on top: 3 ranks x 2 micro-steps x 2 sequences = 12.
     func testThreeRanksOverTCPWithAccumulationEqualOneRank() throws {
