@@ -20,11 +20,14 @@ import json
 rows = []
 for name in ["lm-debug", "lm-debug-softmax"]:
     s = json.load(open(f"runs/{name}/summary.json"))
+    steps = [json.loads(l) for l in open(f"runs/{name}/metrics.jsonl") if '"attn_row_sum"' in l]
+    health = "/".join(f"{x:.2f}" for x in steps[-1]["attn_row_sum"]) if s["attention"] == "fourier" else "-"
     rows.append((s["attention"], s["valid"]["perplexity"], s["test"]["perplexity"],
-                 s["valid"]["unigram_perplexity"], s["test"]["unigram_perplexity"], s["tokens_per_s"], s["wall_s"]))
+                 s["valid"]["unigram_perplexity"], s["test"]["unigram_perplexity"], s["tokens_per_s"], s["wall_s"], health))
 print()
 print("Wikipedia (gensim test articles, WikiText layout), word level, lm-debug: 4 layers, d_model 128")
-print(f"{'attention':<10} {'valid ppl':>10} {'test ppl':>10} {'unigram valid':>14} {'unigram test':>13} {'tokens/s':>9} {'wall':>7}")
-for a, v, t, uv, ut, tps, w in rows:
-    print(f"{a:<10} {v:>10.2f} {t:>10.2f} {uv:>14.2f} {ut:>13.2f} {tps:>9.0f} {w/60:>6.1f}m")
+print("row-sum: the mean sum of each attention row per layer at the last step (1 = healthy, 0 = collapsed)")
+print(f"{'attention':<10} {'valid ppl':>10} {'test ppl':>10} {'unigram valid':>14} {'unigram test':>13} {'tokens/s':>9} {'wall':>7}  row-sum")
+for a, v, t, uv, ut, tps, w, h in rows:
+    print(f"{a:<10} {v:>10.2f} {t:>10.2f} {uv:>14.2f} {ut:>13.2f} {tps:>9.0f} {w/60:>6.1f}m  {h}")
 PY

@@ -78,7 +78,8 @@ class Attention(nn.Module):
         if self.kind == "fourier":
             self.p, self.eps, self.r_mode = att.get("p", 4), att.get("eps", 1e-6), att.get("r_mode", "scalar")
             n = {"scalar": 1, "per_dim": self.head_dim, "per_head": H}[self.r_mode]
-            self.R = nn.Parameter(torch.full((n,), float(att.get("r_init", 1.0))))
+            r0 = att.get("r_init", 1.0)  # "auto": R was set from the data; the weights bring it
+            self.R = nn.Parameter(torch.full((n,), 1.0 if r0 == "auto" else float(r0)))
         elif self.kind != "softmax":
             raise ValueError(f"unknown attention kind {self.kind!r}")
 
