@@ -21,10 +21,14 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var modelConfig: String
     /// File name -> sha256 (hex) of every other file of the checkpoint.
     public var files: [String: String]
+    /// The training recipe (`TrainConfig.recipe`) compared on resume; nil in checkpoints written
+    /// before it was recorded.
+    public var recipe: [String: String]? = nil
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", step, epoch, samplesSeen = "samples_seen", globalBatch = "global_batch"
         case worldSize = "world_size", shards, seed, configHash = "config_hash", modelConfig = "model_config", files
+        case recipe
     }
 }
 
@@ -68,6 +72,7 @@ public enum Checkpoint {
         let dir = (root as NSString).appendingPathComponent(folderName(step: step))
         let n = state.shards
         try agree(comm, "creating checkpoint folder \(dir)") {
+            if comm.isRoot { try prepareFolder(dir) }
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         let groups = partition(layout, into: n)
@@ -103,6 +108,16 @@ public enum Checkpoint {
             prune(root: root, keepLast: keepLast, keepEvery: keepEvery)
         }
         return dir
+    }
+
+    /// Never writes into a committed checkpoint; clears what a save that never committed left.
+    static func prepareFolder(_ dir: String) throws {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: (dir as NSString).appendingPathComponent(stateFile)) {
+            throw ConfigError("\(dir): already a committed checkpoint; refusing to write into it "
+                + "(resume from it, or move it aside)")
+        }
+        if fm.fileExists(atPath: dir) { try fm.removeItem(atPath: dir) }
     }
 
     /// Tensor `t` of a buffer that holds the elements from `base` on.
@@ -146,13 +161,6 @@ public enum Checkpoint {
                 try? FileManager.default.removeItem(atPath: p)
             }
         }
-    }
-
-    /// The folder `latest` names under `root`, if it names a committed checkpoint.
-    public static func latest(root: String) -> String? {
-        guard let text = try? String(contentsOfFile: (root as NSString).appendingPathComponent("latest"), encoding: .utf8) else { return nil }
-        let p = (root as NSString).appendingPathComponent(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        return FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile)) ? p : nil
     }
 
     /// Reads and verifies a checkpoint folder: the state, every file's checksum, then the weights and

@@ -76,6 +76,9 @@ public struct EvalResult: Sendable, Codable {
     public var tokens: Int?
     public var stride: Int?
     public var unigramPerplexity: Double?
+    /// Byte-level and GPT-2 tokenizers: the loss in bits per UTF-8 byte of the scored text, a
+    /// figure that compares across tokenizers (byte: loss / ln 2).
+    public var bitsPerByte: Double?
     /// Classifiers: images scored, top-1 and top-5 accuracy (fractions), and the confusion matrix
     /// (rows: true class, columns: predicted class; counts).
     public var images: Int?
@@ -91,14 +94,15 @@ public struct EvalResult: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case step, split, loss, perplexity, tokens, stride, images, top1, top5, confusion, ema
-        case unigramPerplexity = "unigram_perplexity"
+        case unigramPerplexity = "unigram_perplexity", bitsPerByte = "bits_per_byte"
     }
 }
 
 public struct RunSummary: Sendable, Codable {
     public var attention: String
     public var steps: Int
-    public var finalTrainLoss: Double
+    /// The last step's training loss; nil when no step ran (a run resumed at its final step).
+    public var finalTrainLoss: Double?
     /// Absent when the data has no valid split.
     public var valid: EvalResult?
     public var test: EvalResult

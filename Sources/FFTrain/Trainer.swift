@@ -64,6 +64,7 @@ public final class Trainer {
             throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) must be divisible by ranks x grad_accum (\(world) x \(tc.gradAccum))")
         }
         microBatch = tc.batchSize / (world * tc.gradAccum)
+        try MemoryBudget.checkThreads(tc.threads, source: config.source)
         setBLASThreads(tc.threads)
         let workload: Workload
         switch config.model.kind {
@@ -152,7 +153,7 @@ public final class Trainer {
                                   patience: tc.collapsePatience)
         let start = Date()
         var windowStart = Date(), windowSteps = 0
-        var lastLoss = Double.nan
+        var lastLoss: Double?
         let lossScale = 1 / Float(unitsPerStep)
         var computeSeconds = 0.0, commSeconds = 0.0
         var skippedInARow = 0
@@ -232,14 +233,15 @@ public final class Trainer {
                 commSeconds += dt
             }
             if let ema { updateAverage(ema, decay: min(tc.ema, Float(1 + step) / Float(10 + step))) }
-            lastLoss = lossSum / Double(unitsPerStep)
+            let stepLoss = lossSum / Double(unitsPerStep)
+            lastLoss = stepLoss
             windowSteps += 1
             if step % tc.logEvery == 0 || step == tc.steps || step == 1 {
                 let now = Date()
                 let stepSec = now.timeIntervalSince(windowStart) / Double(windowSteps)
                 let elapsed = now.timeIntervalSince(start)
                 let rate = Double(unitsPerStep) / stepSec
-                let sm = StepMetrics(step: step, steps: tc.steps, epoch: epoch, loss: lastLoss, lr: Double(lr),
+                let sm = StepMetrics(step: step, steps: tc.steps, epoch: epoch, loss: stepLoss, lr: Double(lr),
                                      gradNorm: norm, tokensPerSecond: workload.unit == "tokens" ? rate : nil,
                                      imagesPerSecond: workload.unit == "images" ? rate : nil,
                                      stepSeconds: stepSec, elapsedSeconds: elapsed,
@@ -407,35 +409,109 @@ extension Trainer {
         let state = TrainerState(step: step, epoch: epoch, samplesSeen: step * config.train.batchSize,
                                  globalBatch: config.train.batchSize, worldSize: comm.size, shards: comm.size,
                                  seed: config.run.seed, configHash: String(config.hash, radix: 16),
-                                 modelConfig: workload.modelJSON, files: [:])
+                                 modelConfig: workload.modelJSON, files: [:], recipe: config.recipe)
         return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: workload.layout,
                                    params: workload.params, m: m, v: v, ema: ema, stateBase: owned.lowerBound, comm: comm,
                                    keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
                                    afterShards: { [weak self] in self?.checkpointHook?(step) })
     }
 
-    /// Continues from a checkpoint folder, or (`"auto"`) from the run's newest committed one if any.
-    /// Returns the folder used, or nil for a fresh start. Works with any number of ranks as long as
-    /// the global batch divides evenly.
+    /// Continues from a checkpoint folder, or (`"auto"`) from the run's newest verified one if any.
+    /// Returns the folder used, or nil for a fresh start.
     @discardableResult
-    public func resume(from spec: String) throws -> String? {
+    public func resume(from spec: String, allowConfigChange: Bool = false) throws -> String? {
+        try resume(ResumeRequest(spec), allowConfigChange: allowConfigChange).folder
+    }
+
+    /// Settles how the run starts (every rank calls this): rank 0 inspects the checkpoints folder
+    /// and decides, then every rank checks the config against the checkpoint and loads it. Works
+    /// with any number of ranks as long as the global batch divides evenly.
+    public func resume(_ request: ResumeRequest, allowConfigChange: Bool = false) throws -> ResumeOutcome {
+        var outcome = try rootDecides(comm) { try decideStart(request) }
+        guard let dir = outcome.folder, !outcome.finished else { return outcome }
+        let saved = try Checkpoint.readState(dir)
+        outcome.notes += try checkConfig(against: saved, in: dir, allowConfigChange: allowConfigChange)
+        let state = try Checkpoint.load(dir, layout: workload.layout, params: workload.params, m: m, v: v, ema: ema,
+                                        owned: owned)
+        startStep = state.step
+        return outcome
+    }
+
+    /// Rank 0's decision: which checkpoint (if any) to load, and what to move aside first.
+    func decideStart(_ request: ResumeRequest) throws -> ResumeOutcome {
         let root = config.checkpointDirectory
-        var dir: String? = spec
-        if spec == "auto" {
-            if comm.isRoot { Checkpoint.cleanUncommitted(root: root) }
-            try comm.barrier()
-            dir = Checkpoint.latest(root: root)
+        switch request {
+        case .none:
+            if let newest = Checkpoint.committed(root: root).last {
+                throw ConfigError("\(root) holds committed checkpoints (newest \((newest.path as NSString).lastPathComponent)): "
+                    + "continue with --resume auto, or start over with --resume fresh (which moves them aside)")
+            }
+            return ResumeOutcome(folder: nil)
+        case .fresh:
+            guard FileManager.default.fileExists(atPath: root) else { return ResumeOutcome(folder: nil) }
+            let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+            let moved = try Checkpoint.setAside(root, suffix: "before-fresh-\(stamp)")
+            return ResumeOutcome(folder: nil, notes: ["warning: --resume fresh: moved \(root) to \(moved)"])
+        case .path(let dir):
+            let state = try Checkpoint.readState(dir)
+            var notes: [String] = []
+            let parent = ((dir as NSString).standardizingPath as NSString).deletingLastPathComponent
+            if parent == (root as NSString).standardizingPath {
+                notes = try Checkpoint.supersede(root: root, after: state.step)
+                Checkpoint.cleanUncommitted(root: root)
+            }
+            return ResumeOutcome(folder: dir, notes: notes)
+        case .auto:
+            let (folder, notes) = try Checkpoint.selectNewest(root: root)
+            guard let folder else { return try decideWithoutCheckpoint(notes: notes) }
+            let state = try Checkpoint.readState(folder)
+            let done = state.step == config.train.steps && finishedSummarySteps() == state.step
+            return ResumeOutcome(folder: folder, notes: notes, finished: done)
         }
-        guard let dir else { return nil }
-        let state = try Checkpoint.load(dir, layout: workload.layout, params: workload.params, m: m, v: v, ema: ema, owned: owned)
+    }
+
+    /// `--resume auto` with no committed checkpoint: a fresh start, unless the run already
+    /// finished (its weights would be overwritten).
+    func decideWithoutCheckpoint(notes: [String]) throws -> ResumeOutcome {
+        guard let steps = finishedSummarySteps() else { return ResumeOutcome(folder: nil, notes: notes) }
+        if steps >= config.train.steps { return ResumeOutcome(folder: nil, notes: notes, finished: true) }
+        throw ConfigError("\(config.runDirectory): the run finished \(steps) steps without a checkpoint to continue "
+            + "from (checkpoint.every: 0); --resume fresh trains again from step 0")
+    }
+
+    /// The step count summary.json records, if the run has one.
+    func finishedSummarySteps() -> Int? {
+        let path = (config.runDirectory as NSString).appendingPathComponent("summary.json")
+        guard let data = FileManager.default.contents(atPath: path),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return obj["steps"] as? Int
+    }
+
+    /// Refuses a resume whose config changes the model, or the recipe without
+    /// `allowConfigChange`; returns the notes to print.
+    func checkConfig(against state: TrainerState, in dir: String, allowConfigChange: Bool) throws -> [String] {
+        let c = ConfigChanges.between(oldModel: state.modelConfig, newModel: workload.modelJSON,
+                                      oldRecipe: state.recipe, newRecipe: config.recipe)
+        if !c.model.isEmpty {
+            throw ConfigError("\(dir): the config changes the model this checkpoint holds: "
+                + c.model.joined(separator: ", ") + "; a checkpoint continues only with its own model")
+        }
         guard state.globalBatch == config.train.batchSize else {
-            throw ConfigError("\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config says \(config.train.batchSize); the global batch must stay the same to continue the data order")
+            throw ConfigError("\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config says "
+                + "\(config.train.batchSize); the global batch must stay the same to continue the data order")
         }
         guard state.seed == config.run.seed else {
             throw ConfigError("\(dir): the checkpoint was trained with run.seed \(state.seed), the config says \(config.run.seed)")
         }
-        startStep = state.step
-        return dir
+        guard state.step <= config.train.steps else {
+            throw ConfigError("\(dir): the checkpoint is at step \(state.step), beyond train.steps \(config.train.steps)")
+        }
+        let recipe = c.recipe.joined(separator: ", ")
+        if !c.recipe.isEmpty && !allowConfigChange {
+            throw ConfigError("\(dir): the config changes the training recipe: \(recipe); "
+                + "pass --allow-config-change to continue with it")
+        }
+        return c.notes + (c.recipe.isEmpty ? [] : ["warning: continuing with a changed recipe: \(recipe)"])
     }
 
     /// Loads weights saved by `saveWeights` (or `export`); every tensor must match by name and shape.

@@ -17,7 +17,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         do {
-            let dir = Checkpoint.latest(root: checkpoint) ?? checkpoint
+            let dir = try Checkpoint.resolveLatest(root: checkpoint) ?? checkpoint
             try Checkpoint.export(dir, to: output, averaged: ema)
             print("exported \(dir) -> \(output)/model.safetensors, \(output)/config.json")
         } catch { fail(error) }
@@ -35,7 +35,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         do {
-            let dir = Checkpoint.latest(root: checkpoint) ?? checkpoint
+            let dir = try Checkpoint.resolveLatest(root: checkpoint) ?? checkpoint
             let s = try Checkpoint.inspect(dir)
             let st = s.state
             print("\(dir)")

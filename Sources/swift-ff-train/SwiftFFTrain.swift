@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FFData
 import FFDistributed
 import FFTrain
 
@@ -52,8 +53,12 @@ func headline(_ r: EvalResult) -> String {
     if let top1 = r.top1, let top5 = r.top5 {
         return String(format: "%@ top-1 %.2f%% top-5 %.2f%%", r.split, 100 * top1, 100 * top5)
     }
-    return String(format: "%@ ppl %.2f", r.split, r.perplexity ?? .nan)
+    let bpb = r.bitsPerByte.map { String(format: " (%.4f bits/byte)", $0) } ?? ""
+    return String(format: "%@ ppl %.2f", r.split, r.perplexity ?? .nan) + bpb
 }
+
+/// Byte-level runs: bits per byte of a step's loss is loss / ln 2 (set when training starts).
+nonisolated(unsafe) var stepBitsPerNat: Double?
 
 /// Progress lines for rank 0.
 func printEvent(_ e: TrainEvent) {
@@ -67,7 +72,8 @@ func printEvent(_ e: TrainEvent) {
         let rate = m.imagesPerSecond.map { String(format: "%.1f img/s", $0) } ?? String(format: "%.0f tok/s", m.tokensPerSecond ?? .nan)
         print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %@ | %@ elapsed, ETA %@ | attn row-sum %@",
                      m.step, m.steps, m.loss, m.lr, m.gradNorm, rate,
-                     formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health))
+                     formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health)
+              + (stepBitsPerNat.map { String(format: " | %.4f bits/byte", m.loss * $0) } ?? ""))
     case .evaluated(let r):
         var line: String
         if let top1 = r.top1, let top5 = r.top5 {
@@ -79,6 +85,7 @@ func printEvent(_ e: TrainEvent) {
         }
         if r.ema == true { line += " | EMA weights" }
         if let s = r.stride { line += " | stride \(s)" }
+        if let b = r.bitsPerByte { line += String(format: " | %.4f bits/byte", b) }
         if let u = r.unigramPerplexity { line += String(format: " | unigram perplexity %.2f", u) }
         print(line)
     case .skipped(let step, let reason):
@@ -109,8 +116,14 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Continue from a checkpoint: 'auto' (the run's newest committed one, or a fresh start) or a checkpoint folder.")
+    @Option(name: .long, help: ArgumentHelp(
+        "'auto': continue from the run's newest verified checkpoint (or start fresh if there is none); "
+            + "'fresh': start over, moving existing checkpoints aside; or a checkpoint folder."))
     var resume: String?
+
+    @Flag(name: .customLong("allow-config-change"),
+          help: "Resume although the training recipe (learning rate, schedule, dropout, ...) changed.")
+    var allowConfigChange = false
 
     @Option(name: .customLong("debug-kill-rank"), help: .hidden) var debugKillRank: Int?
     @Option(name: .customLong("debug-kill-step"), help: .hidden) var debugKillStep: Int = 1
@@ -132,14 +145,9 @@ struct Train: ParsableCommand {
             try checkSameConfig(comm, cfg)
             mpi?.watchdogSeconds = cfg.dist.watchdogSeconds
             let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
-            if let resume {
-                let t0 = Date()
-                let dir = try agree(comm, "resuming") { try trainer.resume(from: resume) }
-                if comm.isRoot {
-                    print(dir.map { String(format: "resuming from %@ at step %d (verified and loaded in %.2f s)", $0, trainer.startStep, Date().timeIntervalSince(t0)) }
-                          ?? "no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
-                }
-            }
+            let lm = trainer.workload as? LanguageModelWorkload
+            stepBitsPerNat = lm?.vocab.tokenizer == .byte ? 1 / log(2) : nil
+            if try startOrResume(trainer, cfg, comm) { mpi?.finalize(); return }
             installStopHandlers()
             trainer.stopRequested = { stopSignal != 0 }
             var currentStep = 0
@@ -182,6 +190,30 @@ struct Train: ParsableCommand {
         } catch {
             fail(error, rank: rank, comm: comm)
         }
+    }
+}
+
+extension Train {
+    /// Settles the start (fresh, or which checkpoint) and prints what rank 0 decided; true when
+    /// the run is already complete and there is nothing to do.
+    func startOrResume(_ trainer: Trainer, _ cfg: TrainConfig, _ comm: Communicator) throws -> Bool {
+        let t0 = Date()
+        let outcome = try agree(comm, "resuming") {
+            try trainer.resume(ResumeRequest(resume), allowConfigChange: allowConfigChange)
+        }
+        guard comm.isRoot else { return outcome.finished }
+        for note in outcome.notes { print(note) }
+        if outcome.finished {
+            print("swift-ff-train: run \(cfg.runDirectory) is complete (\(cfg.train.steps) steps, summary.json "
+                + "written); nothing to do. Raise train.steps to train further.")
+        } else if let dir = outcome.folder {
+            print(String(format: "resuming from %@ at step %d (verified and loaded in %.2f s)", dir, trainer.startStep,
+                         Date().timeIntervalSince(t0)))
+        } else if resume == "auto" {
+            print("no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
+        }
+        fflush(stdout)
+        return outcome.finished
     }
 }
 
