@@ -20,7 +20,7 @@ import CFastMath
 // and pair of dimensions, its half-vectors' lanes summed once per tile: one vector per
 // dimension and row did not fit L1 beside psi). At D = 64 each of these loops runs at 50–65 % of
 // the 2 vector operations per cycle that its operation count allows; keeping the key tables in
-// L1 measured no faster (BENCHMARKS.md, seventh stop).
+// L1 measured no faster (BENCHMARKS.md, "How the Fourier kernel spends its time").
 // A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
 // added, in passes that only copy (see `load`), so that many misses are in flight.
 
