@@ -7,19 +7,50 @@ struct ConfigReader {
     let source: String
     private(set) var tree: [String: Any]
     private var used: Set<String> = []
+    /// Required keys found missing; reported only after the unknown keys, because a misspelt
+    /// key shows up as both and the misspelling is the useful message.
+    private var missing: [ConfigError] = []
 
     init(source: String, tree: [String: Any]) { self.source = source; self.tree = tree }
 
     /// Parses YAML text; the top level must be a mapping.
     static func parse(yaml: String, source: String) throws -> [String: Any] {
         let any: Any?
-        do { any = try Yams.load(yaml: yaml) } catch {
+        do {
+            if let node = try Yams.compose(yaml: yaml) { try checkDuplicateKeys(node, path: "", source: source) }
+            any = try Yams.load(yaml: yaml)
+        } catch let e as ConfigError {
+            throw e
+        } catch {
             throw ConfigError("\(source): not valid YAML: \(error)")
         }
         guard let dict = any as? [String: Any] else {
             throw ConfigError("\(source): the top level must be a mapping of sections (run, data, model, train)")
         }
         return dict
+    }
+
+    /// YAML parsers keep the last of two equal keys; a config that says a value twice is a
+    /// mistake worth naming (with both lines), in block and flow mappings alike.
+    static func checkDuplicateKeys(_ node: Node, path: String, source: String) throws {
+        switch node {
+        case .mapping(let mapping):
+            var seen: [String: Int] = [:]
+            for (key, value) in mapping {
+                let name = key.string ?? "\(key)"
+                let full = path.isEmpty ? name : path + "." + name
+                let line = key.mark?.line ?? 0
+                if let first = seen[name] {
+                    throw ConfigError("\(source): duplicate key '\(full)' on lines \(first) and \(line)")
+                }
+                seen[name] = line
+                try checkDuplicateKeys(value, path: full, source: source)
+            }
+        case .sequence(let seq):
+            for item in seq { try checkDuplicateKeys(item, path: path, source: source) }
+        case .scalar:
+            break
+        }
     }
 
     /// Applies `key.path=value` overrides; the value is parsed as a YAML scalar.
@@ -65,13 +96,45 @@ struct ConfigReader {
         return lookup(key)
     }
 
+    /// Records a missing required key and lets parsing go on with `placeholder`, so that
+    /// `finish` can report unknown keys first.
+    private mutating func deferMissing<T>(_ key: String, _ what: String, placeholder: T) -> T {
+        missing.append(ConfigError("\(source): \(key): missing (\(what) is required)"))
+        return placeholder
+    }
+
+    /// Throws the first problem left: unknown keys (with the closest known key), then missing ones.
+    func finish() throws {
+        let unknown = unknownKeys()
+        if !unknown.isEmpty {
+            let named = unknown.map { key in "'\(key)'" + (suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "") }
+            throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") " + named.joined(separator: ", "))
+        }
+        if let first = missing.first { throw first }
+    }
+
+    /// The known key closest to `key`: the same name in another section, else the nearest by
+    /// edit distance (transpositions count once) when it is close enough to be a typo.
+    func suggestion(for key: String) -> String? {
+        let known = used.union(used.flatMap { k in
+            k.split(separator: ".").indices.dropLast().map { k.split(separator: ".")[...$0].joined(separator: ".") }
+        })
+        let leaf = key.split(separator: ".").last.map(String.init) ?? key
+        if let same = known.sorted().first(where: { $0.split(separator: ".").last.map(String.init) == leaf && $0 != key }) {
+            return same
+        }
+        let scored = known.map { ($0, editDistance(Array(key), Array($0))) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
+        guard let (best, d) = scored, d <= max(1, min(3, leaf.count / 3)) else { return nil }
+        return best
+    }
+
     private func bad(_ key: String, _ v: Any, _ expected: String) -> ConfigError {
         ConfigError("\(source): \(key): expected \(expected), got '\(v)'")
     }
 
     mutating func int(_ key: String, _ def: Int? = nil, min: Int? = nil) throws -> Int {
         guard let v = raw(key) else {
-            guard let def else { throw ConfigError("\(source): \(key): missing (an integer is required)") }
+            guard let def else { return deferMissing(key, "an integer", placeholder: min ?? 1) }
             return def
         }
         let i: Int
@@ -88,7 +151,7 @@ struct ConfigReader {
 
     mutating func double(_ key: String, _ def: Double? = nil, min: Double? = nil, max: Double? = nil) throws -> Double {
         guard let v = raw(key) else {
-            guard let def else { throw ConfigError("\(source): \(key): missing (a number is required)") }
+            guard let def else { return deferMissing(key, "a number", placeholder: min ?? 0) }
             return def
         }
         let d: Double
@@ -129,7 +192,7 @@ struct ConfigReader {
 
     mutating func string(_ key: String, _ def: String? = nil) throws -> String {
         guard let v = raw(key) else {
-            guard let def else { throw ConfigError("\(source): \(key): missing (a string is required)") }
+            guard let def else { return deferMissing(key, "a string", placeholder: "") }
             return def
         }
         if let s = v as? String { return s }
@@ -162,4 +225,21 @@ struct ConfigReader {
         walk(tree, "")
         return out.sorted()
     }
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent
+/// transpositions each cost 1.
+func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+    if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+    var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+    for i in 0...a.count { d[i][0] = i }
+    for j in 0...b.count { d[0][j] = j }
+    for i in 1...a.count {
+        for j in 1...b.count {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+        }
+    }
+    return d[a.count][b.count]
 }

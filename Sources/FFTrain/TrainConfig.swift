@@ -263,10 +263,7 @@ public struct TrainConfig: Sendable {
         let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),
                                        keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
                                        keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
-        let unknown = r.unknownKeys()
-        if !unknown.isEmpty {
-            throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))")
-        }
+        try r.finish()
         var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
                               train: train, augment: augment)
         cfg.hash = fnv1a(canonical(tree))

@@ -99,6 +99,27 @@ final class ConfigTests: XCTestCase {
         assertError(base + "\nextra: 1", contains: "'extra'")
     }
 
+    /// A misspelt required key is reported as unknown, with the key meant, not as "missing".
+    func testMisspeltKeysNameTheClosestValidKey() {
+        let misspelt = base.replacingOccurrences(of: "batch_size: 4", with: "batch_szie: 4")
+        assertError(misspelt, contains: "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
+        assertError(base, ["model.attention.rmode=scalar"], contains: "(did you mean 'model.attention.r_mode'?)")
+        assertError(base, ["train.dropout=0.2"], contains: "unknown key 'train.dropout' (did you mean 'model.dropout'?)")
+        assertError(base, ["trian.threads=2"], contains: "(did you mean 'train'?)")
+        assertError("run: {name: t}", contains: "data.dir: missing")
+    }
+
+    /// Duplicate keys are named with both lines, in block and flow mappings, nested or not.
+    func testDuplicateKeysAreNamedWithBothLines() {
+        assertError(base + "\ntrain: {steps: 3}", contains: "duplicate key 'train' on lines 10 and 11")
+        let nested = base.replacingOccurrences(of: "  d_ff: 64\n", with: "  d_ff: 64\n  heads: 8\n")
+        assertError(nested, contains: "duplicate key 'model.heads' on lines 6 and 8")
+        let flow = base.replacingOccurrences(of: "lr: 1.0e-3}", with: "lr: 1.0e-3, steps: 20}")
+        assertError(flow, contains: "duplicate key 'train.steps' on lines 10 and 10")
+        let inner = base.replacingOccurrences(of: "kind: fourier, eps", with: "kind: fourier, kind: softmax, eps")
+        assertError(inner, contains: "duplicate key 'model.attention.kind'")
+    }
+
     func testBadValuesAreNamed() {
         assertError(base, ["model.heads=5"], contains: "model.heads (5) must divide model.d_model (32)")
         assertError(base, ["model.layers=two"], contains: "model.layers: expected an integer, got 'two'")
