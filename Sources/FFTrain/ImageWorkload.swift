@@ -71,6 +71,11 @@ public final class ImageWorkload: ModelWorkload {
         validPipeline = d.validHoldout > 0 ? trainPipeline : valid.map(pipeline)
         let vit = config.model.vitConfig(imageSize: train.height, channels: train.channels, classes: classes)
         if let p = vit.problems().first { throw ConfigError("\(config.source): \(p)") }
+        let side = train.height / max(config.model.patch, 1)
+        let window = config.model.patchWindow
+        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: side * side + 1,
+                                                     outputs: classes, inputs: train.channels * window * window),
+                               source: config.source)
         model = VisionTransformer(config: vit, maxBatch: microBatch, threads: config.train.threads)
         images = .allocate(capacity: microBatch * trainPipeline.imageFloats)
         targets = .allocate(capacity: microBatch * classes)

@@ -74,6 +74,8 @@ public final class LanguageModelWorkload: ModelWorkload {
     let microBatch: Int
     let inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
     let config: TrainConfig
+    /// Text bytes per token (byte and GPT-2 vocabularies), for bits per byte.
+    let textBytes: [Int]?
 
     init(config: TrainConfig, microBatch: Int) throws {
         self.config = config
@@ -81,6 +83,7 @@ public final class LanguageModelWorkload: ModelWorkload {
         let vocabPath = config.dataPath("vocab.json")
         let vocab = try Vocabulary.read(from: vocabPath)
         self.vocab = vocab
+        textBytes = vocab.textBytesPerToken
         let T = config.model.context
         let open = { (file: String) throws -> LMDataset in
             let shard = try TokenShard(path: config.dataPath(file))
@@ -95,6 +98,8 @@ public final class LanguageModelWorkload: ModelWorkload {
         test = try open(config.data.test)
         let lm = config.model.lmConfig(vocabSize: vocab.size)
         if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
+        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: T, outputs: vocab.size),
+                               source: config.source)
         model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
         inputs = .allocate(capacity: microBatch * T)
         targets = .allocate(capacity: microBatch * T)
@@ -134,24 +139,28 @@ public final class LanguageModelWorkload: ModelWorkload {
         let T = config.model.context
         let stride = min(max(stride ?? T, 1), T)
         let segments = data.windowCount(stride: stride)
-        var nll = 0.0, count = 0.0
+        var nll = 0.0, count = 0.0, bytes = 0.0
         var first = comm.rank * microBatch
         var batches = 0
         while first < segments && (maxBatches == 0 || batches < maxBatches) {
             let n = min(microBatch, segments - first)
             for row in 0..<n { data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T) }
             nll += model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
-            for i in 0..<(n * T) where targets[i] >= 0 { count += 1 }
+            for i in 0..<(n * T) where targets[i] >= 0 {
+                count += 1
+                bytes += Double(textBytes?[Int(targets[i])] ?? 0)
+            }
             first += microBatch * comm.size
             batches += 1
         }
-        var sums = [nll, count]
-        try comm.allreduceSum(&sums, count: 2)
+        var sums = [nll, count, bytes]
+        try comm.allreduceSum(&sums, count: 3)
         let loss = sums[0] / max(sums[1], 1)
         var r = EvalResult(step: step, split: split, loss: loss)
         r.perplexity = exp(loss)
         r.tokens = Int(sums[1])
         r.stride = stride
+        if textBytes != nil && sums[2] > 0 { r.bitsPerByte = sums[0] / sums[2] / log(2) }
         return r
     }
 
