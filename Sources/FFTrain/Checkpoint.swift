@@ -226,6 +226,7 @@ public enum Checkpoint {
 
     /// Decodes and validates a trainer state (`path` names it in errors).
     public static func parseState(_ data: Data, path: String) throws -> TrainerState {
+        try checkStateFields(data, path: path)
         let state: TrainerState
         do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
             throw ConfigError("\(path): unreadable trainer state: \(error)")
@@ -243,6 +244,41 @@ public enum Checkpoint {
             }
         }
         return state
+    }
+
+    /// Integer fields of a trainer state and their ranges (2^53: the integers a double holds).
+    static let stateIntegers: [(key: String, low: Double, high: Double, range: String)] = [
+        ("format_version", 0, 0x1p53, "0 ... 2^53"), ("step", 0, 0x1p53, "0 ... 2^53"),
+        ("epoch", 0, 0x1p53, "0 ... 2^53"), ("samples_seen", 0, 0x1p53, "0 ... 2^53"),
+        ("global_batch", 1, 1e6, "1 ... 1000000"), ("world_size", 1, 1e5, "1 ... 100000"),
+        ("shards", 1, 1e5, "1 ... 100000"), ("seed", 0, 0x1p64 - 2048, "0 ... 2^64 - 2048"),
+    ]
+
+    /// Names the field of a trainer state that is absent, of the wrong type or out of range
+    /// (the decoder would only say that the JSON is invalid).
+    static func checkStateFields(_ data: Data, path: String) throws {
+        func bad(_ m: String) -> ConfigError { ConfigError("\(path): invalid trainer state: \(m)") }
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ConfigError("\(path): unreadable trainer state: not a JSON object")
+        }
+        for f in stateIntegers {
+            guard let v = obj[f.key] else { throw bad("\(f.key) missing") }
+            guard let n = v as? NSNumber, !(v is String) else { throw bad("\(f.key): expected an integer, got \(v)") }
+            let d = n.doubleValue
+            let text = rawNumber(data, key: f.key) ?? "\(d)"
+            guard d >= f.low && d <= f.high else {
+                throw ConfigError("\(path): \(f.key): \(text) is out of range (\(f.range))")
+            }
+            guard d == d.rounded() else { throw ConfigError("\(path): \(f.key): \(text) is not an integer") }
+        }
+        for key in ["config_hash", "model_config", "files"] where obj[key] == nil { throw bad("\(key) missing") }
+    }
+
+    /// The number as written after `"key":` (for messages: JSON parsers round 1e30 to 1e+30).
+    static func rawNumber(_ data: Data, key: String) -> String? {
+        let text = String(decoding: data.prefix(1 << 20), as: UTF8.self)
+        guard let r = text.range(of: "\"\(key)\"\\s*:\\s*-?[0-9][0-9.eE+-]*", options: .regularExpression) else { return nil }
+        return text[r].split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces)
     }
 
     /// Checks `model.safetensors.index.json`: every tensor of the model is mapped to one of this

@@ -50,8 +50,15 @@ public enum Safetensors {
         }
         var tensors: [String: (shape: [Int], values: [Float])] = [:]
         var metadata: [String: String] = [:]
+        var spans: [(name: String, begin: Int, end: Int)] = []
         for (name, v) in obj {
-            if name == "__metadata__" { metadata = (v as? [String: String]) ?? [:]; continue }
+            if name == "__metadata__" {
+                guard let m = v as? [String: Any], m.values.allSatisfy({ $0 is String }) else {
+                    throw fail("__metadata__ must be a map of strings to strings")
+                }
+                metadata = m.mapValues { $0 as! String }
+                continue
+            }
             guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
                   let offs = d["data_offsets"] as? [Int], offs.count == 2 else { throw fail("tensor '\(name)' has a malformed entry") }
             guard dtype == "F32" else { throw fail("tensor '\(name)' has dtype \(dtype); only F32 is read") }
@@ -67,12 +74,29 @@ public enum Safetensors {
             guard !overflow, b >= 0, e >= b, e <= data.count - dataStart, e - b == bytes else {
                 throw fail("tensor '\(name)' offsets [\(b), \(e)] do not fit its shape \(shape) or the file")
             }
+            spans.append((name, b, e))
             let values = data.subdata(in: (dataStart + b)..<(dataStart + e)).withUnsafeBytes { raw in
                 (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
             }
             tensors[name] = (shape, values)
         }
+        try checkCoverage(spans, dataBytes: data.count - dataStart, fail: fail)
         return (tensors, metadata)
+    }
+
+    /// As the reference library requires: the tensors' byte ranges, in order, follow each other
+    /// with no gap or overlap and end exactly where the file does.
+    static func checkCoverage(_ spans: [(name: String, begin: Int, end: Int)], dataBytes: Int,
+                              fail: (String) -> ConfigError) throws {
+        var at = 0, previous = "the start of the data"
+        for s in spans.sorted(by: { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }) {
+            if s.begin > at { throw fail("tensor '\(s.name)' starts at byte \(s.begin), leaving a gap after \(previous) (\(at))") }
+            if s.begin < at { throw fail("tensor '\(s.name)' starts at byte \(s.begin), overlapping \(previous) (ends at \(at))") }
+            at = s.end; previous = "'\(s.name)'"
+        }
+        guard at == dataBytes else {
+            throw fail("the tensors cover \(at) bytes of data, the file holds \(dataBytes)")
+        }
     }
 }
 
