@@ -343,7 +343,7 @@ extension TrainConfig {
         var d: [String: Any] = [
             "kind": model.kind.rawValue, "layers": model.layers, "d_model": model.dModel, "heads": model.heads,
             "d_ff": model.dFF, "norm": model.norm.rawValue, "activation": model.activation.rawValue,
-            "dropout": Double(model.dropout), "init_std": Double(model.initStd),
+            "dropout": decimal(model.dropout), "init_std": decimal(model.initStd),
         ]
         switch model.kind {
         case .lm:
@@ -351,24 +351,24 @@ extension TrainConfig {
             d["tie_embeddings"] = model.tieEmbeddings; d["scale_embeddings"] = model.scaleEmbeddings
             d["output"] = model.adaptive == nil ? "full" : "adaptive"
             if let a = model.adaptive {
-                d["adaptive"] = ["cutoffs": a.cutoffs, "div_val": Double(a.divVal), "tie_projections": a.tieProjections] as [String: Any]
+                d["adaptive"] = ["cutoffs": a.cutoffs, "div_val": decimal(a.divVal), "tie_projections": a.tieProjections] as [String: Any]
             }
         case .vit:
             d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
             d["patch_window"] = model.patchWindow
-            d["drop_path"] = Double(model.dropPath)
+            d["drop_path"] = decimal(model.dropPath)
             // Inputs are (pixel / 255 − mean[c]) / std[c], channels first.
-            d["mean"] = mean.map(Double.init); d["std"] = std.map(Double.init)
+            d["mean"] = mean.map(decimal); d["std"] = std.map(decimal)
             d["gelu"] = "tanh" // PyTorch: nn.GELU(approximate="tanh")
         }
         switch model.attention {
         case .softmax: d["attention"] = ["kind": "softmax"]
         case .fourier(let s, let r0):
-            var a: [String: Any] = ["kind": "fourier", "p": s.p, "eps": Double(s.eps), "r_mode": s.rMode.rawValue]
+            var a: [String: Any] = ["kind": "fourier", "p": s.p, "eps": decimal(s.eps), "r_mode": s.rMode.rawValue]
             if let cal = model.rCalibration {
                 a["r_init"] = "auto"; a["r_target"] = cal.target
             } else {
-                a["r_init"] = Double(r0)
+                a["r_init"] = decimal(r0)
             }
             d["attention"] = a
         }
@@ -376,6 +376,10 @@ extension TrainConfig {
         return String(decoding: data, as: UTF8.self)
     }
 }
+
+/// A Float as the decimal the config wrote (1e-06, not the 9.999999974752427e-07 that widening
+/// to Double gives): the shortest decimal that reads back as the same Float.
+func decimal(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
 
 /// The run stopped on a NaN/Inf loss or gradient.
 public struct NonFiniteError: Error, CustomStringConvertible {

@@ -177,4 +177,20 @@ final class CheckpointTests: XCTestCase {
             XCTAssertEqual(parsed[k]![1] as! Double, sum, accuracy: 1e-9 * max(1, abs(sum)), k)
         }
     }
+
+    /// config.json keeps the config's decimals (floats are not widened to 9.999999974752427e-07).
+    func testExportedConfigKeepsTheConfigsDecimals() throws {
+        let cfg = try h.config(name: "dec", steps: 2, checkpointEvery: 2)
+        ok(try train(1, ["--config", cfg, "--set", "model.attention.eps=1.0e-6", "--set", "model.dropout=0.1",
+                         "--set", "model.attention.r_init=0.3"]))
+        let out = h.dir + "/export"
+        ok(try h.run([h.binary, "export", h.checkpoints("dec"), "--output", out]))
+        let text = try String(contentsOfFile: out + "/config.json", encoding: .utf8)
+        XCTAssertFalse(text.contains("9.99999997") || text.contains("0.10000000149") || text.contains("0.30000001"), text)
+        let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+        let attention = json["attention"] as! [String: Any]
+        XCTAssertEqual(attention["eps"] as? Double, 1e-6, text)
+        XCTAssertEqual(attention["r_init"] as? Double, 0.3, text)
+        XCTAssertEqual(json["dropout"] as? Double, 0.1, text)
+    }
 }
