@@ -226,7 +226,7 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Weights (safetensors); default: RUN_DIR/model.safetensors.")
+    @Option(name: .long, help: "Weights: a .safetensors file, a checkpoint folder, or a run folder (default: the run's model.safetensors).")
     var weights: String?
 
     @Option(name: .long, help: "Sliding-window stride (default: the context, i.e. independent segments).")
@@ -236,15 +236,16 @@ struct Eval: ParsableCommand {
         do {
             let cfg = try TrainConfig.load(path: config, overrides: overrides)
             let trainer = try Trainer(config: cfg)
-            let path = weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors")
-            try trainer.loadWeights(from: path)
+            let saved = try SavedModel.locate(weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors"))
+            try saved.load(layout: trainer.workload.layout, params: trainer.workload.params, ema: trainer.ema)
             if stride != nil && cfg.model.kind != .lm {
                 throw ConfigError("--stride applies to language models (model.kind: lm)")
             }
             if let stride, stride < 1 || stride > cfg.model.context {
                 throw ConfigError("--stride \(stride) must be between 1 and the context (\(cfg.model.context))")
             }
-            for r in try trainer.evaluateSplits(stride: stride) { printEvent(.evaluated(r)) }
+            if saved.step == nil { print("note: \(saved.path): the training step is unknown (no summary.json beside it); eval step 0") }
+            for r in try trainer.evaluateSplits(step: saved.step ?? 0, stride: stride) { printEvent(.evaluated(r)) }
         } catch {
             fail(error)
         }

@@ -1,0 +1,70 @@
+import Foundation
+import XCTest
+import FFData
+import FFTrain
+
+/// Bits per byte, the step `eval` reports, and text generation, through the built executable.
+final class LanguageToolsTests: XCTestCase {
+    /// A byte-level corpus in DIR/bytes and a config training on it; returns the config path.
+    func byteRun(_ h: Harness, name: String, steps: Int = 10, extra: String = "") throws -> String {
+        let data = h.dir + "/bytes"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let text = String(repeating: "to be or not to be, that is the question.\n", count: 60)
+        let vocab = Vocabulary.buildByte(trainText: text)
+        try vocab.write(to: data + "/vocab.json")
+        let ids = vocab.encode(text)
+        try writeTokenShard(ids, to: data + "/train.bin")
+        try writeTokenShard(Array(ids.prefix(300)), to: data + "/valid.bin")
+        try writeTokenShard(Array(ids.suffix(300)), to: data + "/test.bin")
+        let yaml = """
+        run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
+        data: {dir: \(data)}
+        model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 32, dropout: 0.0, norm: pre, attention: {kind: fourier, r_init: 0.5}}
+        train: {steps: \(steps), batch_size: 8, lr: 3.0e-3, warmup_steps: 2, threads: 1, log_every: 5\(extra)}
+        checkpoint: {every: 5, keep_last: 5}
+        """
+        let path = "\(h.dir)/\(name).yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func testByteRunsReportBitsPerByteAndEvalKnowsTheStep() throws {
+        let h = try Harness()
+        let cfg = try byteRun(h, name: "bpb")
+        let train = try h.run([h.binary, "--config", cfg])
+        XCTAssertEqual(train.status, 0, train.output)
+        let stepLines = train.output.split(separator: "\n").filter { $0.hasPrefix("step ") }
+        XCTAssertFalse(stepLines.isEmpty)
+        XCTAssertTrue(stepLines.allSatisfy { $0.contains("bits/byte") }, train.output)
+        XCTAssertTrue(train.output.contains("eval step 10 | test loss"), train.output)
+
+        let run = "\(h.dir)/runs/bpb"
+        let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
+        var evals = 0
+        for line in metrics.split(separator: "\n") {
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            guard o["split"] != nil else { continue }
+            evals += 1
+            let loss = o["loss"] as! Double, bpb = try XCTUnwrap(o["bits_per_byte"] as? Double, "\(o)")
+            XCTAssertEqual(bpb, loss / log(2), accuracy: 1e-9)
+        }
+        XCTAssertEqual(evals, 2)
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+        let test = summary["test"] as! [String: Any]
+        XCTAssertEqual(test["bits_per_byte"] as! Double, (test["loss"] as! Double) / log(2), accuracy: 1e-9)
+
+        // eval labels results with the step the weights were trained to: the run's final weights
+        // (summary.json), a checkpoint (its trainer state), a run's checkpoints folder (latest).
+        for (weights, step) in [(nil, 10), ("\(run)/checkpoints/step-00000005", 5), ("\(run)/checkpoints", 10)] {
+            let ev = try h.run([h.binary, "eval", "--config", cfg] + (weights.map { ["--weights", $0] } ?? []))
+            XCTAssertEqual(ev.status, 0, ev.output)
+            XCTAssertTrue(ev.output.contains("eval step \(step) | valid loss"), ev.output)
+            XCTAssertTrue(ev.output.contains("bits/byte"), ev.output)
+        }
+        // A copy of the weights without summary.json: the step is unknown, and eval says so.
+        try FileManager.default.copyItem(atPath: run + "/model.safetensors", toPath: h.dir + "/loose.safetensors")
+        let loose = try h.run([h.binary, "eval", "--config", cfg, "--weights", h.dir + "/loose.safetensors"])
+        XCTAssertEqual(loose.status, 0, loose.output)
+        XCTAssertTrue(loose.output.contains("training step is unknown"), loose.output)
+    }
+}
