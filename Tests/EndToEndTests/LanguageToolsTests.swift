@@ -68,3 +68,26 @@ final class LanguageToolsTests: XCTestCase {
         XCTAssertTrue(loose.output.contains("training step is unknown"), loose.output)
     }
 }
+
+extension LanguageToolsTests {
+    /// Every subcommand `--help` lists has a row in the README's command table.
+    func testReadmeCommandTableListsEverySubcommand() throws {
+        let h = try Harness()
+        let help = try h.run([h.binary, "--help"])
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let readme = try String(contentsOfFile: root + "/README.md", encoding: .utf8)
+        let table = readme.split(separator: "\n").filter { $0.hasPrefix("| `swift-ff-train ") }
+        var names: [String] = []
+        var inSubcommands = false
+        for line in help.output.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("SUBCOMMANDS:") { inSubcommands = true; continue }
+            if line.isEmpty { inSubcommands = false }
+            if inSubcommands, line.hasPrefix("  "), !line.hasPrefix("   "), let name = line.split(separator: " ").first { names.append(String(name)) }
+        }
+        XCTAssertTrue(names.contains("plot"), help.output)
+        for name in names where name != "train" && name != "fuzz" {
+            XCTAssertTrue(table.contains { $0.hasPrefix("| `swift-ff-train \(name)") }, "README lacks a row for \(name)")
+        }
+    }
+}
