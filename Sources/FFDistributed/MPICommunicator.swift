@@ -14,9 +14,11 @@ public struct MPIError: Error, CustomStringConvertible {
 ///
 /// Every blocking collective is issued non-blocking and waited on with a watchdog: if it has not
 /// completed within `watchdogSeconds`, the rank prints which collective, at which step, and which
-/// ranks on its node have not reached it, then aborts the whole job (exit code 3). The node-local
-/// view comes from a shared-memory window in which every rank publishes how many collectives it
-/// has entered, so it can be read even when the other rank is stuck or dead.
+/// ranks on its node hold it up, then aborts the whole job (exit code 3). The node-local view
+/// comes from a shared-memory window in which every rank publishes how many collectives it has
+/// entered and when it last polled one it waits in, so it can be read even when the other rank is
+/// stuck or dead. A rank that waits is a victim however far behind it is (it may wait for the
+/// stalled rank to relay an earlier collective); the culprit is the rank that does not poll.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
@@ -26,13 +28,19 @@ public final class MPICommunicator: Communicator {
     /// Describes where the caller is (e.g. "step 12"), for watchdog messages.
     public var where_: () -> String = { "" }
 
-    // Node-local progress board: slot i holds the number of collectives node-rank i has entered.
+    // Node-local progress board: each node rank's two slots hold the number of collectives it has
+    // entered and the monotonic time (ms) it last polled one it waits in (0: not waiting); `board`
+    // is this rank's.
     var nodeComm: MPI_Comm? = nil
     var board: UnsafeMutablePointer<Int64>? = nil
+    /// Every node rank's two slots, by node rank.
+    var slots: [UnsafeMutablePointer<Int64>] = []
     var boardWindow: MPI_Win? = nil
     var nodeWorldRanks: [Int32] = []
     var nodeRank = 0
     var entered: Int64 = 0
+    /// Called right after entering a collective, with its number (fault injection in tests).
+    public var afterEnter: ((Int64) -> Void)?
 
     /// True when this process was started by mpirun / an MPI launcher.
     public static var launchedByMPI: Bool {
@@ -88,15 +96,21 @@ public final class MPICommunicator: Communicator {
         nodeRank = Int(nr)
         var base: UnsafeMutableRawPointer? = nil
         var win: MPI_Win? = nil
-        try check(MPI_Win_allocate_shared(MPI_Aint(MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size), cmpi_info_null(), node, &base, &win),
+        try check(MPI_Win_allocate_shared(MPI_Aint(2 * MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size),
+                                          cmpi_info_null(), node, &base, &win),
                   "MPI_Win_allocate_shared")
         boardWindow = win
-        // Slot 0's address is the start of the contiguous segment of all node ranks.
-        var size0: MPI_Aint = 0, disp: Int32 = 0
-        var slot0: UnsafeMutableRawPointer? = nil
-        try check(MPI_Win_shared_query(win, 0, &size0, &disp, &slot0), "MPI_Win_shared_query")
-        board = slot0?.assumingMemoryBound(to: Int64.self)
-        board?[nodeRank] = 0
+        // Each node rank's own segment, asked for one by one: Open MPI may pad segments, so
+        // slot 0's address plus an offset is not another rank's segment.
+        slots = try (0..<Int(ns)).map { i in
+            var size: MPI_Aint = 0, disp: Int32 = 0
+            var at: UnsafeMutableRawPointer? = nil
+            try check(MPI_Win_shared_query(win, Int32(i), &size, &disp, &at), "MPI_Win_shared_query")
+            return at!.assumingMemoryBound(to: Int64.self)
+        }
+        board = slots[nodeRank]
+        board?[0] = 0
+        board?[1] = 0
         var me = Int32(rank)
         nodeWorldRanks = [Int32](repeating: 0, count: Int(ns))
         try check(MPI_Allgather(&me, 1, cmpi_int32(), &nodeWorldRanks, 1, cmpi_int32(), node), "MPI_Allgather")
@@ -107,11 +121,24 @@ public final class MPICommunicator: Communicator {
     private func enter() {
         entered += 1
         if let board {
-            let p = board + nodeRank
+            let p = board
             // A plain store is visible to the readers' plain loads on the same node (x86/arm64 TSO or
             // eventual visibility); the watchdog only needs an approximate, eventual picture.
             p.pointee = entered
         }
+        afterEnter?(entered)
+    }
+
+    /// Milliseconds of the monotonic clock, which every process on the node shares.
+    static func nowMillis() -> Int64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Int64(t.tv_sec) * 1000 + Int64(t.tv_nsec) / 1_000_000
+    }
+
+    /// Publishes that this rank is polling a collective it waits in (or, with 0, no longer).
+    private func heartbeat(_ millis: Int64) {
+        board?[1] = millis
     }
 
     /// Waits for `request` with the watchdog. Open MPI's non-blocking collectives progress only
@@ -121,7 +148,9 @@ public final class MPICommunicator: Communicator {
         let start = Date()
         var done: Int32 = 0
         var sleepMicros: UInt32 = 0
+        defer { heartbeat(0) }
         while true {
+            heartbeat(Self.nowMillis())
             try check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test(\(what()))")
             if done != 0 { return }
             let elapsed = Date().timeIntervalSince(start)
@@ -141,19 +170,32 @@ public final class MPICommunicator: Communicator {
     }
 
     private func watchdogFire(_ what: String, _ elapsed: Double) -> Never {
-        var behind: [String] = []
-        if let board {
-            for (i, wr) in nodeWorldRanks.enumerated() where i != nodeRank {
-                let n = board[i]
-                if n < entered { behind.append("\(wr) (entered \(n) of my \(entered) collectives)") }
-            }
-        }
-        let ranksText = behind.isEmpty
-            ? "no rank on this node is behind; the missing rank(s) are on another node or stuck inside the collective"
-            : "waiting for rank(s) " + behind.joined(separator: ", ")
-        let msg = "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within \(String(format: "%.0f", watchdogSeconds)) s; \(ranksText). Aborting the job.\n"
+        let msg = "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within "
+            + "\(String(format: "%.0f", watchdogSeconds)) s; \(suspects()). Aborting the job.\n"
         FileHandle.standardError.write(Data(msg.utf8))
         abort(code: 3)
+    }
+
+    /// The ranks on this node that hold the collective up: those not polling a collective (stalled
+    /// in computation, or inside a collective without progressing it). Ranks that wait are only
+    /// listed when nobody on the node is stalled.
+    func suspects() -> String {
+        guard !slots.isEmpty else { return "no progress board; the stalled rank is unknown" }
+        let now = Self.nowMillis()
+        var stalled: [String] = [], waiting: [String] = []
+        for (i, wr) in nodeWorldRanks.enumerated() where i != nodeRank {
+            let n = slots[i][0], poll = slots[i][1]
+            if poll > 0 && now - poll < 1000 {
+                waiting.append("\(wr) (waiting in its collective \(n))")
+            } else if n < entered {
+                stalled.append("\(wr) (entered \(n) of my \(entered) collectives, not waiting in one)")
+            } else {
+                stalled.append("\(wr) (inside collective \(n) but not progressing it)")
+            }
+        }
+        if !stalled.isEmpty { return "waiting for rank(s) " + stalled.joined(separator: ", ") }
+        return "no rank on this node is stalled (" + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
+            + "); the missing rank(s) are on another node"
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {

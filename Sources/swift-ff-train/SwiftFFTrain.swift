@@ -130,6 +130,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-stall-rank"), help: .hidden) var debugStallRank: Int?
     @Option(name: .customLong("debug-stall-step"), help: .hidden) var debugStallStep: Int = 1
     @Option(name: .customLong("debug-stall-seconds"), help: .hidden) var debugStallSeconds: Double = 3600
+    /// Where the stall happens: `step` (its start), `backward` (after the forward passes) or
+    /// `collective` (right after entering the step's first collective).
+    @Option(name: .customLong("debug-stall-at"), help: .hidden) var debugStallAt = "step"
     @Option(name: .customLong("debug-log-samples"), help: .hidden) var debugLogSamples: String?
     @Option(name: .customLong("debug-kill-in-checkpoint"), help: .hidden) var debugKillInCheckpoint: Int?
     @Option(name: .customLong("debug-stop-at-step"), help: .hidden) var debugStopAtStep: Int?
@@ -154,10 +157,17 @@ struct Train: ParsableCommand {
             mpi?.where_ = { "step \(currentStep)" }
             let (killRank, killStep, stallRank, stallStep, stallSeconds, stopAt) =
                 (debugKillRank, debugKillStep, debugStallRank, debugStallStep, debugStallSeconds, debugStopAtStep)
+            let stallAt = debugStallAt
+            if comm.rank == stallRank && stallAt == "collective" {
+                var stalled = false
+                mpi?.afterEnter = { _ in
+                    if currentStep == stallStep && !stalled { stalled = true; stall(stallSeconds) }
+                }
+            }
             trainer.beforeStep = { step in
                 currentStep = step
                 if comm.rank == killRank && step == killStep { raise(SIGKILL) }
-                if comm.rank == stallRank && step == stallStep { usleep(UInt32(min(stallSeconds, 4000) * 1_000_000)) }
+                if comm.rank == stallRank && step == stallStep && stallAt == "step" { stall(stallSeconds) }
                 // As if the last rank alone got SIGTERM during this step: the vote stops every rank.
                 if step == stopAt && comm.rank == comm.size - 1 { stopSignal = 1 }
             }
@@ -166,6 +176,13 @@ struct Train: ParsableCommand {
                 let steps = Set(debugNaNSteps)
                 trainer.beforeBackward = { step in
                     if comm.rank == nanRank && steps.contains(step) { trainer.workload.grads[0] = .nan }
+                }
+            }
+            if comm.rank == stallRank && stallAt == "backward" {
+                let previous = trainer.beforeBackward
+                trainer.beforeBackward = { step in
+                    previous?(step)
+                    if step == stallStep { stall(stallSeconds) }
                 }
             }
             if let step = debugKillInCheckpoint {
@@ -250,6 +267,11 @@ struct Eval: ParsableCommand {
             fail(error)
         }
     }
+}
+
+/// Hangs this process (fault injection), at most 4000 s.
+func stall(_ seconds: Double) {
+    usleep(UInt32(min(seconds, 4000) * 1_000_000))
 }
 
 /// Set by SIGTERM/SIGINT (what schedulers send before they pre-empt); the trainer polls it.

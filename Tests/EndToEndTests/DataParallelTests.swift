@@ -135,4 +135,26 @@ final class DataParallelTests: XCTestCase {
         XCTAssertTrue(o.output.contains("waiting for rank(s) 1"), o.output)
         XCTAssertLessThan(o.seconds, 3 + 15)
     }
+
+    /// Rank 1 of 4 stalls in the middle of step 5 (after its forward passes, and inside its first
+    /// collective): every rank that reports names rank 1, never a rank that is only waiting.
+    func testStalledRankOfFourInTheMiddleOfAStepIsTheOneNamed() throws {
+        for at in ["backward", "collective"] {
+            let cfg = try h.config(name: "stall4-\(at)", steps: 50, watchdog: 3)
+            let o = try h.mpirun(4, ["--config", cfg, "--debug-stall-rank", "1", "--debug-stall-step", "5",
+                                     "--debug-stall-at", at, "--debug-stall-seconds", "120"], timeout: 90)
+            XCTAssertFalse(o.timedOut, o.output)
+            XCTAssertNotEqual(o.status, 0, o.output)
+            let reports = o.output.split(separator: "\n").filter { $0.contains("watchdog: collective") }
+            XCTAssertFalse(reports.isEmpty, "\(at): no watchdog report:\n\(o.output)")
+            for line in reports {
+                XCTAssertTrue(line.contains("at step 5"), "\(at): \(line)")
+                XCTAssertTrue(line.contains("waiting for rank(s) 1 ("), "\(at): \(line)")
+                for innocent in [0, 2, 3] {
+                    XCTAssertFalse(line.contains("rank(s) \(innocent) (") || line.contains(", \(innocent) ("),
+                                   "\(at): names rank \(innocent): \(line)")
+                }
+            }
+        }
+    }
 }
