@@ -28,12 +28,12 @@ public final class MPICommunicator: Communicator {
     /// Describes where the caller is (e.g. "step 12"), for watchdog messages.
     public var where_: () -> String = { "" }
 
-    // Node-local progress board: each node rank's two slots hold the number of collectives it has
-    // entered and the monotonic time (ms) it last polled one it waits in (0: not waiting); `board`
-    // is this rank's.
+    // Node-local progress board: each node rank's three slots hold the number of collectives it
+    // has entered, the monotonic time (ms) it last polled one it waits in (0: not waiting), and,
+    // once its watchdog fired, 1 + the world rank it named (0: none); `board` is this rank's.
     var nodeComm: MPI_Comm? = nil
     var board: UnsafeMutablePointer<Int64>? = nil
-    /// Every node rank's two slots, by node rank.
+    /// Every node rank's slots, by node rank.
     var slots: [UnsafeMutablePointer<Int64>] = []
     var boardWindow: MPI_Win? = nil
     var nodeWorldRanks: [Int32] = []
@@ -96,7 +96,7 @@ public final class MPICommunicator: Communicator {
         nodeRank = Int(nr)
         var base: UnsafeMutableRawPointer? = nil
         var win: MPI_Win? = nil
-        try check(MPI_Win_allocate_shared(MPI_Aint(2 * MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size),
+        try check(MPI_Win_allocate_shared(MPI_Aint(3 * MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size),
                                           cmpi_info_null(), node, &base, &win),
                   "MPI_Win_allocate_shared")
         boardWindow = win
@@ -109,8 +109,7 @@ public final class MPICommunicator: Communicator {
             return at!.assumingMemoryBound(to: Int64.self)
         }
         board = slots[nodeRank]
-        board?[0] = 0
-        board?[1] = 0
+        for k in 0..<3 { board?[k] = 0 }
         var me = Int32(rank)
         nodeWorldRanks = [Int32](repeating: 0, count: Int(ns))
         try check(MPI_Allgather(&me, 1, cmpi_int32(), &nodeWorldRanks, 1, cmpi_int32(), node), "MPI_Allgather")
@@ -171,31 +170,46 @@ public final class MPICommunicator: Communicator {
 
     private func watchdogFire(_ what: String, _ elapsed: Double) -> Never {
         let msg = "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within "
-            + "\(String(format: "%.0f", watchdogSeconds)) s; \(suspects()). Aborting the job.\n"
+            + "\(String(format: "%.0f", watchdogSeconds)) s; \(verdict()). Aborting the job.\n"
         FileHandle.standardError.write(Data(msg.utf8))
         abort(code: 3)
+    }
+
+    /// The first verdict on this node stands: once a rank has aborted the job, the stalled rank may
+    /// wake (the abort's SIGTERM ends a sleep) and look like it waits, so later watchdogs repeat
+    /// the rank the first one named.
+    func verdict() -> String {
+        for (i, slot) in slots.enumerated() where i != nodeRank && slot[2] > 0 {
+            return "waiting for rank(s) \(slot[2] - 1) (named by rank \(nodeWorldRanks[i])'s watchdog, which fired first)"
+        }
+        let (text, first) = suspects()
+        if let first { board?[2] = Int64(first) + 1 }
+        return text
     }
 
     /// The ranks on this node that hold the collective up: those not polling a collective (stalled
     /// in computation, or inside a collective without progressing it). Ranks that wait are only
     /// listed when nobody on the node is stalled.
-    func suspects() -> String {
-        guard !slots.isEmpty else { return "no progress board; the stalled rank is unknown" }
+    func suspects() -> (text: String, first: Int32?) {
+        guard !slots.isEmpty else { return ("no progress board; the stalled rank is unknown", nil) }
         let now = Self.nowMillis()
-        var stalled: [String] = [], waiting: [String] = []
+        var stalled: [String] = [], waiting: [String] = [], first: Int32?
         for (i, wr) in nodeWorldRanks.enumerated() where i != nodeRank {
             let n = slots[i][0], poll = slots[i][1]
             if poll > 0 && now - poll < 1000 {
                 waiting.append("\(wr) (waiting in its collective \(n))")
-            } else if n < entered {
+                continue
+            }
+            first = first ?? wr
+            if n < entered {
                 stalled.append("\(wr) (entered \(n) of my \(entered) collectives, not waiting in one)")
             } else {
                 stalled.append("\(wr) (inside collective \(n) but not progressing it)")
             }
         }
-        if !stalled.isEmpty { return "waiting for rank(s) " + stalled.joined(separator: ", ") }
-        return "no rank on this node is stalled (" + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
-            + "); the missing rank(s) are on another node"
+        if !stalled.isEmpty { return ("waiting for rank(s) " + stalled.joined(separator: ", "), first) }
+        return ("no rank on this node is stalled (" + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
+            + "); the missing rank(s) are on another node", nil)
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {

@@ -269,9 +269,11 @@ struct Eval: ParsableCommand {
     }
 }
 
-/// Hangs this process (fault injection), at most 4000 s.
+/// Hangs this process (fault injection), at most 4000 s, through signals (a hung rank stays hung
+/// when the job's abort sends SIGTERM, which the stop handler catches).
 func stall(_ seconds: Double) {
-    usleep(UInt32(min(seconds, 4000) * 1_000_000))
+    let end = Date().addingTimeInterval(min(seconds, 4000))
+    while Date() < end { usleep(UInt32(min(end.timeIntervalSinceNow, 1) * 1_000_000) + 1) }
 }
 
 /// Set by SIGTERM/SIGINT (what schedulers send before they pre-empt); the trainer polls it.
