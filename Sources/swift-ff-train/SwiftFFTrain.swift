@@ -126,7 +126,10 @@ struct Train: ParsableCommand {
     var allowConfigChange = false
 
     @Option(name: .customLong("debug-kill-rank"), help: .hidden) var debugKillRank: Int?
-    @Option(name: .customLong("debug-kill-step"), help: .hidden) var debugKillStep: Int = 1
+    @Option(name: .customLong("debug-kill-step"), help: .hidden) var debugKillSteps: [Int] = []
+    /// With it, each kill step fires once only (a file PATH.stepN marks it), so a restarted job
+    /// that runs the step again survives it.
+    @Option(name: .customLong("debug-kill-marker"), help: .hidden) var debugKillMarker: String?
     @Option(name: .customLong("debug-stall-rank"), help: .hidden) var debugStallRank: Int?
     @Option(name: .customLong("debug-stall-step"), help: .hidden) var debugStallStep: Int = 1
     @Option(name: .customLong("debug-stall-seconds"), help: .hidden) var debugStallSeconds: Double = 3600
@@ -156,8 +159,8 @@ struct Train: ParsableCommand {
             var currentStep = 0
             mpi?.where_ = { "step \(currentStep)" }
             let (killRank, killStep, stallRank, stallStep, stallSeconds, stopAt) =
-                (debugKillRank, debugKillStep, debugStallRank, debugStallStep, debugStallSeconds, debugStopAtStep)
-            let stallAt = debugStallAt
+                (debugKillRank, debugKillSteps.isEmpty ? [1] : debugKillSteps, debugStallRank, debugStallStep, debugStallSeconds, debugStopAtStep)
+            let stallAt = debugStallAt, marker = debugKillMarker
             if comm.rank == stallRank && stallAt == "collective" {
                 var stalled = false
                 mpi?.afterEnter = { _ in
@@ -166,7 +169,7 @@ struct Train: ParsableCommand {
             }
             trainer.beforeStep = { step in
                 currentStep = step
-                if comm.rank == killRank && step == killStep { raise(SIGKILL) }
+                if comm.rank == killRank && killStep.contains(step) && firstKill(marker, step) { raise(SIGKILL) }
                 if comm.rank == stallRank && step == stallStep && stallAt == "step" { stall(stallSeconds) }
                 // As if the last rank alone got SIGTERM during this step: the vote stops every rank.
                 if step == stopAt && comm.rank == comm.size - 1 { stopSignal = 1 }
@@ -267,6 +270,15 @@ struct Eval: ParsableCommand {
             fail(error)
         }
     }
+}
+
+/// Whether a debug kill at `step` fires: always without a marker, else once (the marker file
+/// records it).
+func firstKill(_ marker: String?, _ step: Int) -> Bool {
+    guard let marker else { return true }
+    let path = "\(marker).step\(step)"
+    if FileManager.default.fileExists(atPath: path) { return false }
+    return FileManager.default.createFile(atPath: path, contents: nil)
 }
 
 /// Hangs this process (fault injection), at most 4000 s, through signals (a hung rank stays hung
