@@ -9,7 +9,8 @@ struct SwiftFFTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swift-ff-train",
         abstract: "Train FourierFormer (and softmax) Transformers on CPUs, in one process or over MPI.",
-        subcommands: [Train.self, Prepare.self, Eval.self, Analyze.self, Plot.self, Export.self, Inspect.self, Bench.self, Fuzz.self],
+        subcommands: [Train.self, Prepare.self, Eval.self, Generate.self, Analyze.self, Plot.self, Export.self, Inspect.self,
+                      Bench.self, Fuzz.self],
         defaultSubcommand: Train.self)
 
     static func main() {
@@ -153,6 +154,7 @@ struct Train: ParsableCommand {
             let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
             let lm = trainer.workload as? LanguageModelWorkload
             stepBitsPerNat = lm?.vocab.tokenizer == .byte ? 1 / log(2) : nil
+            if comm.isRoot, let lm { try keepVocabulary(lm.vocab, in: cfg.runDirectory) }
             if try startOrResume(trainer, cfg, comm) { mpi?.finalize(); return }
             installStopHandlers()
             trainer.stopRequested = { stopSignal != 0 }

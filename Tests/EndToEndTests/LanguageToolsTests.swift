@@ -91,3 +91,41 @@ extension LanguageToolsTests {
         }
     }
 }
+
+extension LanguageToolsTests {
+    /// `generate` from a run folder, a checkpoint and a safetensors file: the prompt, then at most
+    /// --max-new-tokens tokens; the same seed gives the same text; tokens/s on standard error.
+    func testGenerateFromRunCheckpointAndFile() throws {
+        let h = try Harness()
+        let cfg = try byteRun(h, name: "gen")
+        let train = try h.run([h.binary, "--config", cfg])
+        XCTAssertEqual(train.status, 0, train.output)
+        let run = "\(h.dir)/runs/gen"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/vocab.json"), "training keeps the vocabulary")
+        // Standard output as bytes: a byte-level model may emit bytes that are not UTF-8.
+        func generate(_ source: String, _ extra: [String] = []) throws -> (status: Int32, out: [UInt8], err: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: h.binary)
+            p.arguments = ["generate", source, "to be", "--max-new-tokens", "20", "--seed", "4"] + extra
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out; p.standardError = err
+            try p.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, [UInt8](o), String(decoding: e, as: UTF8.self))
+        }
+        let a = try generate(run), b = try generate(run)
+        XCTAssertEqual(a.status, 0, a.err)
+        XCTAssertEqual(Array(a.out.prefix(5)), Array("to be".utf8))
+        XCTAssertEqual(a.out.count, "to be".utf8.count + 20 + 1, "the prompt, 20 byte tokens, a final line break")
+        XCTAssertTrue(a.err.contains("tokens/s"), a.err)
+        XCTAssertEqual(a.out, b.out, "same seed, same text")
+        let ck = try generate(run + "/checkpoints/step-00000010", ["--vocab", h.dir + "/bytes/vocab.json"])
+        XCTAssertEqual(ck.out, a.out, "the final checkpoint holds the final weights")
+        let file = try generate(run + "/model.safetensors", ["--temperature", "0"])
+        XCTAssertEqual(file.status, 0, file.err)
+        let missing = try h.run([h.binary, "generate", h.dir + "/nothing", "x"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.output.contains(h.dir + "/nothing"), missing.output)
+    }
+}
