@@ -15,10 +15,12 @@
 # that does not divide train.batch_size / train.grad_accum; the launcher then tries one rank fewer
 # (not counted as a restart), so the count it settles on is the largest that divides the batch.
 # A restart always resumes; a run that finished exits 0 at once ("run ... is complete").
+# An attempt that fails before training starts (a bad config, missing data) is not restarted:
+# it would fail the same way again.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RANKS=2; MAX_RESTARTS=3; HOSTFILE=""; PROBE='ssh -o BatchMode=yes -o ConnectTimeout=5 {} true'
-LOG_DIR=""; BIN=${FF_BIN:-.build/release/swift-ff-train}
+LOG_DIR=""; BIN=${FF_BIN:-$ROOT/.build/release/swift-ff-train}
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) RANKS=$2; shift 2 ;;
@@ -77,6 +79,10 @@ while true; do
     n=$((n - 1)); attempt=$((attempt + 1)); continue
   fi
   cause=$(grep -E "error:|watchdog:|exited on signal|noticed that process|Killed" "$out" | tail -1)
+  if ! grep -q "^swift-ff-train: " "$out"; then
+    log "attempt $attempt failed before training started (exit status $status: ${cause:-no message}); not restarting"
+    exit "$status"
+  fi
   if [ "$restarts" -ge "$MAX_RESTARTS" ]; then
     log "attempt $attempt failed (exit status $status: ${cause:-no message}); no restarts left ($MAX_RESTARTS)"
     exit "$status"

@@ -45,4 +45,22 @@ final class RestartTests: XCTestCase {
         XCTAssertTrue(log.contains("restart 1 of 1"), log)
         XCTAssertTrue(log.contains("no restarts left (1)"), log)
     }
+
+    /// 3 ranks do not divide a batch of 8: the launcher steps down to 2 without spending a
+    /// restart; a bad config fails once and is not restarted.
+    func testRankCountStepsDownToDivideTheBatchAndStartUpErrorsAreNotRestarted() throws {
+        let cfg = try h.config(name: "three", steps: 4, batch: 8)
+        let o = try h.run(["bash", script, "-n", "3", "--log-dir", h.dir + "/a", "--bin", h.binary, "--", "--config", cfg],
+                          timeout: 200)
+        XCTAssertEqual(o.status, 0, o.output)
+        let log = try String(contentsOfFile: h.dir + "/a/restarts.log", encoding: .utf8)
+        XCTAssertTrue(log.contains("3 ranks do not divide the global batch: trying 2"), log)
+        XCTAssertTrue(log.contains("finished after 0 restart(s) on 2 rank(s)"), log)
+        let bad = try h.run(["bash", script, "-n", "2", "--log-dir", h.dir + "/b", "--bin", h.binary, "--",
+                             "--config", h.dir + "/none.yaml"], timeout: 100)
+        XCTAssertNotEqual(bad.status, 0)
+        let badLog = try String(contentsOfFile: h.dir + "/b/restarts.log", encoding: .utf8)
+        XCTAssertTrue(badLog.contains("failed before training started"), badLog)
+        XCTAssertFalse(badLog.contains("restart 1"), badLog)
+    }
 }
