@@ -1,12 +1,17 @@
 import FFKernels
-/// Language-model samples cut from a token shard: sample i is the window of T + 1 tokens starting
-/// at i * T (inputs: the first T, targets: the last T). Windows do not overlap, so every token but
-/// the first is a target exactly once (the "independent segments" of the paper's evaluation).
+/// Language-model samples cut from token shards (their concatenation): sample i is the window of
+/// T + 1 tokens starting at i * T (inputs: the first T, targets: the last T). Windows do not
+/// overlap, so every token but the first is a target exactly once (the "independent segments" of
+/// the paper's evaluation). A window may span two shards.
 public struct LMDataset: Sendable {
-    public let shard: TokenShard
+    public let shard: TokenCorpus
     public let context: Int
 
     public init(shard: TokenShard, context: Int) throws {
+        try self.init(corpus: TokenCorpus(shards: [shard]), context: context)
+    }
+
+    public init(corpus shard: TokenCorpus, context: Int) throws {
         guard shard.count >= context + 1 else {
             throw DataError(shard.path, "has \(shard.count) tokens, fewer than context + 1 = \(context + 1)")
         }

@@ -35,6 +35,11 @@ public struct Vocabulary: Sendable, Codable, Equatable {
             lines += 1
             for w in line.split(whereSeparator: { $0 == " " || $0 == "\t" }) { counts[w, default: 0] += 1 }
         }
+        return buildWord(counts: counts, lines: lines, minCount: minCount, maxSize: maxSize)
+    }
+
+    /// `buildWord` from word counts and the number of lines (each line ends with `<eos>`).
+    public static func buildWord(counts: [Substring: Int], lines: Int, minCount: Int, maxSize: Int?) -> Vocabulary {
         var words = counts.filter { $0.key != Substring(eos) && $0.key != Substring(unk) && $0.value >= minCount }
             .sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         if let maxSize { words = Array(words.prefix(max(maxSize - 2, 0))) }

@@ -200,6 +200,16 @@ struct ConfigReader {
         throw bad(key, v, "a string")
     }
 
+    /// A string or a non-empty list of strings (e.g. token shards: names or glob patterns).
+    mutating func strings(_ key: String, _ def: [String]) throws -> [String] {
+        guard let v = raw(key) else { return def }
+        if let s = v as? String { return [s] }
+        guard let list = v as? [Any], !list.isEmpty, list.allSatisfy({ $0 is String }) else {
+            throw bad(key, v, "a file name, a glob pattern or a list of them")
+        }
+        return list.map { $0 as! String }
+    }
+
     mutating func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ def: E) throws -> E where E.RawValue == String {
         let s = try string(key, def.rawValue)
         guard let e = E(rawValue: s) else {

@@ -16,6 +16,9 @@ public struct TrainConfig: Sendable {
         public var dir: String
         /// LM: token shards. Images: IDX image files (labels below); an empty `valid` means none.
         public var train = "train.bin", valid = "valid.bin", test = "test.bin"
+        /// LM: the shards of each split, file names or glob patterns relative to `dir` (a split is
+        /// their concatenation); `train`, `valid`, `test` then name them for messages.
+        public var trainShards = ["train.bin"], validShards = ["valid.bin"], testShards = ["test.bin"]
         /// Images: IDX label files.
         public var trainLabels = "", validLabels = "", testLabels = ""
         /// Images: hold out this many training images (a seeded choice) as the valid split.
@@ -163,9 +166,12 @@ public struct TrainConfig: Sendable {
         let kind = try r.choice("model.kind", ModelKind.lm)
         var data = Data(dir: try r.string("data.dir"))
         if kind == .lm {
-            data.train = try r.string("data.train", data.train)
-            data.valid = try r.string("data.valid", data.valid)
-            data.test = try r.string("data.test", data.test)
+            data.trainShards = try r.strings("data.train", data.trainShards)
+            data.validShards = try r.strings("data.valid", data.validShards)
+            data.testShards = try r.strings("data.test", data.testShards)
+            data.train = data.trainShards.joined(separator: ", ")
+            data.valid = data.validShards.joined(separator: ", ")
+            data.test = data.testShards.joined(separator: ", ")
         } else {
             // Defaults: the MNIST / Fashion-MNIST file names.
             data.train = try r.string("data.train", "train-images-idx3-ubyte.gz")

@@ -85,17 +85,19 @@ public final class LanguageModelWorkload: ModelWorkload {
         self.vocab = vocab
         textBytes = vocab.textBytesPerToken
         let T = config.model.context
-        let open = { (file: String) throws -> LMDataset in
-            let shard = try TokenShard(path: config.dataPath(file))
-            let mx = shard.maxToken()
-            guard Int(mx) < vocab.size else {
-                throw DataError(shard.path, "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
+        let open = { (patterns: [String]) throws -> LMDataset in
+            let corpus = try TokenCorpus(dir: config.data.dir, patterns: patterns)
+            for shard in corpus.shards {
+                let mx = shard.maxToken()
+                guard Int(mx) < vocab.size else {
+                    throw DataError(shard.path, "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
+                }
             }
-            return try LMDataset(shard: shard, context: T)
+            return try LMDataset(corpus: corpus, context: T)
         }
-        train = try open(config.data.train)
-        valid = try open(config.data.valid)
-        test = try open(config.data.test)
+        train = try open(config.data.trainShards)
+        valid = try open(config.data.validShards)
+        test = try open(config.data.testShards)
         let lm = config.model.lmConfig(vocabSize: vocab.size)
         if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
         try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: T, outputs: vocab.size),

@@ -25,6 +25,12 @@ struct Prepare: ParsableCommand {
     @Option(name: .long, help: "gpt2: the tiktoken ranks file (launch/fetch-gpt2-ranks.sh writes it).")
     var bpeRanks: String = "data/gpt2/gpt2.tiktoken"
 
+    @Option(name: .long, help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
+    var shardTokens: Int = 0
+
+    @Option(name: .customLong("chunk-bytes"), help: .hidden)
+    var chunkBytes: Int = 8 << 20
+
     @Option(name: .long, help: "Word tokenizer: words seen fewer times in train become <unk>.")
     var minCount: Int = 1
 
@@ -37,6 +43,8 @@ struct Prepare: ParsableCommand {
         }
         guard minCount >= 1 else { throw ValidationError("--min-count must be at least 1") }
         if let maxVocab, maxVocab < 3 { throw ValidationError("--max-vocab must be at least 3") }
+        guard shardTokens >= 0 else { throw ValidationError("--shard-tokens must be >= 0") }
+        guard chunkBytes >= 1 else { throw ValidationError("--chunk-bytes must be >= 1") }
     }
 
     func findSplit(_ split: String) throws -> String {
@@ -50,43 +58,80 @@ struct Prepare: ParsableCommand {
     func run() throws {
         do {
             let files = try ["train", "valid", "test"].map { try findSplit($0) }
-            var texts: [String] = []
-            for f in files {
-                guard let data = FileManager.default.contents(atPath: f) else { throw DataError(f, "cannot read") }
-                guard let s = String(data: data, encoding: .utf8) else { throw DataError(f, "is not valid UTF-8") }
-                texts.append(s)
-            }
             let kind = TokenizerKind(rawValue: tokenizer)!
-            let (vocab, splitIDs) = try buildVocabulary(kind, texts)
+            var tok = try Tokenizing(kind: kind, trainFile: files[0], options: self)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-            print("vocabulary: \(vocab.size) tokens (\(kind.rawValue))")
-            for (split, ids) in zip(["train", "valid", "test"], splitIDs) {
-                let path = (output as NSString).appendingPathComponent("\(split).bin")
-                try writeTokenShard(ids, to: path)
-                let unk = kind == .word ? ids.filter { $0 == 1 }.count : 0
-                print(String(format: "%@: %d tokens, %.2f%% <unk>, unigram perplexity %.1f -> %@",
-                             split, ids.count, 100 * Double(unk) / Double(max(ids.count, 1)),
-                             vocab.unigramPerplexity(ids), path))
+            print("vocabulary: \(tok.vocab.size) tokens (\(kind.rawValue))")
+            var lines: [String] = []
+            for (split, file) in zip(["train", "valid", "test"], files) {
+                let writer = ShardWriter(dir: output, split: split, shardTokens: shardTokens)
+                var hist = [Int](repeating: 0, count: tok.vocab.size)
+                try tok.encode(file: file, chunkBytes: chunkBytes) { ids in
+                    for id in ids { hist[Int(id)] += 1 }
+                    try writer.append(ids)
+                }
+                let paths = try writer.finish()
+                if split == "train" && kind != .word { tok.vocab.counts = hist } // counts of the training split
+                lines.append(summary(split, hist, tok.vocab, writer, paths))
             }
-            try vocab.write(to: (output as NSString).appendingPathComponent("vocab.json"))
+            for l in lines { print(l) } // after train: unigram figures need its counts
+            try tok.vocab.write(to: (output as NSString).appendingPathComponent("vocab.json"))
+            if shardTokens > 0 { print("config: data: {dir: \(output), train: \"train-*.bin\", valid: \"valid-*.bin\", test: \"test-*.bin\"}") }
         } catch {
             fail(error)
         }
     }
 
-    /// The vocabulary and every split's tokens.
-    func buildVocabulary(_ kind: TokenizerKind, _ texts: [String]) throws -> (Vocabulary, [[Int32]]) {
+    /// One split's line: tokens, <unk> share, unigram perplexity under the training counts, shards.
+    func summary(_ split: String, _ hist: [Int], _ v: Vocabulary, _ w: ShardWriter, _ paths: [String]) -> String {
+        let n = max(w.total, 1), total = Double(v.counts.reduce(0, +))
+        var nll = 0.0
+        for (id, c) in hist.enumerated() where c > 0 { nll -= Double(c) * log(max(Double(v.counts[id]), 0.5) / total) }
+        let unk = v.tokenizer == .word ? hist[1] : 0
+        let out = paths.count == 1 ? paths[0] : "\(paths.count) shards \((output as NSString).appendingPathComponent(w.pattern))"
+        return String(format: "%@: %d tokens, %.2f%% <unk>, unigram perplexity %.1f -> %@",
+                      split, w.total, 100 * Double(unk) / Double(n), exp(nll / Double(n)), out)
+    }
+}
+
+/// A tokenizer and its vocabulary, encoding files chunk by chunk (memory bounded by the chunk and
+/// one shard, whatever the corpus size).
+struct Tokenizing {
+    var vocab: Vocabulary
+    let bpe: GPT2BPE?
+
+    init(kind: TokenizerKind, trainFile: String, options o: Prepare) throws {
         switch kind {
-        case .word, .byte:
-            let vocab = kind == .word
-                ? Vocabulary.buildWord(trainText: texts[0], minCount: minCount, maxSize: maxVocab)
-                : Vocabulary.buildByte(trainText: texts[0])
-            return (vocab, texts.map(vocab.encode))
+        case .word:
+            var counter = WordCounter()
+            try forEachTextChunk(path: trainFile, chunkBytes: o.chunkBytes, cut: .afterNewline) { counter.add($0) }
+            vocab = counter.vocabulary(minCount: o.minCount, maxSize: o.maxVocab)
+            bpe = nil
+        case .byte:
+            vocab = Vocabulary.buildByte(trainText: "")
+            bpe = nil
         case .gpt2:
-            let ranked = try GPT2BPE.readRanks(path: bpeRanks)
-            let bpe = try GPT2BPE(ranked: ranked)
-            let ids = texts.map(bpe.encodeDocuments)
-            return (Vocabulary.buildGPT2(ranked: ranked, trainIDs: ids[0]), ids)
+            let ranked = try GPT2BPE.readRanks(path: o.bpeRanks)
+            bpe = try GPT2BPE(ranked: ranked)
+            vocab = Vocabulary.buildGPT2(ranked: ranked, trainIDs: [])
         }
+    }
+
+    /// Calls `body` with the tokens of consecutive chunks of `file`; together they are the tokens
+    /// of the whole file (GPT-2: <|endoftext|> after each document, a heading line starting one).
+    func encode(file: String, chunkBytes: Int, _ body: ([Int32]) throws -> Void) throws {
+        guard let bpe else {
+            try forEachTextChunk(path: file, chunkBytes: chunkBytes, cut: .afterNewline) { try body(vocab.encode($0)) }
+            return
+        }
+        try forEachTextChunk(path: file, chunkBytes: chunkBytes, cut: .beforeNewlineAfterPrintable) { chunk in
+            var ids: [Int32] = []
+            for (k, doc) in GPT2BPE.documents(chunk).enumerated() {
+                if k > 0 { ids.append(bpe.endOfTextID) }
+                ids += bpe.encode(String(doc))
+            }
+            try body(ids)
+        }
+        try body([bpe.endOfTextID])
     }
 }

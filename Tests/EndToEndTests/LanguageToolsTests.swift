@@ -129,3 +129,62 @@ extension LanguageToolsTests {
         XCTAssertTrue(missing.output.contains(h.dir + "/nothing"), missing.output)
     }
 }
+
+extension LanguageToolsTests {
+    /// prepare --shard-tokens writes the same tokens as one file per split, read in small chunks;
+    /// training on a glob, a list or llm.c-style shards sees the same data as on one file, and a
+    /// run stopped midway resumes to the same weights.
+    func testManyShardsPrepareTrainAndResume() throws {
+        let h = try Harness()
+        let raw = h.dir + "/raw"
+        try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true)
+        var text = ""
+        for i in 0..<300 { text += " the \(["cat", "dog", "bird"][i % 3]) sat on mat \(i % 7) .\(i % 5 == 0 ? "\r\n" : "\n")" }
+        for split in ["train", "valid", "test"] { try text.write(toFile: "\(raw)/\(split).txt", atomically: true, encoding: .utf8) }
+        for tok in ["word", "byte"] {
+            let one = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-one", "--tokenizer", tok])
+            XCTAssertEqual(one.status, 0, one.output)
+            let many = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-many", "--tokenizer", tok,
+                                  "--shard-tokens", "700", "--chunk-bytes", "64"])
+            XCTAssertEqual(many.status, 0, many.output)
+            for split in ["train", "valid", "test"] {
+                let a = try TokenCorpus(dir: "\(h.dir)/\(tok)-one", patterns: ["\(split).bin"])
+                let b = try TokenCorpus(dir: "\(h.dir)/\(tok)-many", patterns: ["\(split)-*.bin"])
+                XCTAssertGreaterThan(b.shards.count, 1)
+                XCTAssertEqual((0..<a.count).map { a[$0] }, (0..<b.count).map { b[$0] }, "\(tok) \(split)")
+            }
+            XCTAssertEqual(try Vocabulary.read(from: "\(h.dir)/\(tok)-one/vocab.json"),
+                           try Vocabulary.read(from: "\(h.dir)/\(tok)-many/vocab.json"))
+        }
+        func config(_ name: String, _ data: String, _ shards: String) throws -> String {
+            let yaml = """
+            run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
+            data: {dir: \(data), \(shards)}
+            model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, context: 16, dropout: 0.1}
+            train: {steps: 8, batch_size: 4, lr: 3.0e-3, threads: 1, log_every: 1}
+            checkpoint: {every: 0}
+            """
+            try yaml.write(toFile: "\(h.dir)/\(name).yaml", atomically: true, encoding: .utf8)
+            return "\(h.dir)/\(name).yaml"
+        }
+        let many = "\(h.dir)/word-many"
+        let trainShards = try FileManager.default.contentsOfDirectory(atPath: many).filter { $0.hasPrefix("train-") }.sorted()
+        let runs = [
+            ("single", try config("single", "\(h.dir)/word-one", "train: train.bin")),
+            ("glob", try config("glob", many, "train: \"train-*.bin\", valid: \"valid-*.bin\", test: [\"test-*.bin\"]")),
+            ("list", try config("list", many, "train: [\(trainShards.joined(separator: ", "))], valid: \"valid-*.bin\", test: \"test-*.bin\"")),
+        ]
+        for (_, cfg) in runs { let r = try h.run([h.binary, "--config", cfg]); XCTAssertEqual(r.status, 0, r.output) }
+        XCTAssertEqual(try h.losses("glob"), try h.losses("single"))
+        XCTAssertEqual(try h.losses("list"), try h.losses("single"))
+        XCTAssertEqual(try h.weights("glob"), try h.weights("single"))
+
+        // Stopped after step 4 (a checkpoint), resumed: the same weights as the uninterrupted run.
+        let cfg = try config("resumed", many, "train: \"train-*.bin\", valid: \"valid-*.bin\", test: \"test-*.bin\"")
+        let stopped = try h.run([h.binary, "--config", cfg, "--debug-stop-at-step", "4"])
+        XCTAssertTrue(stopped.output.contains("stopped on request after step 4"), stopped.output)
+        let resumed = try h.run([h.binary, "--config", cfg, "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertEqual(try h.weights("resumed"), try h.weights("glob"))
+    }
+}
