@@ -98,6 +98,9 @@ public struct TrainConfig: Sendable {
         public var collapseThreshold: Double
         /// ... at this many logged steps in a row.
         public var collapsePatience: Int
+        /// Language models: every this many steps, rank 0 generates `sampleTokens` tokens from
+        /// `samplePrompt` (0: never).
+        public var sampleEvery = 0, sampleTokens = 64, samplePrompt = ""
     }
 
     /// `model.output: adaptive` settings (the paper's WikiText-103 output layer).
@@ -243,7 +246,7 @@ public struct TrainConfig: Sendable {
             augment.erase = try r.float("augment.erase", 0, min: 0, max: 1)
             augment.labelSmoothing = try r.float("augment.label_smoothing", 0, min: 0, max: 0.99)
         }
-        let train = Train(
+        var train = Train(
             steps: try r.int("train.steps", min: 1), batchSize: try r.int("train.batch_size", min: 1),
             gradAccum: try r.int("train.grad_accum", 1, min: 1),
             lr: try r.float("train.lr", min: 0), minLR: try r.float("train.min_lr", 0, min: 0),
@@ -263,6 +266,9 @@ public struct TrainConfig: Sendable {
             maxSkippedSteps: try r.int("train.max_skipped_steps", 10, min: 0),
             collapseThreshold: try r.double("train.collapse_alarm", 0.5, min: 0, max: 1),
             collapsePatience: try r.int("train.collapse_patience", 3, min: 1))
+        train.sampleEvery = try r.int("train.sample_every", 0, min: 0)
+        train.sampleTokens = try r.int("train.sample_tokens", 64, min: 1)
+        train.samplePrompt = try r.string("train.sample_prompt", "")
         let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
                         watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
                         zero1: try r.bool("dist.zero1", false))

@@ -11,6 +11,8 @@ public enum TrainEvent: Sendable {
     case collapse(Collapse)
     /// A checkpoint was committed: its folder, the seconds the save took, its size.
     case checkpointed(path: String, seconds: Double, bytes: Int)
+    /// Text the model generated from `train.sample_prompt` (`train.sample_every`).
+    case sampled(TextSample)
     case finished(RunSummary)
 }
 

@@ -271,6 +271,12 @@ public final class Trainer {
                 windowStart = Date()
                 if stop { throw TrainingStopped(step: step, checkpoint: dir) }
             }
+            if tc.sampleEvery > 0 && step % tc.sampleEvery == 0 && comm.isRoot, let lm = workload as? LanguageModelWorkload {
+                let s = try lm.sample(step: step, prompt: tc.samplePrompt, tokens: tc.sampleTokens,
+                                      seed: SplitMix64.key(config.run.seed, UInt64(step)))
+                try metrics?.append(s)
+                onEvent(.sampled(s))
+            }
             if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
                 let r = try evaluate(split: workload.evalSplits[0], step: step, maxBatches: tc.evalBatches)
                 try metrics?.append(r)

@@ -47,15 +47,15 @@ struct Generate: ParsableCommand {
             let model = LanguageModel(config: lm, maxBatch: 1)
             try saved.load(layout: model.layout, params: model.params)
             let text = try promptText()
-            let ids = try encodePrompt(text, vocabulary)
+            let ids = try vocabulary.promptTokens(text)
             let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
             let gen = TextGenerator(model: model, options: options)
             let out = FileHandle.standardOutput
             out.write(Data(text.utf8))
-            if vocabulary.tokenizer == .word && !text.isEmpty && !text.hasSuffix("\n") { out.write(Data(" ".utf8)) }
+            out.write(Data(vocabulary.promptSeparator(text).utf8))
             let t0 = Date()
             var first: Date?
-            let tokens = gen.generate(prompt: ids, maxTokens: maxNewTokens, stop: stopTokens(vocabulary)) { tok in
+            let tokens = gen.generate(prompt: ids, maxTokens: maxNewTokens, stop: vocabulary.stopTokens) { tok in
                 if first == nil { first = Date() }
                 out.write(Data(vocabulary.bytes(of: tok)))
             }
@@ -72,31 +72,6 @@ struct Generate: ParsableCommand {
         }
         guard let s = String(data: data, encoding: .utf8) else { throw DataError(promptFile, "is not valid UTF-8") }
         return s
-    }
-
-    /// The prompt's tokens; an empty prompt starts at a document or line start.
-    func encodePrompt(_ text: String, _ v: Vocabulary) throws -> [Int32] {
-        switch v.tokenizer {
-        case .gpt2:
-            let bpe = try v.gpt2()
-            return text.isEmpty ? [bpe.endOfTextID] : bpe.encode(text)
-        case .byte:
-            return text.isEmpty ? [10] : text.utf8.map { Int32($0) }
-        case .word:
-            let eos = Int32(v.tokens.firstIndex(of: Vocabulary.eos)!)
-            var ids = v.encode(text)
-            // encode ends every line with <eos>; a prompt that stops mid-line continues that line.
-            if !text.hasSuffix("\n") && ids.last == eos { ids.removeLast() }
-            return ids.isEmpty ? [eos] : ids
-        }
-    }
-
-    func stopTokens(_ v: Vocabulary) -> Set<Int32> {
-        switch v.tokenizer {
-        case .gpt2: return [Int32(v.size - 1)]
-        case .word: return Set(v.tokens.firstIndex(of: Vocabulary.eos).map { [Int32($0)] } ?? [])
-        case .byte: return []
-        }
     }
 
     /// --vocab, else --config's data, else vocab.json in the run folder the weights belong to.

@@ -93,6 +93,8 @@ func printEvent(_ e: TrainEvent) {
         print("warning: step \(step): \(reason)")
     case .calibrated(let r):
         print("R set from the data (r_init: auto), per layer: " + r.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+    case .sampled(let s):
+        print("sample step \(s.step): \(s.prompt)\(s.text)")
     case .collapse(let c):
         print("warning: step \(c.step): \(c.message)")
     case .checkpointed(let path, let seconds, let bytes):

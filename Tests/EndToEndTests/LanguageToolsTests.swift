@@ -188,3 +188,25 @@ extension LanguageToolsTests {
         XCTAssertEqual(try h.weights("resumed"), try h.weights("glob"))
     }
 }
+
+extension LanguageToolsTests {
+    /// train.sample_every: samples printed and kept in metrics.jsonl, the same for the same seed.
+    func testSamplesDuringTraining() throws {
+        let h = try Harness()
+        let cfg = try byteRun(h, name: "samples", extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to be\"")
+        let a = try h.run([h.binary, "--config", cfg])
+        XCTAssertEqual(a.status, 0, a.output)
+        XCTAssertTrue(a.output.contains("sample step 5: to be"), a.output)
+        let metrics = try String(contentsOfFile: "\(h.dir)/runs/samples/metrics.jsonl", encoding: .utf8)
+        let samples = try metrics.split(separator: "\n").compactMap { line -> [String: Any]? in
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return o["event"] as? String == "sample" ? o : nil
+        }
+        XCTAssertEqual(samples.map { $0["step"] as! Int }, [5, 10])
+        XCTAssertTrue(samples.allSatisfy { ($0["prompt"] as! String) == "to be" && !($0["text"] as! String).isEmpty })
+        let cfg2 = try byteRun(h, name: "samples2", extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to be\"")
+        let b = try h.run([h.binary, "--config", cfg2])
+        let lines = { (o: Harness.Outcome) in o.output.split(separator: "\n").filter { $0.hasPrefix("sample step") } }
+        XCTAssertEqual(lines(a), lines(b))
+    }
+}
