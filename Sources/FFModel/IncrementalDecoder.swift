@@ -7,7 +7,8 @@ import FFKernels
 /// Softmax attention caches k and v. Fourier attention caches what its weight needs per key —
 /// R·k with sin(R·k) and cos(R·k), so sin(R(q − k)) = sin(Rq)cos(Rk) − cos(Rq)sin(Rk) costs no
 /// transcendental per pair — and v. Attention sums run in Double; the matrix products are the
-/// model's own fp32 ones. Positions are absolute within the window (0 ..< context), as in
+/// model's own fp32 ones; an adaptive softmax gives log-probabilities (in Double, from its
+/// definition) in place of logits. Positions are absolute within the window (0 ..< context), as in
 /// training, so the cache holds at most `context` tokens: `TextGenerator` slides the window.
 public final class IncrementalDecoder {
     public let model: LanguageModel
@@ -24,7 +25,6 @@ public final class IncrementalDecoder {
     public private(set) var count = 0
 
     public init(model: LanguageModel) {
-        precondition(model.config.adaptive == nil, "incremental decoding needs the full output layer")
         self.model = model
         let c = model.config
         L = c.layers; C = c.dModel; H = c.heads; D = c.headDim; F = c.dFF; V = c.vocabSize; T = c.context
@@ -66,14 +66,25 @@ public final class IncrementalDecoder {
             layerNormForward(ln, mean: mean, rstd: rstd, x, weight: p + w, bias: p + b, M: 1, C: C)
             final = UnsafePointer(ln)
         }
-        linearForward(logitsBuf, final, p + model.head, nil, M: 1, K: C, N: V)
+        if let out = model.adaptiveOutput {
+            // Log-probabilities serve as logits: sampling only needs them up to a constant.
+            let lp = out.logProbabilities(Array(UnsafeBufferPointer(start: final, count: C)))
+            for v in 0..<V { logitsBuf[v] = Float(lp[v]) }
+        } else {
+            linearForward(logitsBuf, final, p + model.head, nil, M: 1, K: C, N: V)
+        }
         count += 1
         return UnsafeBufferPointer(start: logitsBuf, count: V)
     }
 
     func embed(_ token: Int32, at t: Int, _ p: UnsafePointer<Float>) {
         let scale: Float = model.config.scaleEmbeddings ? Float(C).squareRoot() : 1
-        let e = p + model.tokEmb + Int(token) * C
+        var e = p + model.tokEmb + Int(token) * C
+        if let input = model.adaptiveInput {
+            var tok = token
+            input.forward(tokens: &tok, M: 1, out: tmp)
+            e = UnsafePointer(tmp)
+        }
         let pos = model.posEmb.map { p + $0 + t * C } ?? UnsafePointer(model.posTable + t * C)
         for c in 0..<C { x[c] = e[c] * scale + pos[c] }
     }

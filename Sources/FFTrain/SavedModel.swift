@@ -110,7 +110,12 @@ extension LMConfig {
         scaleEmbeddings = obj["scale_embeddings"] as? Bool ?? true
         dropout = 0
         if (obj["output"] as? String) == "adaptive" {
-            throw ConfigError("\(source): adaptive-softmax models are not supported here (full output layer only)")
+            guard let a = obj["adaptive"] as? [String: Any], let cutoffs = a["cutoffs"] as? [Int] else {
+                throw ConfigError("\(source): an adaptive output without adaptive.cutoffs")
+            }
+            adaptive = AdaptiveSoftmaxConfig(vocabSize: vocabSize, dModel: dModel, cutoffs: cutoffs,
+                                             divVal: Float(a["div_val"] as? Double ?? 1), tieWeights: tieEmbeddings,
+                                             tieProjections: tieEmbeddings && (a["tie_projections"] as? Bool ?? true))
         }
         let a = obj["attention"] as? [String: Any] ?? [:]
         switch a["kind"] as? String {

@@ -56,6 +56,30 @@ final class IncrementalDecoderTests: XCTestCase {
         }
     }
 
+    /// Adaptive input and softmax (the paper's WikiText-103 set-up): the decoder's log-probabilities
+    /// equal the adaptive softmax's on the full forward's final hidden states.
+    func testAdaptiveSoftmaxModelsDecode() {
+        for norm in [NormPlacement.post, .pre] {
+            var c = LMConfig(vocabSize: 60, layers: 2, dModel: 16, heads: 2, dFF: 32, context: 8)
+            c.attention = .fourier(FourierSpec(), rInit: 1); c.norm = norm; c.dropout = 0; c.initStd = 0.2
+            c.adaptive = AdaptiveSoftmaxConfig(vocabSize: 60, dModel: 16, cutoffs: [20, 40], divVal: 2, tieWeights: true,
+                                               tieProjections: true)
+            let m = LanguageModel(config: c, maxBatch: 1)
+            m.initialize(seed: 5)
+            let tokens: [Int32] = [3, 45, 12, 59, 0, 21, 33, 7]
+            _ = m.forward(tokens: tokens, targets: tokens, batch: 1, mode: .eval)
+            let hidden = norm == .pre ? m.lnfOut : m.stack.layerOutput(c.layers - 1)
+            let full = (0..<8).map { t in m.adaptiveOutput!.logProbabilities(Array(UnsafeBufferPointer(start: hidden + t * 16, count: 16))) }
+            let dec = IncrementalDecoder(model: m)
+            var worst = 0.0
+            for t in 0..<8 {
+                let row = dec.append(tokens[t])
+                for v in 0..<60 { worst = max(worst, abs(Double(row[v]) - full[t][v])) }
+            }
+            XCTAssertLessThan(worst, 1e-5, "\(norm): max |diff| \(worst)")
+        }
+    }
+
     func testSlidingWindowEqualsAFreshPassOverTheWindow() {
         for (name, kind) in Self.kinds {
             let m = model(kind, context: 8)
