@@ -6,7 +6,8 @@
 # (docs/study/NAME.md) with mean ± sd over seeds and the health of every layer.
 #   launch/study.sh [CONFIG ...]    (default: lm-debug, lm-shakespeare-bytes, vit-fashion-debug)
 # Environment: SEEDS (default "1111 1112 1113"), JOBS runs at once with one thread each
-# (default: the number of cores), OUT (default docs/study). Runs go to runs/study/; a run whose
+# (default: the number of cores), OUT (default docs/study), TARGETS (extra Fourier variants with
+# R from the data at these model.attention.r_target values, e.g. "0.9"). Runs go to runs/study/; a run whose
 # summary exists is not trained again, so an interrupted study continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,7 @@ trap 'rm -f "$jobs_file"' EXIT
 for cfg in "${CONFIGS[@]}"; do
   for seed in $SEEDS; do
     for variant in fourier fourier-paper softmax; do echo "$cfg $variant $seed" >> "$jobs_file"; done
+    for t in ${TARGETS:-}; do echo "$cfg fourier-t$t $seed" >> "$jobs_file"; done
   done
 done
 
@@ -48,6 +50,8 @@ train_one() {  # CONFIG VARIANT SEED
     fourier) args+=(--set model.attention.kind=fourier --set model.attention.r_init=auto) ;;
     fourier-paper) args+=(--set model.attention.kind=fourier --set model.attention.r_init=$paper) ;;
     softmax) args+=(--set model.attention.kind=softmax) ;;
+    fourier-t*) args+=(--set model.attention.kind=fourier --set model.attention.r_init=auto
+                       --set model.attention.r_target="${variant#fourier-t}") ;;
   esac
   if [ ! -f "runs/study/$run/summary.json" ]; then
     echo "=== training $run"

@@ -36,6 +36,10 @@ def metrics(v, s):
         return [json.loads(line) for line in fh if line.strip()]
 
 
+# Extra variants with another r_target (launch/study.sh's TARGETS), after the default.
+extra = sorted({d[len(name) + len("-fourier-t"):].rsplit("-s", 1)[0] for d in os.listdir("runs/study")
+                if d.startswith(f"{name}-fourier-t") and os.path.isdir(os.path.join("runs/study", d))})
+variants[1:1] = [(f"fourier-t{t}", f"Fourier, R from the data with r_target {t}") for t in extra]
 # A variant enters the report when every seed of it finished (summary and analysis written).
 variants = [(v, label) for v, label in variants
             if all(os.path.exists(os.path.join(run_dir(v, s), f)) for s in seeds
@@ -135,18 +139,22 @@ os.makedirs(out, exist_ok=True)
 
 
 def health_plot(path):
-    """Four panels over training steps, one line per layer, first seed: row-sum, collapsed rows,
-    the median of R·|q_d − k_d|, and R; solid = R from the data, dashed = the paper's init."""
+    """Six panels over training steps, one line per layer, first seed: row-sum, collapsed rows,
+    the median of R·|q_d − k_d|, R, and the norms of q and k; solid = R from the data, dashed =
+    the paper's init."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     panels = [("row_sum", "mean Σ_j A (row-sum)"), ("collapsed", "fraction of rows collapsed"),
-              ("u50", "median R·|q_d − k_d|"), ("r", "R")]
+              ("u50", "median R·|q_d − k_d|"), ("r", "R"), ("q_norm", "‖q‖ per head (RMS)"),
+              ("k_norm", "‖k‖ per head (RMS)")]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (key, title), ax in zip(panels, axes.flat):
         for v, label in fourier:
             ms = [m for m in metrics(v, seeds[0]) if m.get("attn_health")]
+            if v not in ("fourier", "fourier-paper"):
+                continue
             style = "-" if v == "fourier" else "--"
             for l in range(layers):
                 ax.plot([m["step"] for m in ms], [m["attn_health"][l][key] for m in ms], style,
@@ -169,11 +177,11 @@ def picture(svg, base):
     return base + ".svg"
 
 
-if len(fourier) == 2:
+if any(v == "fourier-paper" for v, _ in fourier):
     try:
         health_plot(os.path.join(out, f"{name}-health.png"))
         lines += ["## How the health of each layer evolves (first seed)", "",
-                  f"![row-sum, collapsed rows, median R|q-k| and R per layer over training]({name}-health.png)", ""]
+                  f"![row-sum, collapsed rows, median R|q-k|, R and the norms of q and k per layer over training]({name}-health.png)", ""]
     except ImportError:
         print("study_report: matplotlib missing, no health plot (pip install matplotlib)")
 curves = os.path.join(out, f"{name}-curves.svg")
