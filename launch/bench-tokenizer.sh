@@ -26,5 +26,6 @@ for _ in range(5):
         enc.encode_ordinary(t)
     times.append(time.perf_counter() - t0)
 m = statistics.median(times)
-print(f"tiktoken gpt2 (encode_ordinary): {size} bytes, {tokens} tokens, median {m:.3f} s over 5 rounds, {size / m / 1e6:.2f} MB/s")
+print(f"tiktoken gpt2 (encode_ordinary): {size} bytes, {tokens} tokens, median {m:.3f} s over 5 rounds, "
+      f"{size / m / 1e6:.2f} MB/s")
 PY

@@ -31,12 +31,15 @@ def load_encoding(path):
 
 def hostile_cases():
     cases = {
-        "invalid-utf8": b"ok \xff\xfe bad \xc3 trunc \xe2\x82 mid \xed\xa0\x80 surrogate \xf4\x90\x80\x80 end\xc3",
-        "whitespace-runs": (" " * 300 + "word" + "\t\t \n\n\n  x" + " \r\n" * 40 + "   \u00a0\u2003 y" + " " * 50).encode(),
+        "invalid-utf8": b"ok \xff\xfe bad \xc3 trunc \xe2\x82 mid \xed\xa0\x80 surrogate "
+                        b"\xf4\x90\x80\x80 end\xc3",
+        "whitespace-runs": (" " * 300 + "word" + "\t\t \n\n\n  x" + " \r\n" * 40 + "   \u00a0\u2003 y"
+                            + " " * 50).encode(),
         "spaces-only": (" " * 1000).encode(),
         "newlines-then-text": ("\n" * 7 + "a\n \n  b  ").encode(),
         "emoji": "I ❤️ 🦀s! 👩‍👩‍👧‍👦 family, 🇫🇷 flag, 🧑🏽‍💻 coder 🤖🤖🤖".encode(),
-        "combining": "e\u0301te\u0301 cafe\u0301 Z\u0335\u0321a\u0336l\u0337g\u0338o n\u0303 \u0301alone".encode(),
+        "combining": "e\u0301te\u0301 cafe\u0301 Z\u0335\u0321a\u0336l\u0337g\u0338o n\u0303 "
+                     "\u0301alone".encode(),
         "numbers": "1 12 123 1234 3.14159 1,000,000 ½ ² ٣٤٥ ௧௨ Ⅻ 0x1F 2024-01-02 -7e-3".encode(),
         "contractions": "I'm you're we've they'll she'd it's don't 'S 'LL O'Neil ''' 'x rock'n'roll ' s".encode(),
         "mixed-scripts": "Привет мир 你好世界 こんにちは 안녕하세요 مرحبا שלום Γειά σου ไทย".encode(),

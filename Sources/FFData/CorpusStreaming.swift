@@ -104,7 +104,10 @@ public struct WordCounter {
     public mutating func add(_ text: String) {
         text.enumerateLinesFast { line in
             lines += 1
-            for w in line.split(whereSeparator: { $0 == " " || $0 == "\t" }) { counts[Substring(String(w)), default: 0] += 1 }
+            // Keys copied out of the chunk, which is freed after this call.
+            for w in line.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
+                counts[Substring(String(w)), default: 0] += 1
+            }
         }
     }
 

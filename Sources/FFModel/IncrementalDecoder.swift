@@ -18,7 +18,8 @@ public final class IncrementalDecoder {
     /// Fourier only, per layer (T, C): sin(R·k) and cos(R·k).
     let sinK: [UnsafeMutablePointer<Double>], cosK: [UnsafeMutablePointer<Double>]
     let x, tmp, h, qkv, att, proj, ln, ff1, ff2, logitsBuf: UnsafeMutablePointer<Float>
-    let mean = UnsafeMutablePointer<Float>.allocate(capacity: 1), rstd = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    let mean = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    let rstd = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     /// Attention weights of one query row (T).
     let weights: UnsafeMutablePointer<Double>
     /// Tokens in the cache (the position the next token takes).

@@ -22,12 +22,14 @@ public struct SavedModel: Sendable {
     public static func locate(_ path: String) throws -> SavedModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ConfigError("\(path): no such file or folder (expected weights: a run folder, a checkpoint or a .safetensors file)")
+            throw ConfigError("\(path): no such file or folder (expected weights: a run folder, a checkpoint or "
+                + "a .safetensors file)")
         }
         guard isDir.boolValue else { return try file(path) }
         let join = { (name: String) in (path as NSString).appendingPathComponent(name) }
         if FileManager.default.fileExists(atPath: join(Checkpoint.stateFile)) { return try checkpoint(path) }
-        if FileManager.default.fileExists(atPath: join("model.safetensors")) { return try file(join("model.safetensors")) }
+        let final = join("model.safetensors")
+        if FileManager.default.fileExists(atPath: final) { return try file(final) }
         for root in [join("checkpoints"), path] {
             if let dir = try? Checkpoint.resolveLatest(root: root) { return try checkpoint(dir) }
         }
@@ -42,7 +44,8 @@ public struct SavedModel: Sendable {
         var step = meta["step"].flatMap { Int($0) }
         if step == nil {
             // A run's final weights sit beside its summary.json, which records the steps.
-            let summary = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("summary.json")
+            let folder = (path as NSString).deletingLastPathComponent
+            let summary = (folder as NSString).appendingPathComponent("summary.json")
             if let data = FileManager.default.contents(atPath: summary),
                let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 step = obj["steps"] as? Int
@@ -69,7 +72,9 @@ public struct SavedModel: Sendable {
                 guard shape == t.shape else {
                     throw ConfigError("\(path): tensor '\(t.name)' has shape \(shape), the model needs \(t.shape)")
                 }
-                values.withUnsafeBufferPointer { (params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count) }
+                values.withUnsafeBufferPointer {
+                    (params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count)
+                }
             }
             ema?.pointer.update(from: params.pointer, count: params.count)
         case .checkpoint(let dir):

@@ -6,7 +6,8 @@ import FFData
 struct BenchTokenizer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
-        abstract: "GPT-2 BPE encoding speed (MB/s of UTF-8 text, one thread); launch/bench-tokenizer.sh adds tiktoken's.")
+        abstract: "GPT-2 BPE encoding speed (MB/s of UTF-8 text, one thread).",
+        discussion: "launch/bench-tokenizer.sh runs it beside tiktoken on the same files.")
 
     @Argument(help: "UTF-8 text files to encode (each once per round).") var files: [String]
     @Option(name: .long, help: "The tiktoken ranks file.") var bpeRanks: String = "data/gpt2/gpt2.tiktoken"

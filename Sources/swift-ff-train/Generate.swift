@@ -42,7 +42,8 @@ struct Generate: ParsableCommand {
             let lm = try LMConfig(modelJSON: saved.modelJSON, source: saved.path)
             let vocabulary = try loadVocabulary(saved)
             guard vocabulary.size == lm.vocabSize else {
-                throw ConfigError("\(saved.path): the model has \(lm.vocabSize) tokens, the vocabulary \(vocabulary.size)")
+                throw ConfigError("\(saved.path): the model has \(lm.vocabSize) tokens, the vocabulary "
+                    + "\(vocabulary.size)")
             }
             let model = LanguageModel(config: lm, maxBatch: 1)
             try saved.load(layout: model.layout, params: model.params)
@@ -91,7 +92,8 @@ struct Generate: ParsableCommand {
     func report(tokens: Int, promptTokens: Int, start: Date, firstToken: Date, slides: Int) {
         let total = Date().timeIntervalSince(start), decode = Date().timeIntervalSince(firstToken)
         let rate = tokens > 1 ? Double(tokens - 1) / max(decode, 1e-9) : Double(tokens) / max(total, 1e-9)
-        var line = String(format: "generated %d tokens in %.2f s: %.1f tokens/s (prompt %d tokens, first token after %.2f s)",
+        var line = String(format: "generated %d tokens in %.2f s: %.1f tokens/s (prompt %d tokens, "
+                          + "first token after %.2f s)",
                           tokens, total, rate, promptTokens, firstToken.timeIntervalSince(start))
         if slides > 0 { line += ", window slid \(slides) time(s)" }
         FileHandle.standardError.write(Data((line + "\n").utf8))

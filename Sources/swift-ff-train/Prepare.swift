@@ -25,7 +25,8 @@ struct Prepare: ParsableCommand {
     @Option(name: .long, help: "gpt2: the tiktoken ranks file (launch/fetch-gpt2-ranks.sh writes it).")
     var bpeRanks: String = "data/gpt2/gpt2.tiktoken"
 
-    @Option(name: .long, help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
+    @Option(name: .long,
+            help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
     var shardTokens: Int = 0
 
     @Option(name: .customLong("chunk-bytes"), help: .hidden)
@@ -76,7 +77,10 @@ struct Prepare: ParsableCommand {
             }
             for l in lines { print(l) } // after train: unigram figures need its counts
             try tok.vocab.write(to: (output as NSString).appendingPathComponent("vocab.json"))
-            if shardTokens > 0 { print("config: data: {dir: \(output), train: \"train-*.bin\", valid: \"valid-*.bin\", test: \"test-*.bin\"}") }
+            if shardTokens > 0 {
+                let globs = "train: \"train-*.bin\", valid: \"valid-*.bin\", test: \"test-*.bin\""
+                print("config: data: {dir: \(output), \(globs)}")
+            }
         } catch {
             fail(error)
         }
@@ -88,7 +92,8 @@ struct Prepare: ParsableCommand {
         var nll = 0.0
         for (id, c) in hist.enumerated() where c > 0 { nll -= Double(c) * log(max(Double(v.counts[id]), 0.5) / total) }
         let unk = v.tokenizer == .word ? hist[1] : 0
-        let out = paths.count == 1 ? paths[0] : "\(paths.count) shards \((output as NSString).appendingPathComponent(w.pattern))"
+        let all = (output as NSString).appendingPathComponent(w.pattern)
+        let out = paths.count == 1 ? paths[0] : "\(paths.count) shards \(all)"
         return String(format: "%@: %d tokens, %.2f%% <unk>, unigram perplexity %.1f -> %@",
                       split, w.total, 100 * Double(unk) / Double(n), exp(nll / Double(n)), out)
     }
