@@ -20,9 +20,13 @@ public struct RCalibration: Sendable, Equatable {
     /// Training samples the median is taken over.
     public var samples: Int
 
-    public init(target: Double = 0.97, samples: Int = 8) {
+    public init(target: Double, samples: Int = 8) {
         self.target = target; self.samples = samples
     }
+
+    /// The default `target`, chosen by the multi-seed study in docs/study/: language models
+    /// start wide (their q and k spread far during training), vision transformers sharper.
+    public static func defaultTarget(lm: Bool) -> Double { lm ? 0.97 : 0.7 }
 
     /// R for a layer whose query/key pairs have median squared distance `median`.
     public func r(medianSquaredDistance median: Double, p: Int) -> Float {

@@ -198,7 +198,8 @@ public struct TrainConfig: Sendable {
         // R starts from the data by default (`auto`); the paper's values are 2.0 for the LM and
         // 1.0 for DeiT, with which rows collapse during training (see the README).
         let rInitText = try r.string("model.attention.r_init", "auto")
-        let rTarget = try r.double("model.attention.r_target", RCalibration().target, min: 1e-6, max: 0.999999)
+        let rTarget = try r.double("model.attention.r_target", RCalibration.defaultTarget(lm: kind == .lm),
+                                   min: 1e-6, max: 0.999999)
         let rCalibration: RCalibration? = rInitText == "auto" ? RCalibration(target: rTarget) : nil
         var rInit: Float = 1
         if rCalibration == nil {
