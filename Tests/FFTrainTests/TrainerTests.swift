@@ -10,21 +10,7 @@ final class TrainerTests: XCTestCase {
 
     override func setUpWithError() throws {
         dir = NSTemporaryDirectory() + "fftrain-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        // A corpus with structure a model can learn: repeated sentences with a few variants.
-        var lines: [String] = []
-        var rng = SplitMix64(seed: 1)
-        let subjects = ["the cat", "a dog", "the old man", "my sister"], verbs = ["sees", "likes", "finds"]
-        for _ in 0..<600 {
-            lines.append(" \(subjects[rng.nextInt(below: 4)]) \(verbs[rng.nextInt(below: 3)]) the red ball . ")
-        }
-        let text = lines.joined(separator: "\n") + "\n"
-        let vocab = Vocabulary.buildWord(trainText: text, minCount: 1, maxSize: nil)
-        try vocab.write(to: dir + "/data/vocab.json")
-        let ids = vocab.encode(text)
-        try writeTokenShard(ids, to: dir + "/data/train.bin")
-        try writeTokenShard(Array(ids.prefix(400)), to: dir + "/data/valid.bin")
-        try writeTokenShard(Array(ids.suffix(400)), to: dir + "/data/test.bin")
+        try writeSentenceCorpus(to: dir + "/data", sentences: 600, seed: 1, heldOut: 400)
     }
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
