@@ -8,7 +8,7 @@
 # seed. New error classes are reported in out/new/ (copy the useful ones into the corpus by hand).
 #
 #   launch/fuzz.sh libfuzzer [SECONDS] [LIBFUZZER FLAGS...]
-# Coverage-guided fuzzing with libFuzzer and AddressSanitizer (Fuzz/ReadersFuzzer.swift; byte 0 of
+# Coverage-guided fuzzing with libFuzzer and AddressSanitizer (Tests/Fuzz/ReadersFuzzer.swift; byte 0 of
 # an input picks the reader, see there). FFTrain and its dependencies are built instrumented into
 # .build-fuzz (the normal build is untouched) and the entry point is linked against their objects
 # with swiftc. The corpus grows in FUZZ_DIR (default runs/fuzz-readers) from one run to the next;
@@ -62,7 +62,7 @@ PY
   BIN=$R/readers-fuzzer
   # shellcheck disable=SC2046 # pkg-config prints several flags
   swiftc -O -sanitize=fuzzer,address -parse-as-library -swift-version 5 -use-ld=lld -I "$R/Modules" \
-    "${IMPORTS[@]}" Fuzz/ReadersFuzzer.swift "${OBJS[@]}" $(pkg-config --libs openblas zlib ompi-c) -o "$BIN"
+    "${IMPORTS[@]}" Tests/Fuzz/ReadersFuzzer.swift "${OBJS[@]}" $(pkg-config --libs openblas zlib ompi-c) -o "$BIN"
 
   mkdir -p "$DIR/corpus" "$DIR/crashes"
   SEEDS=$(mktemp -d); LOG=$DIR/last-run.log
@@ -88,7 +88,7 @@ PY
   # 6.3.1, Data(contentsOf:) and FileManager.contents(atPath:)), which is not ours to fix, and a
   # leak report at exit would be kept as an empty crash input.
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$BIN" -max_total_time="$SECONDS_TOTAL" -max_len=8192 -timeout=10 \
-    -rss_limit_mb=2048 -malloc_limit_mb=2048 -detect_leaks=0 -dict=Fuzz/readers.dict -print_final_stats=1 \
+    -rss_limit_mb=2048 -malloc_limit_mb=2048 -detect_leaks=0 -dict=Tests/Fuzz/readers.dict -print_final_stats=1 \
     -artifact_prefix="$DIR/crashes/" "$@" "$DIR/corpus" "$SEEDS" > "$LOG" 2>&1
   rc=$?
   set -e

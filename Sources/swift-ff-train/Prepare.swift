@@ -29,6 +29,9 @@ struct Prepare: ParsableCommand {
             help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
     var shardTokens: Int = 0
 
+    @Option(name: .long, help: "Threads: chunks of the input encoded at once, written in file order.")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
     @Option(name: .customLong("chunk-bytes"), help: .hidden)
     var chunkBytes: Int = 8 << 20
 
@@ -46,6 +49,7 @@ struct Prepare: ParsableCommand {
         if let maxVocab, maxVocab < 3 { throw ValidationError("--max-vocab must be at least 3") }
         guard shardTokens >= 0 else { throw ValidationError("--shard-tokens must be >= 0") }
         guard chunkBytes >= 1 else { throw ValidationError("--chunk-bytes must be >= 1") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1 ... 1024 (got \(threads))") }
     }
 
     func findSplit(_ split: String) throws -> String {
@@ -67,7 +71,7 @@ struct Prepare: ParsableCommand {
             for (split, file) in zip(["train", "valid", "test"], files) {
                 let writer = ShardWriter(dir: output, split: split, shardTokens: shardTokens)
                 var hist = [Int](repeating: 0, count: tok.vocab.size)
-                try tok.encode(file: file, chunkBytes: chunkBytes) { ids in
+                try tok.encode(file: file, chunkBytes: chunkBytes, threads: threads) { ids in
                     for id in ids { hist[Int(id)] += 1 }
                     try writer.append(ids)
                 }
@@ -124,19 +128,35 @@ struct Tokenizing {
 
     /// Calls `body` with the tokens of consecutive chunks of `file`; together they are the tokens
     /// of the whole file (GPT-2: <|endoftext|> after each document, a heading line starting one).
-    func encode(file: String, chunkBytes: Int, _ body: ([Int32]) throws -> Void) throws {
-        guard let bpe else {
-            try forEachTextChunk(path: file, chunkBytes: chunkBytes, cut: .afterNewline) { try body(vocab.encode($0)) }
-            return
-        }
-        try forEachTextChunk(path: file, chunkBytes: chunkBytes, cut: .beforeNewlineAfterPrintable) { chunk in
-            var ids: [Int32] = []
-            for (k, doc) in GPT2BPE.documents(chunk).enumerated() {
-                if k > 0 { ids.append(bpe.endOfTextID) }
-                ids += bpe.encode(String(doc))
+    /// `threads` chunks are encoded at once and handed over in file order, so the output does not
+    /// depend on the thread count; memory stays near `threads` chunks.
+    func encode(file: String, chunkBytes: Int, threads: Int, _ body: ([Int32]) throws -> Void) throws {
+        var batch: [String] = []
+        func flush() throws {
+            var encoded = [[Int32]](repeating: [], count: batch.count)
+            encoded.withUnsafeMutableBufferPointer { out in
+                DispatchQueue.concurrentPerform(iterations: batch.count) { i in out[i] = encodeChunk(batch[i]) }
             }
-            try body(ids)
+            for ids in encoded { try body(ids) }
+            batch.removeAll(keepingCapacity: true)
         }
-        try body([bpe.endOfTextID])
+        let cut: TextCut = bpe == nil ? .afterNewline : .beforeNewlineAfterPrintable
+        try forEachTextChunk(path: file, chunkBytes: chunkBytes, cut: cut) { chunk in
+            batch.append(chunk)
+            if batch.count >= threads { try flush() }
+        }
+        try flush()
+        if let bpe { try body([bpe.endOfTextID]) }
+    }
+
+    /// The tokens of one chunk (GPT-2: <|endoftext|> between the documents inside it).
+    func encodeChunk(_ chunk: String) -> [Int32] {
+        guard let bpe else { return vocab.encode(chunk) }
+        var ids: [Int32] = []
+        for (k, doc) in GPT2BPE.documents(chunk).enumerated() {
+            if k > 0 { ids.append(bpe.endOfTextID) }
+            ids += bpe.encode(String(doc))
+        }
+        return ids
     }
 }

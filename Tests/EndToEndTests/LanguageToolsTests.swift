@@ -131,7 +131,8 @@ extension LanguageToolsTests {
 }
 
 extension LanguageToolsTests {
-    /// prepare --shard-tokens writes the same tokens as one file per split, read in small chunks;
+    /// prepare --shard-tokens writes the same tokens as one file per split, read in small chunks
+    /// encoded 3 at a time in parallel against 1 thread reading whole files;
     /// training on a glob, a list or llm.c-style shards sees the same data as on one file, and a
     /// run stopped midway resumes to the same weights.
     func testManyShardsPrepareTrainAndResume() throws {
@@ -142,10 +143,11 @@ extension LanguageToolsTests {
         for i in 0..<300 { text += " the \(["cat", "dog", "bird"][i % 3]) sat on mat \(i % 7) .\(i % 5 == 0 ? "\r\n" : "\n")" }
         for split in ["train", "valid", "test"] { try text.write(toFile: "\(raw)/\(split).txt", atomically: true, encoding: .utf8) }
         for tok in ["word", "byte"] {
-            let one = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-one", "--tokenizer", tok])
+            let one = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-one", "--tokenizer", tok,
+                                 "--threads", "1"])
             XCTAssertEqual(one.status, 0, one.output)
             let many = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-many", "--tokenizer", tok,
-                                  "--shard-tokens", "700", "--chunk-bytes", "64"])
+                                  "--shard-tokens", "700", "--chunk-bytes", "64", "--threads", "3"])
             XCTAssertEqual(many.status, 0, many.output)
             for split in ["train", "valid", "test"] {
                 let a = try TokenCorpus(dir: "\(h.dir)/\(tok)-one", patterns: ["\(split).bin"])
