@@ -59,7 +59,8 @@ public struct LayerHealth: Codable, Sendable, Equatable {
                 if w < Double(spec.eps) { dead += 1 }
             }
             return LayerHealth(layer: l, r: R.reduce(0.0) { $0 + Double($1) } / Double(R.count),
-                               qNorm: (q2 / Double(B * T * H)).squareRoot(), kNorm: (k2 / Double(B * T * H)).squareRoot(),
+                               qNorm: (q2 / Double(B * T * H)).squareRoot(),
+                               kNorm: (k2 / Double(B * T * H)).squareRoot(),
                                u10: quantile(us, 0.1), u50: quantile(us, 0.5), u90: quantile(us, 0.9),
                                rowSum: sumA / Double(rows), collapsed: Double(dead) / Double(rows))
         }
@@ -126,8 +127,9 @@ public struct Collapse: Codable, Sendable, Equatable {
 
     /// The one-line warning the command line prints.
     public var message: String {
-        String(format: "attention layer %d is collapsing: mean row-sum of A %.3f < %.2f at every logged step since step %d "
-               + "(Σ_j W has fallen below eps in most rows, so they pass almost nothing on). Remedy: "
-               + "model.attention.r_init: auto, or a smaller r_init, or a lower train.lr", layer, rowSum, threshold, since)
+        String(format: "attention layer %d is collapsing: mean row-sum of A %.3f < %.2f at every logged step "
+               + "since step %d (Σ_j W has fallen below eps in most rows, so they pass almost nothing on). "
+               + "Remedy: model.attention.r_init: auto, or a smaller r_init, or a lower train.lr",
+               layer, rowSum, threshold, since)
     }
 }

@@ -161,7 +161,8 @@ public final class ImageWorkload: ModelWorkload {
         let b = min(samples, indices.count - first, microBatch)
         guard b >= 1 else { throw ConfigError("analyze: no image \(first) to analyse in the \(name) split") }
         for row in 0..<b {
-            pipeline.evalSample(indices[first + row], pixels: images + row * pipeline.imageFloats, target: targets + row * classes)
+            pipeline.evalSample(indices[first + row], pixels: images + row * pipeline.imageFloats,
+                                target: targets + row * classes)
         }
         _ = model.forward(images: images, targets: targets, batch: b, mode: .eval)
         return b
