@@ -65,7 +65,8 @@ public final class ImagePipeline {
 
     /// Training sample `i` (a dataset index) of `epoch`: augmented, mixed, erased, normalised;
     /// target smoothed and mixed.
-    public func trainSample(_ i: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>, target: UnsafeMutablePointer<Float>) {
+    public func trainSample(_ i: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>,
+                            target: UnsafeMutablePointer<Float>) {
         let a = augment
         var rng = SplitMix64(seed: SplitMix64.key(seed, UInt64(epoch), UInt64(i)) ^ 0xA06_7E47)
         geometric(i, epoch: epoch, into: pixels)
@@ -81,7 +82,8 @@ public final class ImagePipeline {
                 let r = (1 - lam).squareRoot()
                 let ch = Int(Float(H) * r), cw = Int(Float(W) * r)
                 let cy = rng.nextInt(below: H), cx = rng.nextInt(below: W)
-                let y0 = max(cy - ch / 2, 0), y1 = min(cy + ch / 2, H), x0 = max(cx - cw / 2, 0), x1 = min(cx + cw / 2, W)
+                let y0 = max(cy - ch / 2, 0), y1 = min(cy + ch / 2, H)
+                let x0 = max(cx - cw / 2, 0), x1 = min(cx + cw / 2, W)
                 for c in 0..<Ch {
                     for y in y0..<y1 {
                         let o = (c * H + y) * W

@@ -17,7 +17,8 @@ public struct IDXArray: Sendable {
 
     public init(dims: [Int], bytes: Data, type: UInt8 = 0x08) {
         precondition(IDXArray.elementBytes[type] != nil, "IDX element type \(type) not supported")
-        precondition(dims.reduce(1, *) * IDXArray.elementBytes[type]! == bytes.count, "IDX dims \(dims) do not match \(bytes.count) bytes")
+        precondition(dims.reduce(1, *) * IDXArray.elementBytes[type]! == bytes.count,
+                     "IDX dims \(dims) do not match \(bytes.count) bytes")
         self.dims = dims
         self.type = type
         self.bytes = bytes
@@ -34,9 +35,13 @@ public struct IDXArray: Sendable {
     public func integers() -> [Int] {
         let b = [UInt8](bytes)
         switch type {
-        case 0x0B: return stride(from: 0, to: b.count, by: 2).map { Int(Int16(bitPattern: UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]))) }
+        case 0x0B:
+            return stride(from: 0, to: b.count, by: 2).map { i in
+                Int(Int16(bitPattern: UInt16(b[i]) << 8 | UInt16(b[i + 1])))
+            }
         case 0x0C: return stride(from: 0, to: b.count, by: 4).map { i in
-            Int(Int32(bitPattern: UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])))
+            let word = UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
+            return Int(Int32(bitPattern: word))
         }
         default: return b.map { Int($0) }
         }
@@ -58,10 +63,12 @@ public struct IDXArray: Sendable {
         guard data.count >= 4 else { throw DataError(path, "\(data.count) bytes: too short for an IDX header") }
         let h = [UInt8](data.prefix(4))
         guard h[0] == 0, h[1] == 0 else {
-            throw DataError(path, "not an IDX file (magic bytes \(String(format: "%02x %02x", h[0], h[1])), expected 00 00)")
+            let magic = String(format: "%02x %02x", h[0], h[1])
+            throw DataError(path, "not an IDX file (magic bytes \(magic), expected 00 00)")
         }
         guard let width = elementBytes[h[2]] else {
-            throw DataError(path, String(format: "IDX element type 0x%02x is not supported (0x08 unsigned byte, 0x0B int16, 0x0C int32)", h[2]))
+            throw DataError(path, String(format: "IDX element type 0x%02x is not supported "
+                                         + "(0x08 unsigned byte, 0x0B int16, 0x0C int32)", h[2]))
         }
         let n = Int(h[3])
         guard (1...4).contains(n) else { throw DataError(path, "IDX with \(n) dimensions (expected 1 to 4)") }
@@ -79,7 +86,8 @@ public struct IDXArray: Sendable {
         }
         let body = 4 + 4 * n
         guard data.count - body == total else {
-            throw DataError(path, "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
+            throw DataError(path,
+                            "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
         }
         return IDXArray(dims: dims, bytes: data.subdata(in: (data.startIndex + body)..<data.endIndex), type: h[2])
     }
@@ -87,7 +95,9 @@ public struct IDXArray: Sendable {
     /// The file's bytes (header and elements).
     public func encoded() -> Data {
         var d = Data([0, 0, type, UInt8(dims.count)])
-        for x in dims { d.append(contentsOf: [UInt8(x >> 24 & 0xFF), UInt8(x >> 16 & 0xFF), UInt8(x >> 8 & 0xFF), UInt8(x & 0xFF)]) }
+        for x in dims {
+            d.append(contentsOf: [UInt8(x >> 24 & 0xFF), UInt8(x >> 16 & 0xFF), UInt8(x >> 8 & 0xFF), UInt8(x & 0xFF)])
+        }
         d.append(bytes)
         return d
     }

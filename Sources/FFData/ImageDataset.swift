@@ -14,9 +14,12 @@ public struct ImageDataset: Sendable {
         let im = try IDXArray.read(path: images)
         let lb = try IDXArray.read(path: labels)
         guard im.dims.count == 3 || im.dims.count == 4 else {
-            throw DataError(images, "IDX images must have 3 dimensions (N, H, W) or 4 (N, H, W, channels); this one has \(im.dims)")
+            throw DataError(images, "IDX images must have 3 dimensions (N, H, W) or 4 (N, H, W, channels); "
+                                    + "this one has \(im.dims)")
         }
-        guard lb.dims.count == 1 else { throw DataError(labels, "IDX labels must have 1 dimension (N); this one has \(lb.dims)") }
+        guard lb.dims.count == 1 else {
+            throw DataError(labels, "IDX labels must have 1 dimension (N); this one has \(lb.dims)")
+        }
         guard im.type == 0x08 else { throw DataError(images, "IDX images must hold unsigned bytes (type 0x08)") }
         guard lb.dims[0] == im.dims[0] else {
             throw DataError(labels, "\(lb.dims[0]) labels for the \(im.dims[0]) images of \(images)")

@@ -48,7 +48,8 @@ public final class TokenShard: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else { throw DataError(path, "cannot stat token shard") }
         let size = Int(st.st_size)
         guard size >= TokenShardFormat.headerBytes else {
-            throw DataError(path, "file is \(size) bytes, shorter than the \(TokenShardFormat.headerBytes)-byte shard header")
+            throw DataError(path,
+                            "file is \(size) bytes, shorter than the \(TokenShardFormat.headerBytes)-byte shard header")
         }
         guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
             throw DataError(path, "cannot map token shard")
@@ -63,7 +64,8 @@ public final class TokenShard: @unchecked Sendable {
         guard version == 1 || version == 2 else { throw fail("unsupported shard version \(version) (expected 1 or 2)") }
         let width = version == 1 ? 2 : 4
         guard n >= 0, TokenShardFormat.headerBytes + n * width == size else {
-            throw fail("header says \(n) tokens (\(TokenShardFormat.headerBytes + max(n, 0) * width) bytes) but the file has \(size) bytes")
+            let expected = TokenShardFormat.headerBytes + max(n, 0) * width
+            throw fail("header says \(n) tokens (\(expected) bytes) but the file has \(size) bytes")
         }
         self.version = version
         count = n
