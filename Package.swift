@@ -35,9 +35,16 @@ case .avx2: [.unsafeFlags(["-target-cpu", "haswell"])] + defines
 case .avx512: [.unsafeFlags(["-target-cpu", "skylake-avx512"])] + defines
 }
 
-// Dependencies point one way:
-//   swift-ff-train -> FFTrain -> {FFDistributed, FFData, FFModel} -> FFKernels -> {COpenBLAS, CFastMath}
-//   FFDistributed -> CMPI, FFData -> CZlib (gzipped IDX images)
+// The module graph (README, "Architecture"); every module imports only what it declares here.
+//   swift-ff-train -> FFTrain, FFFuzz
+//   FFTrain    -> FFAnalysis, FFFormats, FFDistributed, FFData, FFModel  (the loop and collectives)
+//   FFAnalysis -> FFFormats, FFModel     (attention health and maps, SVG charts)
+//   FFFormats  -> FFModel                (safetensors, checkpoint layout and verification; no MPI)
+//   FFFuzz     -> FFFormats, FFData      (hostile-input probes of every reader)
+//   FFModel    -> FFKernels -> FFCore    (layers and models; SIMD kernels on OpenBLAS)
+//   FFData     -> FFCore, CZlib          (datasets, tokenizers)
+//   FFDistributed -> CMPI                (the Communicator over MPI)
+//   FFCore: random streams, epoch orders, the thread pool
 let package = Package(
     name: "swift-ff-train",
     platforms: [.macOS(.v14)],
@@ -58,22 +65,34 @@ let package = Package(
         // Vector instructions Swift has no spelling for (reciprocal estimates, fused multiply-
         // subtract, cross-lane shuffles) and the flush-to-zero switch: static inline functions.
         .target(name: "CFastMath"),
-        .target(name: "FFKernels", dependencies: ["COpenBLAS", "CFastMath"], swiftSettings: simd),
-        .target(name: "FFModel", dependencies: ["FFKernels"], swiftSettings: simd),
-        .target(name: "FFData", dependencies: ["FFKernels", "CZlib"], swiftSettings: simd),
+        .target(name: "FFCore"),
+        .target(name: "FFKernels", dependencies: ["FFCore", "COpenBLAS", "CFastMath"], swiftSettings: simd),
+        .target(name: "FFModel", dependencies: ["FFCore", "FFKernels"], swiftSettings: simd),
+        .target(name: "FFData", dependencies: ["FFCore", "CZlib"]),
         .target(name: "FFDistributed", dependencies: ["CMPI"]),
-        .target(name: "FFTrain", dependencies: ["FFModel", "FFData", "FFDistributed", "Yams"]),
+        .target(name: "FFFormats", dependencies: ["FFCore", "FFKernels", "FFModel"]),
+        .target(name: "FFAnalysis", dependencies: ["FFKernels", "FFModel", "FFFormats"]),
+        .target(name: "FFTrain", dependencies: [
+            "FFCore", "FFKernels", "FFModel", "FFData", "FFDistributed", "FFFormats", "FFAnalysis", "Yams",
+        ]),
+        .target(name: "FFFuzz", dependencies: ["FFCore", "FFData", "FFFormats"]),
         .executableTarget(name: "swift-ff-train", dependencies: [
-            "FFTrain", "FFData", "FFModel",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "FFCore", "FFKernels", "FFModel", "FFData", "FFDistributed", "FFFormats", "FFAnalysis", "FFTrain",
+            "FFFuzz", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: defines),
-        .testTarget(name: "FFKernelsTests", dependencies: ["FFKernels"]),
-        .testTarget(name: "FFModelTests", dependencies: ["FFModel", "FFKernels"]),
-        .testTarget(name: "FFDataTests", dependencies: ["FFData", "FFKernels"]),
-        .testTarget(name: "FFTrainTests", dependencies: ["FFTrain", "FFModel", "FFData"],
-                    exclude: ["HostileCorpus"]),
+        // Helpers shared by the test targets (numerics, child processes, mpirun): no XCTest in it.
+        .target(name: "FFTestSupport", dependencies: ["FFCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "FFKernelsTests", dependencies: ["FFCore", "FFKernels", "FFTestSupport"]),
+        .testTarget(name: "FFModelTests", dependencies: ["FFCore", "FFKernels", "FFModel", "FFTestSupport"]),
+        .testTarget(name: "FFDataTests", dependencies: ["FFCore", "FFData", "FFTestSupport"]),
+        .testTarget(name: "FFTrainTests", dependencies: [
+            "FFCore", "FFKernels", "FFModel", "FFData", "FFFormats", "FFAnalysis", "FFTrain", "FFFuzz",
+            "FFTestSupport",
+        ], exclude: ["HostileCorpus"]),
         // Runs the built executable under real `mpirun` (never MPI_Init in the test process).
-        .testTarget(name: "EndToEndTests", dependencies: ["FFTrain", "FFData", "FFModel"]),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "FFCore", "FFKernels", "FFModel", "FFData", "FFFormats", "FFTrain", "FFTestSupport",
+        ]),
     ],
     // Kernels hand raw buffers to worker threads that own disjoint ranges; Swift 6's strict
     // checking cannot see that, so the package builds in the Swift 5 language mode.

@@ -9,7 +9,7 @@
 #
 #   launch/fuzz.sh libfuzzer [SECONDS] [LIBFUZZER FLAGS...]
 # Coverage-guided fuzzing with libFuzzer and AddressSanitizer (Tests/Fuzz/ReadersFuzzer.swift; byte 0 of
-# an input picks the reader, see there). FFTrain and its dependencies are built instrumented into
+# an input picks the reader, see there). FFFuzz and its dependencies are built instrumented into
 # .build-fuzz (the normal build is untouched) and the entry point is linked against their objects
 # with swiftc. The corpus grows in FUZZ_DIR (default runs/fuzz-readers) from one run to the next;
 # it starts from the regression corpus (each file prefixed with its reader's selector byte) and
@@ -28,24 +28,24 @@ if [ "${1:-}" = libfuzzer ]; then
   # One comma-separated -sanitize: with two flags swiftc keeps only the last one, and the objects
   # would silently get no coverage counters. Only the library targets are built (nothing links,
   # so there is no second main); the C targets stay uninstrumented.
-  echo "fuzz: building FFTrain instrumented (fuzzer, address) in $SCRATCH ..."
+  echo "fuzz: building FFFuzz instrumented (fuzzer, address) in $SCRATCH ..."
   mkdir -p "$SCRATCH"
   # Others edit this working tree while we build; a source changed mid-build fails the build
   # ("was modified during the build"), and building again picks the change up.
   for attempt in 1 2 3; do
-    if swift build -c release --scratch-path "$SCRATCH" --target FFTrain -Xswiftc -sanitize=fuzzer,address \
+    if swift build -c release --scratch-path "$SCRATCH" --target FFFuzz -Xswiftc -sanitize=fuzzer,address \
          > "$SCRATCH/fuzz-build.log" 2>&1; then break; fi
     if [ "$attempt" -eq 3 ] || ! grep -q 'modified during the build' "$SCRATCH/fuzz-build.log"; then
       tail -30 "$SCRATCH/fuzz-build.log"; exit 1
     fi
   done
   R=$(cd "$SCRATCH/release" && pwd -P)
-  # The module maps and include paths FFTrain was compiled with (C modules its interface imports),
+  # The module maps and include paths FFFuzz was compiled with (C modules its interface imports),
   # read from SwiftPM's build description rather than repeated here.
   mapfile -t IMPORTS < <(python3 - "$R/description.json" <<'PY'
 import json, sys
 cmds = json.load(open(sys.argv[1]))["swiftCommands"]
-args = next(v["otherArguments"] for k, v in cmds.items() if k.startswith("C.FFTrain-"))
+args = next(v["otherArguments"] for k, v in cmds.items() if k.startswith("C.FFFuzz-"))
 i = 0
 while i < len(args):
     if args[i] == "-Xcc" and args[i + 1].startswith("-fmodule-map-file="): print(*args[i:i + 2], sep="\n"); i += 2
@@ -56,13 +56,13 @@ while i < len(args):
 PY
 )
   OBJS=()
-  for t in FFTrain FFModel FFData FFKernels FFDistributed Yams CFastMath CYaml; do
+  for t in FFFuzz FFFormats FFModel FFData FFKernels FFCore CFastMath; do
     while IFS= read -r o; do OBJS+=("$o"); done < <(find "$R/$t.build" -name '*.o')
   done
   BIN=$R/readers-fuzzer
   # shellcheck disable=SC2046 # pkg-config prints several flags
   swiftc -O -sanitize=fuzzer,address -parse-as-library -swift-version 5 -use-ld=lld -I "$R/Modules" \
-    "${IMPORTS[@]}" Tests/Fuzz/ReadersFuzzer.swift "${OBJS[@]}" $(pkg-config --libs openblas zlib ompi-c) -o "$BIN"
+    "${IMPORTS[@]}" Tests/Fuzz/ReadersFuzzer.swift "${OBJS[@]}" $(pkg-config --libs openblas zlib) -o "$BIN"
 
   mkdir -p "$DIR/corpus" "$DIR/crashes"
   SEEDS=$(mktemp -d); LOG=$DIR/last-run.log

@@ -1,5 +1,5 @@
 import Foundation
-import FFKernels
+import FFCore
 
 /// Training-time image augmentation (DeiT's recipe, minus RandAugment) and label smoothing.
 public struct Augmentation: Sendable, Equatable {

@@ -48,3 +48,10 @@ public final class SingleProcess: Communicator {
     public func progressPending() throws {}
     public func waitPending(_ what: @autoclosure () -> String) throws {}
 }
+
+/// A collective step that failed on some ranks (each rank reports the same ranks and cause).
+public struct CollectiveError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

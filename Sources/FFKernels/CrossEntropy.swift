@@ -1,3 +1,4 @@
+import FFCore
 import Foundation
 
 /// Softmax cross-entropy over logits(M,V) against targets(M), fused with its backward.

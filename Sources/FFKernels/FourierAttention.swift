@@ -1,3 +1,4 @@
+import FFCore
 import Foundation
 import CFastMath
 

@@ -1,3 +1,4 @@
+import FFFormats
 import Foundation
 
 /// `metrics.jsonl`: one JSON object per line, appended and flushed as the run goes.
@@ -12,10 +13,10 @@ final class MetricsLog {
         let exists = FileManager.default.fileExists(atPath: path)
         if !(append && exists) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw ConfigError("\(path): cannot create the metrics file")
+                throw FormatError("\(path): cannot create the metrics file")
             }
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw ConfigError("\(path): cannot open the metrics file") }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw FormatError("\(path): cannot open the metrics file") }
         if append { h.seekToEndOfFile() }
         handle = h
         encoder = JSONEncoder()
@@ -28,6 +29,6 @@ final class MetricsLog {
     func append<T: Encodable>(_ record: T) throws {
         var line = try encoder.encode(record)
         line.append(0x0A)
-        do { try handle.write(contentsOf: line) } catch { throw ConfigError("\(path): cannot append metrics: \(error)") }
+        do { try handle.write(contentsOf: line) } catch { throw FormatError("\(path): cannot append metrics: \(error)") }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import FFAnalysis
 import FFKernels
 import FFModel
 

@@ -14,7 +14,7 @@ public func agree<T>(_ comm: Communicator, _ what: String, _ body: () throws -> 
     if case .failure(let e) = result { throw e }
     let ranks = failed.indices.filter { failed[$0] > 0 }
     if !ranks.isEmpty {
-        throw ConfigError("\(what) failed on rank\(ranks.count > 1 ? "s" : "") \(ranks.map(String.init).joined(separator: ", ")); see \(ranks.count > 1 ? "their" : "its") message")
+        throw CollectiveError("\(what) failed on rank\(ranks.count > 1 ? "s" : "") \(ranks.map(String.init).joined(separator: ", ")); see \(ranks.count > 1 ? "their" : "its") message")
     }
     return try result.get()
 }

@@ -1,3 +1,4 @@
+import FFFormats
 import Foundation
 import FFKernels
 import FFData
@@ -167,6 +168,25 @@ public struct TrainConfig: Sendable {
         let run = Run(name: try r.string("run.name"), dir: try r.string("run.dir", "runs"),
                       seed: UInt64(try r.int("run.seed", 1111, min: 0)))
         let kind = try r.choice("model.kind", ModelKind.lm)
+        let data = try readData(&r, kind: kind)
+        let model = try readModel(&r, kind: kind, source: source)
+        let augment = kind == .lm ? Augmentation() : try readAugmentation(&r)
+        let train = try readTrain(&r)
+        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
+                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
+                        zero1: try r.bool("dist.zero1", false))
+        let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),
+                                       keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
+                                       keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
+        try r.finish()
+        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
+                              train: train, augment: augment)
+        cfg.hash = fnv1a(canonical(tree))
+        try cfg.validate()
+        return cfg
+    }
+
+    static func readData(_ r: inout ConfigReader, kind: ModelKind) throws -> Data {
         var data = Data(dir: try r.string("data.dir"))
         if kind == .lm {
             data.trainShards = try r.strings("data.train", data.trainShards)
@@ -188,7 +208,12 @@ public struct TrainConfig: Sendable {
             data.std = try r.floats("data.std", min: 1e-6)
             data.classes = try r.optionalInt("data.classes")
         }
+        return data
+    }
 
+    /// The attention section: the kind, the Fourier kernel's settings and how R starts.
+    static func readAttention(_ r: inout ConfigReader, kind: ModelKind, source: String) throws
+        -> (attention: AttentionKind, rCalibration: RCalibration?) {
         // The Fourier keys are read whatever the kind, so that `--set model.attention.kind=softmax`
         // turns a Fourier config into its twin without tripping the unknown-key check.
         let attentionKind = try r.string("model.attention.kind", "fourier")
@@ -204,21 +229,25 @@ public struct TrainConfig: Sendable {
         var rInit: Float = 1
         if rCalibration == nil {
             guard let x = Double(rInitText), x.isFinite, x > 0 else {
-                throw ConfigError("\(source): model.attention.r_init: expected a positive number or auto, got '\(rInitText)'")
+                throw ConfigError("\(source): model.attention.r_init: expected a positive number or auto, "
+                    + "got '\(rInitText)'")
             }
             rInit = Float(x)
         }
-        let attention: AttentionKind
         switch attentionKind {
-        case "fourier": attention = .fourier(spec, rInit: rInit)
-        case "softmax": attention = .softmax
+        case "fourier": return (.fourier(spec, rInit: rInit), rCalibration)
+        case "softmax": return (.softmax, nil)
         default:
             throw ConfigError("\(source): model.attention.kind: '\(attentionKind)' is not one of fourier, softmax")
         }
+    }
+
+    static func readModel(_ r: inout ConfigReader, kind: ModelKind, source: String) throws -> Model {
+        let (attention, rCalibration) = try readAttention(&r, kind: kind, source: source)
         let lm = kind == .lm
         // Keys that only one kind reads: the other kind reports them as unknown.
         let patch = lm ? 0 : try r.int("model.patch", min: 1)
-        let model = Model(
+        return Model(
             kind: kind,
             patch: patch,
             patchWindow: lm ? 0 : try r.int("model.patch_window", patch, min: 1),
@@ -234,19 +263,24 @@ public struct TrainConfig: Sendable {
             scaleEmbeddings: lm ? try r.bool("model.scale_embeddings", true) : false,
             initStd: try r.float("model.init_std", 0.02, min: 0),
             attention: attention,
-            rCalibration: attentionKind == "fourier" ? rCalibration : nil,
+            rCalibration: rCalibration,
             adaptive: lm ? try readAdaptive(&r, source: source) : nil)
+    }
+
+    static func readAugmentation(_ r: inout ConfigReader) throws -> Augmentation {
         var augment = Augmentation()
-        if !lm {
-            augment.cropPadding = try r.int("augment.crop_padding", 0, min: 0)
-            augment.flip = try r.bool("augment.flip", false)
-            augment.mixup = try r.float("augment.mixup", 0, min: 0)
-            augment.cutmix = try r.float("augment.cutmix", 0, min: 0)
-            augment.mixProb = try r.float("augment.mix_prob", 1, min: 0, max: 1)
-            augment.switchProb = try r.float("augment.switch_prob", 0.5, min: 0, max: 1)
-            augment.erase = try r.float("augment.erase", 0, min: 0, max: 1)
-            augment.labelSmoothing = try r.float("augment.label_smoothing", 0, min: 0, max: 0.99)
-        }
+        augment.cropPadding = try r.int("augment.crop_padding", 0, min: 0)
+        augment.flip = try r.bool("augment.flip", false)
+        augment.mixup = try r.float("augment.mixup", 0, min: 0)
+        augment.cutmix = try r.float("augment.cutmix", 0, min: 0)
+        augment.mixProb = try r.float("augment.mix_prob", 1, min: 0, max: 1)
+        augment.switchProb = try r.float("augment.switch_prob", 0.5, min: 0, max: 1)
+        augment.erase = try r.float("augment.erase", 0, min: 0, max: 1)
+        augment.labelSmoothing = try r.float("augment.label_smoothing", 0, min: 0, max: 0.99)
+        return augment
+    }
+
+    static func readTrain(_ r: inout ConfigReader) throws -> Train {
         var train = Train(
             steps: try r.int("train.steps", min: 1), batchSize: try r.int("train.batch_size", min: 1),
             gradAccum: try r.int("train.grad_accum", 1, min: 1),
@@ -270,18 +304,7 @@ public struct TrainConfig: Sendable {
         train.sampleEvery = try r.int("train.sample_every", 0, min: 0)
         train.sampleTokens = try r.int("train.sample_tokens", 64, min: 1)
         train.samplePrompt = try r.string("train.sample_prompt", "")
-        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
-                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
-                        zero1: try r.bool("dist.zero1", false))
-        let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),
-                                       keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
-                                       keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
-        try r.finish()
-        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
-                              train: train, augment: augment)
-        cfg.hash = fnv1a(canonical(tree))
-        try cfg.validate()
-        return cfg
+        return train
     }
 
     /// Cross-field checks that need no data.

@@ -1,3 +1,4 @@
+import FFAnalysis
 /// What the trainer reports while it works; the command line decides what to show.
 public enum TrainEvent: Sendable {
     case started(StartInfo)

@@ -1,3 +1,6 @@
+import FFAnalysis
+import FFFormats
+import FFCore
 import Foundation
 import FFData
 import FFDistributed
@@ -125,176 +128,255 @@ public final class Trainer {
     /// Runs every step, evaluates, saves the final weights; reports through `onEvent`.
     @discardableResult
     public func run(onEvent: (TrainEvent) -> Void = { _ in }) throws -> RunSummary {
-        let tc = config.train
-        let runDir = config.runDirectory
-        let params = workload.params, grads = workload.grads
+        var loop = try startRun(onEvent: onEvent)
+        for s in startStep..<config.train.steps {
+            let step = s + 1
+            beforeStep?(step)
+            let pass = try computeStep(s, &loop)
+            guard let norm = try checkFinite(step: step, pass, &loop, onEvent: onEvent) else { continue }
+            try update(step: step, gradNorm: norm, &loop)
+            try report(step: step, pass, gradNorm: norm, &loop, onEvent: onEvent)
+            try checkpointIfDue(step: step, pass, &loop, onEvent: onEvent)
+            try sampleIfDue(step: step, &loop, onEvent: onEvent)
+            try evaluateIfDue(step: step, &loop, onEvent: onEvent)
+        }
+        return try finish(&loop, onEvent: onEvent)
+    }
+
+    /// What the loop carries from step to step: the metrics file, the throughput window, the
+    /// non-finite streak, the collapse alarm.
+    struct LoopState {
+        let metrics: MetricsLog?
+        /// Loss units (target tokens or images) per optimizer step, over all ranks.
+        let unitsPerStep: Int
+        let start = Date()
+        var windowStart = Date(), windowSteps = 0
+        var computeSeconds = 0.0, commSeconds = 0.0
+        var skippedInARow = 0
+        var lastLoss: Double?
+        var alarm: CollapseAlarm
+    }
+
+    /// The summed loss of one step's forward and backward passes, after the gradient sync.
+    struct StepPass {
+        var lossSum: Double
+        var epoch: Int
+        /// Some rank asked to stop (a signal): every rank saves and stops after this step.
+        var stop: Bool
+    }
+
+    /// Calibrates R on a fresh start, makes every rank start from rank 0's parameters, opens the
+    /// metrics and reports the start.
+    func startRun(onEvent: (TrainEvent) -> Void) throws -> LoopState {
+        let tc = config.train, runDir = config.runDirectory, params = workload.params
         // A resumed run has its R in the checkpoint: calibrating again would change the model.
         let calibratedR = startStep == 0 ? try config.model.rCalibration?.apply(to: workload) : nil
         // Every rank starts from rank 0's parameters (and, on a fresh start, its average).
         try comm.broadcast(params.pointer, count: params.count, root: 0)
         if let ema, startStep == 0 { ema.pointer.update(from: params.pointer, count: params.count) }
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
-        let metrics = comm.isRoot ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0) : nil
+        let metrics = comm.isRoot
+            ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0)
+            : nil
         let unitsPerStep = tc.batchSize * workload.unitsPerSample
         var perRank = [Double](repeating: 0, count: 2 * comm.size)
         perRank[comm.rank] = Double(memoryBytes)
         perRank[comm.size + comm.rank] = Double(4 * (m.count + v.count))
         try comm.allreduceSum(&perRank, count: perRank.count)
         onEvent(.started(StartInfo(parameters: params.count, data: workload.dataDescription,
-                                   worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep, unit: workload.unit,
-                                   attention: config.model.attention.name, runDirectory: runDir,
+                                   worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep,
+                                   unit: workload.unit, attention: config.model.attention.name, runDirectory: runDir,
                                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
-                                   optimizerBytesPerRank: perRank[comm.size...].map { Int($0) }, zero1: gradShard != nil)))
+                                   optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
+                                   zero1: gradShard != nil)))
         if let calibratedR {
             try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
             onEvent(.calibrated(r: calibratedR))
         }
-        var alarm = CollapseAlarm(layers: config.model.layers, threshold: tc.collapseThreshold,
-                                  patience: tc.collapsePatience)
-        let start = Date()
-        var windowStart = Date(), windowSteps = 0
-        var lastLoss: Double?
-        let lossScale = 1 / Float(unitsPerStep)
-        var computeSeconds = 0.0, commSeconds = 0.0
-        var skippedInARow = 0
-        for s in startStep..<tc.steps {
-            let step = s + 1
-            beforeStep?(step)
-            let lr = schedule.lr(at: step)
-            let t0 = Date()
-            var exposed = 0.0
-            grads.zero()
-            var lossSum = 0.0
-            var epoch = 0
-            for micro in 0..<tc.gradAccum {
-                let (e, idx) = sampleIndices(step: s, micro: micro)
-                epoch = e
-                onSamples?(step, e, idx)
-                for (row, sample) in idx.enumerated() {
-                    keys[row] = SplitMix64.key(config.run.seed, UInt64(step), UInt64(sample))
-                }
-                lossSum += workload.trainForward(samples: idx, epoch: e, keys: keys, lossScale: lossScale)
-                if micro == tc.gradAccum - 1 { beforeBackward?(step) }
-                if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
-                    // Only the last micro-step syncs: its buckets go out as backward finishes them.
-                    sync.begin(grads: grads.pointer)
-                    try workload.backward(onStageDone: sync.stageDone)
-                    exposed += try sync.finish()
-                } else {
-                    try workload.backward(onStageDone: nil)
-                }
+        return LoopState(metrics: metrics, unitsPerStep: unitsPerStep,
+                         alarm: CollapseAlarm(layers: config.model.layers, threshold: tc.collapseThreshold,
+                                              patience: tc.collapsePatience))
+    }
+
+    /// Forward and backward over the step's micro-batches, the gradient sync (overlapped with
+    /// the last backward, or ZeRO-1's reduce-scatter), and one allreduce of the loss and stop votes.
+    func computeStep(_ s: Int, _ loop: inout LoopState) throws -> StepPass {
+        let tc = config.train, step = s + 1, grads = workload.grads
+        let lossScale = 1 / Float(loop.unitsPerStep)
+        let t0 = Date()
+        var exposed = 0.0, lossSum = 0.0, epoch = 0
+        grads.zero()
+        for micro in 0..<tc.gradAccum {
+            let (e, idx) = sampleIndices(step: s, micro: micro)
+            epoch = e
+            onSamples?(step, e, idx)
+            for (row, sample) in idx.enumerated() {
+                keys[row] = SplitMix64.key(config.run.seed, UInt64(step), UInt64(sample))
             }
-            if let gradShard {
-                // ZeRO-1: each rank receives the summed gradient of its own partition only.
-                let tz = Date()
-                try comm.reduceScatterSum(grads.pointer, gradShard.pointer, counts: partitionCounts)
-                exposed += Date().timeIntervalSince(tz)
-            }
-            let t1 = Date()
-            // The loss sum and the stop votes travel in one allreduce (a preallocated pair).
-            stepSums[0] = lossSum
-            stepSums[1] = stopRequested() ? 1 : 0
-            try comm.allreduceSum(stepSums, count: 2)
-            lossSum = stepSums[0]
-            let stop = stepSums[1] > 0
-            exposed += Date().timeIntervalSince(t1)
-            computeSeconds += Date().timeIntervalSince(t0) - exposed
-            commSeconds += exposed
-            let norm: Double
-            if let gradShard {
-                var sq = globalNorm(gradShard.pointer, count: gradShard.count)
-                sq *= sq
-                try comm.allreduceSum(&sq, count: 1)
-                norm = sq.squareRoot()
+            lossSum += workload.trainForward(samples: idx, epoch: e, keys: keys, lossScale: lossScale)
+            if micro == tc.gradAccum - 1 { beforeBackward?(step) }
+            if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
+                // Only the last micro-step syncs: its buckets go out as backward finishes them.
+                sync.begin(grads: grads.pointer)
+                try workload.backward(onStageDone: sync.stageDone)
+                exposed += try sync.finish()
             } else {
-                norm = globalNorm(grads.pointer, count: grads.count)
-            }
-            // The loss sum and the norm are reduced values: every rank takes the same branch.
-            if !(lossSum.isFinite && norm.isFinite) {
-                skippedInARow += 1
-                let what = "loss \(lossSum / Double(unitsPerStep)), gradient norm \(norm)"
-                if tc.onNonFinite == .stop || skippedInARow > tc.maxSkippedSteps {
-                    throw NonFiniteError(message: "step \(step): \(what) not finite" + (tc.onNonFinite == .stop
-                        ? " (train.on_nonfinite: stop)" : "; \(skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"))
-                }
-                onEvent(.skipped(step: step, reason: "\(what) not finite: update skipped"))
-                try metrics?.append(SkippedStep(step: step, reason: "nonfinite"))
-                continue
-            }
-            skippedInARow = 0
-            let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
-            let ownedGrads = gradShard.map { UnsafePointer($0.pointer) } ?? UnsafePointer(grads.pointer + owned.lowerBound)
-            optimizer.update(layout: workload.layout, tensors: ownedTensors, params: params.pointer, grads: ownedGrads,
-                             m: m.pointer, v: v.pointer, base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
-            if gradShard != nil {
-                let ta = Date()
-                try comm.allgather(params.pointer, counts: partitionCounts)
-                let dt = Date().timeIntervalSince(ta)
-                commSeconds += dt
-            }
-            if let ema { updateAverage(ema, decay: min(tc.ema, Float(1 + step) / Float(10 + step))) }
-            let stepLoss = lossSum / Double(unitsPerStep)
-            lastLoss = stepLoss
-            windowSteps += 1
-            if step % tc.logEvery == 0 || step == tc.steps || step == 1 {
-                let now = Date()
-                let stepSec = now.timeIntervalSince(windowStart) / Double(windowSteps)
-                let elapsed = now.timeIntervalSince(start)
-                let rate = Double(unitsPerStep) / stepSec
-                let sm = StepMetrics(step: step, steps: tc.steps, epoch: epoch, loss: stepLoss, lr: Double(lr),
-                                     gradNorm: norm, tokensPerSecond: workload.unit == "tokens" ? rate : nil,
-                                     imagesPerSecond: workload.unit == "images" ? rate : nil,
-                                     stepSeconds: stepSec, elapsedSeconds: elapsed,
-                                     etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
-                                     computeSeconds: computeSeconds / Double(windowSteps), commSeconds: commSeconds / Double(windowSteps))
-                var health = sm
-                if comm.isRoot && config.model.attention != .softmax {
-                    health.attentionHealth = LayerHealth.measure(workload.stack, params: params.pointer)
-                }
-                try metrics?.append(health)
-                onEvent(.step(sm))
-                // Rank 0's row sums decide (the alarm only prints; it changes nothing in training).
-                for c in alarm.observe(step: step, rowSums: sm.attentionRowSum) where config.model.attention != .softmax {
-                    try metrics?.append(c)
-                    onEvent(.collapse(c))
-                }
-                windowStart = now; windowSteps = 0; computeSeconds = 0; commSeconds = 0
-            }
-            let ck = config.checkpoint
-            if stop || (ck.every > 0 && (step % ck.every == 0 || step == tc.steps)) {
-                let tc0 = Date()
-                let dir = try saveCheckpoint(step: step, epoch: epoch)
-                let bytes = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).reduce(0) { sum, f in
-                    sum + ((try? FileManager.default.attributesOfItem(atPath: (dir as NSString).appendingPathComponent(f))[.size] as? Int) ?? 0)
-                }
-                onEvent(.checkpointed(path: dir, seconds: Date().timeIntervalSince(tc0), bytes: bytes))
-                windowStart = Date()
-                if stop { throw TrainingStopped(step: step, checkpoint: dir) }
-            }
-            if tc.sampleEvery > 0 && step % tc.sampleEvery == 0 && comm.isRoot, let lm = workload as? LanguageModelWorkload {
-                let s = try lm.sample(step: step, prompt: tc.samplePrompt, tokens: tc.sampleTokens,
-                                      seed: SplitMix64.key(config.run.seed, UInt64(step)))
-                try metrics?.append(s)
-                onEvent(.sampled(s))
-            }
-            if tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps {
-                let r = try evaluate(split: workload.evalSplits[0], step: step, maxBatches: tc.evalBatches)
-                try metrics?.append(r)
-                onEvent(.evaluated(r))
-                windowStart = Date()
+                try workload.backward(onStageDone: nil)
             }
         }
-        let trainSeconds = Date().timeIntervalSince(start)
+        if let gradShard {
+            // ZeRO-1: each rank receives the summed gradient of its own partition only.
+            let tz = Date()
+            try comm.reduceScatterSum(grads.pointer, gradShard.pointer, counts: partitionCounts)
+            exposed += Date().timeIntervalSince(tz)
+        }
+        let t1 = Date()
+        // The loss sum and the stop votes travel in one allreduce (a preallocated pair).
+        stepSums[0] = lossSum
+        stepSums[1] = stopRequested() ? 1 : 0
+        try comm.allreduceSum(stepSums, count: 2)
+        exposed += Date().timeIntervalSince(t1)
+        loop.computeSeconds += Date().timeIntervalSince(t0) - exposed
+        loop.commSeconds += exposed
+        return StepPass(lossSum: stepSums[0], epoch: epoch, stop: stepSums[1] > 0)
+    }
+
+    /// The global gradient norm, or nil when the step is skipped for a non-finite loss or norm
+    /// (`train.on_nonfinite: skip`); throws when the policy says stop. Both are reduced values,
+    /// so every rank takes the same branch.
+    func checkFinite(step: Int, _ pass: StepPass, _ loop: inout LoopState,
+                     onEvent: (TrainEvent) -> Void) throws -> Double? {
+        let tc = config.train
+        let norm: Double
+        if let gradShard {
+            var sq = globalNorm(gradShard.pointer, count: gradShard.count)
+            sq *= sq
+            try comm.allreduceSum(&sq, count: 1)
+            norm = sq.squareRoot()
+        } else {
+            norm = globalNorm(workload.grads.pointer, count: workload.grads.count)
+        }
+        if pass.lossSum.isFinite && norm.isFinite {
+            loop.skippedInARow = 0
+            return norm
+        }
+        loop.skippedInARow += 1
+        let what = "loss \(pass.lossSum / Double(loop.unitsPerStep)), gradient norm \(norm)"
+        if tc.onNonFinite == .stop || loop.skippedInARow > tc.maxSkippedSteps {
+            let why = tc.onNonFinite == .stop
+                ? " (train.on_nonfinite: stop)"
+                : "; \(loop.skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"
+            throw NonFiniteError(message: "step \(step): \(what) not finite" + why)
+        }
+        onEvent(.skipped(step: step, reason: "\(what) not finite: update skipped"))
+        try loop.metrics?.append(SkippedStep(step: step, reason: "nonfinite"))
+        return nil
+    }
+
+    /// AdamW on this rank's elements (clipped by the global norm), the ZeRO-1 allgather of the
+    /// new parameters, and the weight average.
+    func update(step: Int, gradNorm norm: Double, _ loop: inout LoopState) throws {
+        let tc = config.train, params = workload.params
+        let lr = schedule.lr(at: step)
+        let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
+        let ownedGrads = gradShard.map { UnsafePointer($0.pointer) }
+            ?? UnsafePointer(workload.grads.pointer + owned.lowerBound)
+        optimizer.update(layout: workload.layout, tensors: ownedTensors, params: params.pointer, grads: ownedGrads,
+                         m: m.pointer, v: v.pointer, base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
+        if gradShard != nil {
+            let ta = Date()
+            try comm.allgather(params.pointer, counts: partitionCounts)
+            loop.commSeconds += Date().timeIntervalSince(ta)
+        }
+        if let ema { updateAverage(ema, decay: min(tc.ema, Float(1 + step) / Float(10 + step))) }
+    }
+
+    /// At logged steps: the metrics line (with per-layer attention health on rank 0), the step
+    /// event, and the collapse alarm.
+    func report(step: Int, _ pass: StepPass, gradNorm norm: Double, _ loop: inout LoopState,
+                onEvent: (TrainEvent) -> Void) throws {
+        let tc = config.train
+        let stepLoss = pass.lossSum / Double(loop.unitsPerStep)
+        loop.lastLoss = stepLoss
+        loop.windowSteps += 1
+        guard step % tc.logEvery == 0 || step == tc.steps || step == 1 else { return }
+        let now = Date()
+        let steps = Double(loop.windowSteps)
+        let stepSec = now.timeIntervalSince(loop.windowStart) / steps
+        let rate = Double(loop.unitsPerStep) / stepSec
+        let sm = StepMetrics(step: step, steps: tc.steps, epoch: pass.epoch, loss: stepLoss,
+                             lr: Double(schedule.lr(at: step)), gradNorm: norm,
+                             tokensPerSecond: workload.unit == "tokens" ? rate : nil,
+                             imagesPerSecond: workload.unit == "images" ? rate : nil,
+                             stepSeconds: stepSec, elapsedSeconds: now.timeIntervalSince(loop.start),
+                             etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
+                             computeSeconds: loop.computeSeconds / steps, commSeconds: loop.commSeconds / steps)
+        var health = sm
+        if comm.isRoot && config.model.attention != .softmax {
+            health.attentionHealth = LayerHealth.measure(workload.stack, params: workload.params.pointer)
+        }
+        try loop.metrics?.append(health)
+        onEvent(.step(sm))
+        // Rank 0's row sums decide (the alarm only prints; it changes nothing in training).
+        for c in loop.alarm.observe(step: step, rowSums: sm.attentionRowSum) where config.model.attention != .softmax {
+            try loop.metrics?.append(c)
+            onEvent(.collapse(c))
+        }
+        loop.windowStart = now; loop.windowSteps = 0; loop.computeSeconds = 0; loop.commSeconds = 0
+    }
+
+    /// Saves at `checkpoint.every` steps, at the last step, and when a rank asked to stop (then
+    /// throws `TrainingStopped`).
+    func checkpointIfDue(step: Int, _ pass: StepPass, _ loop: inout LoopState,
+                         onEvent: (TrainEvent) -> Void) throws {
+        let ck = config.checkpoint
+        guard pass.stop || (ck.every > 0 && (step % ck.every == 0 || step == config.train.steps)) else { return }
+        let t0 = Date()
+        let dir = try saveCheckpoint(step: step, epoch: pass.epoch)
+        let fm = FileManager.default
+        let bytes = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).reduce(0) { sum, f in
+            sum + ((try? fm.attributesOfItem(atPath: (dir as NSString).appendingPathComponent(f))[.size] as? Int) ?? 0)
+        }
+        onEvent(.checkpointed(path: dir, seconds: Date().timeIntervalSince(t0), bytes: bytes))
+        loop.windowStart = Date()
+        if pass.stop { throw TrainingStopped(step: step, checkpoint: dir) }
+    }
+
+    /// A text sample from rank 0 every `train.sample_every` steps (language models).
+    func sampleIfDue(step: Int, _ loop: inout LoopState, onEvent: (TrainEvent) -> Void) throws {
+        let tc = config.train
+        guard tc.sampleEvery > 0 && step % tc.sampleEvery == 0 && comm.isRoot,
+              let lm = workload as? LanguageModelWorkload else { return }
+        let s = try lm.sample(step: step, prompt: tc.samplePrompt, tokens: tc.sampleTokens,
+                              seed: SplitMix64.key(config.run.seed, UInt64(step)))
+        try loop.metrics?.append(s)
+        onEvent(.sampled(s))
+    }
+
+    /// A (bounded) evaluation on the first eval split every `train.eval_every` steps but the last.
+    func evaluateIfDue(step: Int, _ loop: inout LoopState, onEvent: (TrainEvent) -> Void) throws {
+        let tc = config.train
+        guard tc.evalEvery > 0 && step % tc.evalEvery == 0 && step != tc.steps else { return }
+        let r = try evaluate(split: workload.evalSplits[0], step: step, maxBatches: tc.evalBatches)
+        try loop.metrics?.append(r)
+        onEvent(.evaluated(r))
+        loop.windowStart = Date()
+    }
+
+    /// Full evaluation of every split, the final weights and summary.json (rank 0).
+    func finish(_ loop: inout LoopState, onEvent: (TrainEvent) -> Void) throws -> RunSummary {
+        let tc = config.train, runDir = config.runDirectory
+        let trainSeconds = Date().timeIntervalSince(loop.start)
         let results = try evaluateSplits(step: tc.steps)
-        for r in results { try metrics?.append(r); onEvent(.evaluated(r)) }
+        for r in results { try loop.metrics?.append(r); onEvent(.evaluated(r)) }
         let weights = (runDir as NSString).appendingPathComponent("model.safetensors")
         if comm.isRoot { try saveWeights(to: weights) }
-        let rate = Double(unitsPerStep * (tc.steps - startStep)) / trainSeconds
-        let summary = RunSummary(attention: config.model.attention.name, steps: tc.steps, finalTrainLoss: lastLoss,
+        let rate = Double(loop.unitsPerStep * (tc.steps - startStep)) / trainSeconds
+        let summary = RunSummary(attention: config.model.attention.name, steps: tc.steps, finalTrainLoss: loop.lastLoss,
                                  valid: results.first { $0.split == "valid" }, test: results.first { $0.split == "test" }!,
                                  tokensPerSecond: workload.unit == "tokens" ? rate : nil,
                                  imagesPerSecond: workload.unit == "images" ? rate : nil,
-                                 wallSeconds: Date().timeIntervalSince(start), weightsPath: weights)
+                                 wallSeconds: Date().timeIntervalSince(loop.start), weightsPath: weights)
         if comm.isRoot {
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(summary), to: (runDir as NSString).appendingPathComponent("summary.json"))
@@ -453,7 +535,7 @@ extension Trainer {
         switch request {
         case .none:
             if let newest = Checkpoint.committed(root: root).last {
-                throw ConfigError("\(root) holds committed checkpoints (newest \((newest.path as NSString).lastPathComponent)): "
+                throw CheckpointError("\(root) holds committed checkpoints (newest \((newest.path as NSString).lastPathComponent)): "
                     + "continue with --resume auto, or start over with --resume fresh (which moves them aside)")
             }
             return ResumeOutcome(folder: nil)
@@ -485,7 +567,7 @@ extension Trainer {
     func decideWithoutCheckpoint(notes: [String]) throws -> ResumeOutcome {
         guard let steps = finishedSummarySteps() else { return ResumeOutcome(folder: nil, notes: notes) }
         if steps >= config.train.steps { return ResumeOutcome(folder: nil, notes: notes, finished: true) }
-        throw ConfigError("\(config.runDirectory): the run finished \(steps) steps without a checkpoint to continue "
+        throw CheckpointError("\(config.runDirectory): the run finished \(steps) steps without a checkpoint to continue "
             + "from (checkpoint.every: 0); --resume fresh trains again from step 0")
     }
 
@@ -529,10 +611,10 @@ extension Trainer {
         let (tensors, _) = try Safetensors.read(path: path)
         for t in workload.layout.tensors {
             guard let (shape, values) = tensors[t.name] else {
-                throw ConfigError("\(path): tensor '\(t.name)' missing (does the config match the weights?)")
+                throw FormatError("\(path): tensor '\(t.name)' missing (does the config match the weights?)")
             }
             guard shape == t.shape else {
-                throw ConfigError("\(path): tensor '\(t.name)' has shape \(shape), the config needs \(t.shape)")
+                throw FormatError("\(path): tensor '\(t.name)' has shape \(shape), the config needs \(t.shape)")
             }
             values.withUnsafeBufferPointer { (workload.params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count) }
         }

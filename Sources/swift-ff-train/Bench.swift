@@ -1,3 +1,4 @@
+import FFCore
 import ArgumentParser
 import Foundation
 import FFDistributed

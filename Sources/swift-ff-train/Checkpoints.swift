@@ -1,3 +1,4 @@
+import FFFormats
 import ArgumentParser
 import Foundation
 import FFTrain
@@ -47,7 +48,7 @@ struct Inspect: ParsableCommand {
                 if !f.checksumOK { bad += 1 }
             }
             if tensors { for t in s.tensors { print("  \(t.name) \(t.shape) in \(t.file)") } }
-            if bad > 0 { fail(ConfigError("\(dir): \(bad) file(s) failed verification")) }
+            if bad > 0 { fail(CheckpointError("\(dir): \(bad) file(s) failed verification")) }
         } catch { fail(error) }
     }
 }

@@ -1,3 +1,5 @@
+import FFFuzz
+import FFCore
 import FFKernels
 import ArgumentParser
 import Foundation

@@ -1,3 +1,5 @@
+import FFAnalysis
+import FFFormats
 import ArgumentParser
 import Foundation
 import FFTrain

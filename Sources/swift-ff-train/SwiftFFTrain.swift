@@ -1,3 +1,4 @@
+import FFFormats
 import ArgumentParser
 import Foundation
 import FFData

@@ -1,4 +1,6 @@
+import FFFormats
 import Foundation
+import FFTestSupport
 import XCTest
 import FFTrain
 
@@ -8,20 +10,9 @@ final class CheckpointTests: XCTestCase {
     override func setUpWithError() throws { h = try Harness() }
     override func tearDown() { h = nil }
 
-    func ok(_ o: Harness.Outcome, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
-        XCTAssertEqual(o.status, 0, o.output, file: file, line: line)
-    }
-
     /// Runs `ranks` ranks (1: no mpirun) of the trainer.
     func train(_ ranks: Int, _ args: [String], mca: [(String, String)] = []) throws -> Harness.Outcome {
         ranks == 1 ? try h.run([h.binary] + args) : try h.mpirun(ranks, args, mca: mca)
-    }
-
-    func relL2(_ a: [String: [Float]], _ b: [String: [Float]]) -> Double {
-        var num = 0.0, den = 0.0
-        for (k, x) in a { let y = b[k]!; for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) } }
-        return (num / den).squareRoot()
     }
 
     func testSameWorldSizeResumeIsBitForBit() throws {

@@ -1,3 +1,4 @@
+import FFFormats
 import Foundation
 import XCTest
 import FFTrain

@@ -1,3 +1,5 @@
+import FFFormats
+import FFCore
 import FFKernels
 import Foundation
 import XCTest
@@ -118,5 +120,20 @@ final class Harness {
     func weights(_ run: String) throws -> [String: [Float]] {
         let (t, _) = try Safetensors.read(path: "\(dir)/runs/\(run)/model.safetensors")
         return t.mapValues { $0.values }
+    }
+}
+
+extension XCTestCase {
+    /// Asserts that a child run finished in time with exit status 0 (its output is the message).
+    func ok(_ o: Harness.Outcome, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
+        XCTAssertEqual(o.status, 0, o.output, file: file, line: line)
+    }
+
+    /// Asserts that a child run finished in time, failed, and said `text`.
+    func failed(_ o: Harness.Outcome, _ text: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
+        XCTAssertNotEqual(o.status, 0, o.output, file: file, line: line)
+        XCTAssertTrue(o.output.contains(text), "expected '\(text)' in:\n\(o.output)", file: file, line: line)
     }
 }

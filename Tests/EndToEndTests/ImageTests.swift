@@ -1,4 +1,5 @@
 import Foundation
+import FFTestSupport
 import XCTest
 import FFData
 import FFTrain
@@ -36,18 +37,6 @@ final class ImageTests: XCTestCase {
         let path = "\(h.dir)/\(name).yaml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
-    }
-
-    func ok(_ o: Harness.Outcome, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
-        XCTAssertEqual(o.status, 0, o.output, file: file, line: line)
-    }
-
-    func relL2(_ a: [String: [Float]], _ b: [String: [Float]]) -> Double {
-        XCTAssertEqual(Set(a.keys), Set(b.keys))
-        var num = 0.0, den = 0.0
-        for (k, x) in a { let y = b[k]!; for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) } }
-        return (num / den).squareRoot()
     }
 
     func testTwoRanksEqualOneRankAndReportAccuracy() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import FFTestSupport
 import XCTest
 
 /// Several hosts on one machine: `launch/multihost.sh` makes each a network namespace with its
@@ -24,20 +25,6 @@ final class MultiHostTests: XCTestCase {
     func hosts(_ hosts: Int, _ perHost: Int, _ args: [String], timeout: Double = 240) throws -> Harness.Outcome {
         try h.run(["SWIFT_FF_TRAIN=\(h.binary)", "bash", script, "-H", "\(hosts)", "-n", "\(perHost)", "--"] + args,
                   timeout: timeout)
-    }
-
-    func ok(_ o: Harness.Outcome, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
-        XCTAssertEqual(o.status, 0, o.output, file: file, line: line)
-    }
-
-    func relL2(_ a: [String: [Float]], _ b: [String: [Float]]) -> Double {
-        var num = 0.0, den = 0.0
-        for (k, x) in a {
-            let y = b[k]!
-            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) }
-        }
-        return (num / den).squareRoot()
     }
 
     func testTwoHostsOfTwoRanksEqualOneRank() throws {

@@ -1,4 +1,6 @@
+import FFFormats
 import Foundation
+import FFTestSupport
 import XCTest
 import FFTrain
 
@@ -9,17 +11,6 @@ final class ResumeTests: XCTestCase {
     var h: Harness!
     override func setUpWithError() throws { h = try Harness() }
     override func tearDown() { h = nil }
-
-    func ok(_ o: Harness.Outcome, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
-        XCTAssertEqual(o.status, 0, o.output, file: file, line: line)
-    }
-
-    func failed(_ o: Harness.Outcome, _ text: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertFalse(o.timedOut, "timed out:\n\(o.output)", file: file, line: line)
-        XCTAssertNotEqual(o.status, 0, o.output, file: file, line: line)
-        XCTAssertTrue(o.output.contains(text), "expected '\(text)' in:\n\(o.output)", file: file, line: line)
-    }
 
     func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 

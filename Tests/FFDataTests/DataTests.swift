@@ -1,3 +1,4 @@
+import FFCore
 import XCTest
 @testable import FFData
 

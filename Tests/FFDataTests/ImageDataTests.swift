@@ -1,5 +1,5 @@
+import FFCore
 import XCTest
-import FFKernels
 @testable import FFData
 
 /// Where `apt-get install dataset-fashion-mnist` puts the real data (launch/setup.sh installs it).

@@ -1,3 +1,4 @@
+import FFTestSupport
 import XCTest
 @testable import FFKernels
 

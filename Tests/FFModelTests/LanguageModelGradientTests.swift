@@ -1,3 +1,4 @@
+import FFCore
 import XCTest
 import FFKernels
 @testable import FFModel

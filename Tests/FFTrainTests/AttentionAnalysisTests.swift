@@ -1,3 +1,4 @@
+import FFAnalysis
 import XCTest
 @testable import FFTrain
 

@@ -1,3 +1,4 @@
+import FFAnalysis
 import FFKernels
 import XCTest
 @testable import FFTrain

@@ -1,3 +1,6 @@
+import FFFuzz
+import FFFormats
+import FFCore
 import FFKernels
 import XCTest
 @testable import FFTrain

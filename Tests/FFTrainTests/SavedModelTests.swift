@@ -1,3 +1,4 @@
+import FFFormats
 import XCTest
 @testable import FFTrain
 import FFModel

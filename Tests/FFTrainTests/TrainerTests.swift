@@ -1,3 +1,4 @@
+import FFFormats
 import FFKernels
 import XCTest
 @testable import FFTrain

@@ -1,5 +1,5 @@
 // Coverage-guided fuzzing of the readers of other people's files with libFuzzer. Not part of the
-// package (libFuzzer brings its own main): launch/fuzz.sh builds FFTrain with
+// package (libFuzzer brings its own main): launch/fuzz.sh builds FFFuzz with
 // `--sanitize fuzzer --sanitize address` into .build-fuzz and links this file against it.
 //
 // Input layout: byte 0 chooses the reader (its value modulo the number of kinds, in the order of
@@ -7,8 +7,8 @@
 // 5 idx), the remaining bytes are the file. A reader that throws is the expected outcome; a trap,
 // an AddressSanitizer report, a timeout, an allocation past -rss_limit_mb, or an error that does
 // not name the file is a finding.
+import FFFuzz
 import Foundation
-import FFTrain
 
 /// The file path readers that take a path are given; one per process so parallel jobs do not
 /// overwrite each other's input.

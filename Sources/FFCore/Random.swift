@@ -1,4 +1,3 @@
-import FFKernels
 import Foundation
 
 /// SplitMix64: a small, fast generator with a 64-bit state that is trivial to save and restore.

@@ -1,3 +1,4 @@
+import FFModel
 import Foundation
 
 /// Measures of a layer's attention maps: the questions the paper asks of FourierFormer.
@@ -56,29 +57,42 @@ public struct AttentionReport: Codable, Sendable {
         public var entropy: Double
         public var meanRowSum: Double
         public var collapsedRows: Double
-        enum CodingKeys: String, CodingKey { case entropy, meanRowSum = "mean_row_sum", collapsedRows = "collapsed_rows" }
+        public init(entropy: Double, meanRowSum: Double, collapsedRows: Double) {
+            self.entropy = entropy; self.meanRowSum = meanRowSum; self.collapsedRows = collapsedRows
+        }
+        enum CodingKeys: String, CodingKey {
+            case entropy, meanRowSum = "mean_row_sum", collapsedRows = "collapsed_rows"
+        }
     }
     public struct Layer: Codable, Sendable {
         public var layer: Int
         public var meanPairwiseHeadDistance: Double
         public var heads: [Head]
         public var r: [Float]
-        enum CodingKeys: String, CodingKey { case layer, heads, r = "R", meanPairwiseHeadDistance = "mean_pairwise_head_distance" }
+        public init(layer: Int, meanPairwiseHeadDistance: Double, heads: [Head], r: [Float]) {
+            self.layer = layer; self.meanPairwiseHeadDistance = meanPairwiseHeadDistance; self.heads = heads; self.r = r
+        }
+        enum CodingKeys: String, CodingKey {
+            case layer, heads, r = "R", meanPairwiseHeadDistance = "mean_pairwise_head_distance"
+        }
     }
     public var attention: String
     public var split: String
     public var sequences: Int
     public var layers: [Layer]
+
+    public init(attention: String, split: String, sequences: Int, layers: [Layer]) {
+        self.attention = attention; self.split = split; self.sequences = sequences; self.layers = layers
+    }
 }
 
-extension Trainer {
-    /// Runs `sequences` samples (segments or images) of a split through the model and averages the attention
-    /// statistics per layer and head; `onMaps(layer, maps)` sees the first sequence's maps.
-    public func analyzeAttention(split: String, sequences: Int,
-                                 onMaps: (Int, [[Double]]) -> Void = { _, _ in }) throws -> AttentionReport {
-        let stack = workload.stack, p = workload.params.pointer
+extension AttentionReport {
+    /// Averages the attention statistics per layer and head over the `samples` sequences (segments or
+    /// images) the stack last ran forward; `onMaps(layer, maps)` sees the first sequence's maps.
+    public static func measure(stack: TransformerStack, params: FlatBuffer, samples n: Int, attention: String,
+                               split: String, onMaps: (Int, [[Double]]) -> Void = { _, _ in }) -> AttentionReport {
+        let p = params.pointer
         let T = stack.config.seq, H = stack.config.heads, L = stack.config.layers
-        let n = try workload.analysisForward(split: split, first: 0, samples: sequences)
         var layers: [AttentionReport.Layer] = []
         for l in 0..<L {
             var heads = [AttentionReport.Head](repeating: .init(entropy: 0, meanRowSum: 0, collapsedRows: 0), count: H)
@@ -94,9 +108,10 @@ extension Trainer {
                     heads[h].collapsedRows += health.collapsed / Double(n)
                 }
             }
-            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads, r: stack.rValues(layer: l, params: p)))
+            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads,
+                                r: stack.rValues(layer: l, params: p)))
         }
-        return AttentionReport(attention: config.model.attention.name, split: split, sequences: n, layers: layers)
+        return AttentionReport(attention: attention, split: split, sequences: n, layers: layers)
     }
 }
 

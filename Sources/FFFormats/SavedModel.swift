@@ -1,5 +1,4 @@
 import Foundation
-import FFData
 import FFKernels
 import FFModel
 
@@ -22,7 +21,7 @@ public struct SavedModel: Sendable {
     public static func locate(_ path: String) throws -> SavedModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ConfigError("\(path): no such file or folder (expected weights: a run folder, a checkpoint or "
+            throw FormatError("\(path): no such file or folder (expected weights: a run folder, a checkpoint or "
                 + "a .safetensors file)")
         }
         guard isDir.boolValue else { return try file(path) }
@@ -33,13 +32,13 @@ public struct SavedModel: Sendable {
         for root in [join("checkpoints"), path] {
             if let dir = try? Checkpoint.resolveLatest(root: root) { return try checkpoint(dir) }
         }
-        throw ConfigError("\(path): holds no model.safetensors, trainer_state.json or committed checkpoint")
+        throw FormatError("\(path): holds no model.safetensors, trainer_state.json or committed checkpoint")
     }
 
     static func file(_ path: String) throws -> SavedModel {
         let meta = try Safetensors.read(path: path).metadata
         guard let json = meta["config"] else {
-            throw ConfigError("\(path): no model config in the safetensors metadata (not written by swift-ff-train?)")
+            throw FormatError("\(path): no model config in the safetensors metadata (not written by swift-ff-train?)")
         }
         var step = meta["step"].flatMap { Int($0) }
         if step == nil {
@@ -67,10 +66,10 @@ public struct SavedModel: Sendable {
             let (tensors, _) = try Safetensors.read(path: path)
             for t in layout.tensors {
                 guard let (shape, values) = tensors[t.name] else {
-                    throw ConfigError("\(path): tensor '\(t.name)' missing (does the config match the weights?)")
+                    throw FormatError("\(path): tensor '\(t.name)' missing (does the config match the weights?)")
                 }
                 guard shape == t.shape else {
-                    throw ConfigError("\(path): tensor '\(t.name)' has shape \(shape), the model needs \(t.shape)")
+                    throw FormatError("\(path): tensor '\(t.name)' has shape \(shape), the model needs \(t.shape)")
                 }
                 values.withUnsafeBufferPointer {
                     (params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count)
@@ -97,14 +96,14 @@ extension LMConfig {
     /// checkpoints carry). `source` names the origin in errors.
     public init(modelJSON: String, source: String) throws {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(modelJSON.utf8)) as? [String: Any] else {
-            throw ConfigError("\(source): the model config is not a JSON object")
+            throw FormatError("\(source): the model config is not a JSON object")
         }
         func int(_ k: String) throws -> Int {
-            guard let v = obj[k] as? Int else { throw ConfigError("\(source): model config lacks integer '\(k)'") }
+            guard let v = obj[k] as? Int else { throw FormatError("\(source): model config lacks integer '\(k)'") }
             return v
         }
         guard (obj["kind"] as? String) == "lm" else {
-            throw ConfigError("\(source): not a language model (kind \(obj["kind"] ?? "missing"))")
+            throw FormatError("\(source): not a language model (kind \(obj["kind"] ?? "missing"))")
         }
         self.init(vocabSize: try int("vocab_size"), layers: try int("layers"), dModel: try int("d_model"),
                   heads: try int("heads"), dFF: try int("d_ff"), context: try int("context"))
@@ -116,7 +115,7 @@ extension LMConfig {
         dropout = 0
         if (obj["output"] as? String) == "adaptive" {
             guard let a = obj["adaptive"] as? [String: Any], let cutoffs = a["cutoffs"] as? [Int] else {
-                throw ConfigError("\(source): an adaptive output without adaptive.cutoffs")
+                throw FormatError("\(source): an adaptive output without adaptive.cutoffs")
             }
             adaptive = AdaptiveSoftmaxConfig(vocabSize: vocabSize, dModel: dModel, cutoffs: cutoffs,
                                              divVal: Float(a["div_val"] as? Double ?? 1), tieWeights: tieEmbeddings,
@@ -129,8 +128,8 @@ extension LMConfig {
             let mode = RMode(rawValue: a["r_mode"] as? String ?? "scalar") ?? .scalar
             let spec = FourierSpec(p: a["p"] as? Int ?? 4, eps: Float(a["eps"] as? Double ?? 1e-6), rMode: mode)
             attention = .fourier(spec, rInit: Float(a["r_init"] as? Double ?? 1)) // R comes from the weights
-        default: throw ConfigError("\(source): model config has no attention kind")
+        default: throw FormatError("\(source): model config has no attention kind")
         }
-        if let p = problems().first { throw ConfigError("\(source): \(p)") }
+        if let p = problems().first { throw FormatError("\(source): \(p)") }
     }
 }

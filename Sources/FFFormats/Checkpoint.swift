@@ -1,5 +1,4 @@
 import Foundation
-import FFDistributed
 import FFModel
 
 /// What `trainer_state.json` records: enough to continue a run exactly, and the checksums that
@@ -25,6 +24,13 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// before it was recorded.
     public var recipe: [String: String]? = nil
 
+    public init(step: Int, epoch: Int, samplesSeen: Int, globalBatch: Int, worldSize: Int, shards: Int, seed: UInt64,
+                configHash: String, modelConfig: String, files: [String: String], recipe: [String: String]? = nil) {
+        self.step = step; self.epoch = epoch; self.samplesSeen = samplesSeen; self.globalBatch = globalBatch
+        self.worldSize = worldSize; self.shards = shards; self.seed = seed; self.configHash = configHash
+        self.modelConfig = modelConfig; self.files = files; self.recipe = recipe
+    }
+
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", step, epoch, samplesSeen = "samples_seen", globalBatch = "global_batch"
         case worldSize = "world_size", shards, seed, configHash = "config_hash", modelConfig = "model_config", files
@@ -41,8 +47,8 @@ public enum Checkpoint {
     public static let indexFile = "model.safetensors.index.json"
 
     public static func folderName(step: Int) -> String { String(format: "step-%08d", step) }
-    static func modelFile(_ i: Int, of n: Int) -> String { String(format: "model-%05d-of-%05d.safetensors", i + 1, n) }
-    static func optimizerFile(_ i: Int, of n: Int) -> String { String(format: "optimizer-%05d-of-%05d.safetensors", i + 1, n) }
+    public static func modelFile(_ i: Int, of n: Int) -> String { String(format: "model-%05d-of-%05d.safetensors", i + 1, n) }
+    public static func optimizerFile(_ i: Int, of n: Int) -> String { String(format: "optimizer-%05d-of-%05d.safetensors", i + 1, n) }
 
     /// Splits the tensors, in layout order, into `n` contiguous groups of about equal size; the
     /// same split serves checkpoint shards and ZeRO-1 partitions.
@@ -65,63 +71,18 @@ public enum Checkpoint {
         return groups
     }
 
-    /// Every rank calls this at the same step; rank i writes shard i, rank 0 commits.
-    public static func save(root: String, step: Int, state: TrainerState, layout: ParameterLayout,
-                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil, stateBase: Int, comm: Communicator,
-                            keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil) throws -> String {
-        let dir = (root as NSString).appendingPathComponent(folderName(step: step))
-        let n = state.shards
-        try agree(comm, "creating checkpoint folder \(dir)") {
-            if comm.isRoot { try prepareFolder(dir) }
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        }
-        let groups = partition(layout, into: n)
-        try agree(comm, "writing checkpoint shards in \(dir)") {
-            for i in stride(from: comm.rank, to: n, by: comm.size) {
-                let tensors = Array(layout.tensors[groups[i]])
-                try Safetensors.write(tensors.map { view($0, params) }, metadata: ["format": "pt"],
-                                      to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
-                try Safetensors.write(tensors.flatMap { t -> [Safetensors.Tensor] in
-                    [view(t, m, base: stateBase, suffix: ".exp_avg"), view(t, v, base: stateBase, suffix: ".exp_avg_sq")]
-                        + (ema.map { [view(t, $0, suffix: ".ema")] } ?? [])
-                }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n)))
-            }
-        }
-        afterShards?()
-        try agree(comm, "committing checkpoint \(dir)") {
-            guard comm.isRoot else { return }
-            var weightMap: [String: String] = [:]
-            for (i, g) in groups.enumerated() { for t in layout.tensors[g] { weightMap[t.name] = modelFile(i, of: n) } }
-            let index: [String: Any] = ["metadata": ["total_size": layout.count * 4], "weight_map": weightMap]
-            try writeAtomically(try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted]),
-                                to: (dir as NSString).appendingPathComponent(indexFile))
-            var st = state
-            st.files = [:]
-            for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f != stateFile && !f.contains(".tmp-") {
-                st.files[f] = try SHA256.file((dir as NSString).appendingPathComponent(f))
-            }
-            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try writeAtomically(try enc.encode(st), to: (dir as NSString).appendingPathComponent(stateFile))
-            fsyncDirectory(dir)
-            try writeAtomically(Data((folderName(step: step) + "\n").utf8), to: (root as NSString).appendingPathComponent("latest"))
-            fsyncDirectory(root)
-            prune(root: root, keepLast: keepLast, keepEvery: keepEvery)
-        }
-        return dir
-    }
-
     /// Never writes into a committed checkpoint; clears what a save that never committed left.
-    static func prepareFolder(_ dir: String) throws {
+    public static func prepareFolder(_ dir: String) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: (dir as NSString).appendingPathComponent(stateFile)) {
-            throw ConfigError("\(dir): already a committed checkpoint; refusing to write into it "
+            throw CheckpointError("\(dir): already a committed checkpoint; refusing to write into it "
                 + "(resume from it, or move it aside)")
         }
         if fm.fileExists(atPath: dir) { try fm.removeItem(atPath: dir) }
     }
 
     /// Tensor `t` of a buffer that holds the elements from `base` on.
-    static func view(_ t: TensorInfo, _ buf: FlatBuffer, base: Int = 0, suffix: String = "") -> Safetensors.Tensor {
+    public static func view(_ t: TensorInfo, _ buf: FlatBuffer, base: Int = 0, suffix: String = "") -> Safetensors.Tensor {
         precondition(t.offset - base >= 0 && t.offset - base + t.count <= buf.count, "tensor \(t.name) outside the buffer")
         return Safetensors.Tensor(name: t.name + suffix, shape: t.shape, data: UnsafeBufferPointer(start: buf.pointer + t.offset - base, count: t.count))
     }
@@ -138,7 +99,7 @@ public enum Checkpoint {
 
     /// Removes uncommitted folders, and committed ones beyond the newest `keepLast` except every
     /// `keepEvery`-th step (0: none kept for that reason).
-    static func prune(root: String, keepLast: Int, keepEvery: Int) {
+    public static func prune(root: String, keepLast: Int, keepEvery: Int) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
         let done = committed(root: root)
         let keep = Set(done.suffix(max(keepLast, 1)).map { $0.step })
@@ -189,13 +150,13 @@ public enum Checkpoint {
                             target = ema
                         } else if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }
                         else if name.hasSuffix(".exp_avg") { base = String(name.dropLast(8)); target = m! }
-                        else { throw ConfigError("\(path): unexpected tensor '\(name)' in an optimizer shard") }
+                        else { throw CheckpointError("\(path): unexpected tensor '\(name)' in an optimizer shard") }
                     }
                     guard let info = layout[base] else {
-                        throw ConfigError("\(path): tensor '\(base)' is not part of this model (does the config match the checkpoint?)")
+                        throw CheckpointError("\(path): tensor '\(base)' is not part of this model (does the config match the checkpoint?)")
                     }
                     guard info.shape == t.shape else {
-                        throw ConfigError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
+                        throw CheckpointError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
                     }
                     seen.insert(name)
                     if !full && !(owned.contains(info.offset) || info.count == 0) { continue }
@@ -207,7 +168,7 @@ public enum Checkpoint {
         for t in layout.tensors {
             for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"]) + (ema == nil ? [] : [t.name + ".ema"])
             where !seen.contains(name) {
-                throw ConfigError("\(dir): tensor '\(name)' missing from the checkpoint (does the config match?)")
+                throw CheckpointError("\(dir): tensor '\(name)' missing from the checkpoint (does the config match?)")
             }
         }
         return state
@@ -218,9 +179,9 @@ public enum Checkpoint {
     public static func readState(_ dir: String) throws -> TrainerState {
         let path = (dir as NSString).appendingPathComponent(stateFile)
         let attrs = try? FileManager.default.attributesOfItem(atPath: path)
-        guard let size = attrs?[.size] as? Int else { throw ConfigError("\(dir): not a committed checkpoint (no \(stateFile))") }
-        guard size <= 64 << 20 else { throw ConfigError("\(path): \(size) bytes, too large for a trainer state") }
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): cannot read") }
+        guard let size = attrs?[.size] as? Int else { throw CheckpointError("\(dir): not a committed checkpoint (no \(stateFile))") }
+        guard size <= 64 << 20 else { throw FormatError("\(path): \(size) bytes, too large for a trainer state") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError("\(path): cannot read") }
         return try parseState(data, path: path)
     }
 
@@ -229,9 +190,9 @@ public enum Checkpoint {
         try checkStateFields(data, path: path)
         let state: TrainerState
         do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
-            throw ConfigError("\(path): unreadable trainer state: \(error)")
+            throw FormatError("\(path): unreadable trainer state: \(error)")
         }
-        func bad(_ m: String) -> ConfigError { ConfigError("\(path): invalid trainer state: \(m)") }
+        func bad(_ m: String) -> FormatError { FormatError("\(path): invalid trainer state: \(m)") }
         guard state.formatVersion == 1 else { throw bad("format_version \(state.formatVersion), this build reads 1") }
         guard state.step >= 0, state.epoch >= 0, state.samplesSeen >= 0 else { throw bad("negative step, epoch or samples_seen") }
         guard (1...1_000_000).contains(state.globalBatch) else { throw bad("global_batch \(state.globalBatch) out of range") }
@@ -257,9 +218,9 @@ public enum Checkpoint {
     /// Names the field of a trainer state that is absent, of the wrong type or out of range
     /// (the decoder would only say that the JSON is invalid).
     static func checkStateFields(_ data: Data, path: String) throws {
-        func bad(_ m: String) -> ConfigError { ConfigError("\(path): invalid trainer state: \(m)") }
+        func bad(_ m: String) -> FormatError { FormatError("\(path): invalid trainer state: \(m)") }
         guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw ConfigError("\(path): unreadable trainer state: not a JSON object")
+            throw FormatError("\(path): unreadable trainer state: not a JSON object")
         }
         for f in stateIntegers {
             guard let v = obj[f.key] else { throw bad("\(f.key) missing") }
@@ -267,9 +228,9 @@ public enum Checkpoint {
             let d = n.doubleValue
             let text = rawNumber(data, key: f.key) ?? "\(d)"
             guard d >= f.low && d <= f.high else {
-                throw ConfigError("\(path): \(f.key): \(text) is out of range (\(f.range))")
+                throw FormatError("\(path): \(f.key): \(text) is out of range (\(f.range))")
             }
-            guard d == d.rounded() else { throw ConfigError("\(path): \(f.key): \(text) is not an integer") }
+            guard d == d.rounded() else { throw FormatError("\(path): \(f.key): \(text) is not an integer") }
         }
         for key in ["config_hash", "model_config", "files"] where obj[key] == nil { throw bad("\(key) missing") }
     }
@@ -285,10 +246,10 @@ public enum Checkpoint {
     /// checkpoint's model shards.
     static func checkIndex(_ dir: String, _ state: TrainerState, layout: ParameterLayout) throws {
         let path = (dir as NSString).appendingPathComponent(indexFile)
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): missing") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError("\(path): missing") }
         let map = try parseIndex(data, path: path, shards: state.shards)
         for t in layout.tensors where map[t.name] == nil {
-            throw ConfigError("\(path): weight_map has no entry for '\(t.name)' (does the config match the checkpoint?)")
+            throw FormatError("\(path): weight_map has no entry for '\(t.name)' (does the config match the checkpoint?)")
         }
     }
 
@@ -297,11 +258,11 @@ public enum Checkpoint {
         guard data.count <= 64 << 20,
               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let map = obj["weight_map"] as? [String: String] else {
-            throw ConfigError("\(path): not a safetensors index (a JSON object with a weight_map of strings)")
+            throw FormatError("\(path): not a safetensors index (a JSON object with a weight_map of strings)")
         }
         let allowed = Set((0..<min(shards, 100_000)).map { modelFile($0, of: shards) })
         for (tensor, file) in map where !allowed.contains(file) {
-            throw ConfigError("\(path): tensor '\(tensor)' maps to '\(file)', not one of this checkpoint's \(shards) model shards")
+            throw FormatError("\(path): tensor '\(tensor)' maps to '\(file)', not one of this checkpoint's \(shards) model shards")
         }
         return map
     }
@@ -311,21 +272,21 @@ public enum Checkpoint {
         for (file, sum) in state.files.sorted(by: { $0.key < $1.key }) {
             let path = (dir as NSString).appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: path) else {
-                throw ConfigError("\(path): missing (listed in \(stateFile))")
+                throw CheckpointError("\(path): missing (listed in \(stateFile))")
             }
             let actual = try SHA256.file(path)
             guard actual == sum else {
-                throw ConfigError("\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the file is corrupt or was changed")
+                throw CheckpointError("\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the file is corrupt or was changed")
             }
         }
         for i in 0..<state.shards where state.files[modelFile(i, of: state.shards)] == nil {
-            throw ConfigError("\(dir): \(stateFile) does not list \(modelFile(i, of: state.shards))")
+            throw CheckpointError("\(dir): \(stateFile) does not list \(modelFile(i, of: state.shards))")
         }
     }
 }
 
 /// fsync on a directory, so a rename inside it survives a power cut.
-func fsyncDirectory(_ path: String) {
+public func fsyncDirectory(_ path: String) {
     let fd = open(path, O_RDONLY)
     if fd >= 0 { fsync(fd); close(fd) }
 }
@@ -379,7 +340,7 @@ extension Checkpoint {
             }
         }
         if averaged && names.isEmpty {
-            throw ConfigError("\(dir): no weight average in this checkpoint (the run had train.ema: 0)")
+            throw CheckpointError("\(dir): no weight average in this checkpoint (the run had train.ema: 0)")
         }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try values.withUnsafeBufferPointer { buf in

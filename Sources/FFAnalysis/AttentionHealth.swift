@@ -69,7 +69,7 @@ public struct LayerHealth: Codable, Sendable, Equatable {
 
 /// Calls `body(i, j)` for a grid of about `perAxis`² query/key pairs of a T × T map (only j ≤ i
 /// when causal): every pair when T ≤ perAxis, else evenly strided rows and keys.
-func samplePairs(T: Int, causal: Bool, perAxis: Int, _ body: (Int, Int) -> Void) {
+public func samplePairs(T: Int, causal: Bool, perAxis: Int, _ body: (Int, Int) -> Void) {
     let stride = max(1, T / perAxis)
     for i in Swift.stride(from: 0, to: T, by: stride) {
         for j in Swift.stride(from: 0, through: causal ? i : T - 1, by: stride) { body(i, j) }
@@ -77,7 +77,7 @@ func samplePairs(T: Int, causal: Bool, perAxis: Int, _ body: (Int, Int) -> Void)
 }
 
 /// The q-quantile of sorted values (nearest rank; NaN when empty).
-func quantile(_ sorted: [Double], _ q: Double) -> Double {
+public func quantile(_ sorted: [Double], _ q: Double) -> Double {
     sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]
 }
 

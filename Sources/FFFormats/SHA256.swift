@@ -74,7 +74,7 @@ public struct SHA256 {
 
     /// The hex digest of a file, read in 1 MiB pieces.
     public static func file(_ path: String) throws -> String {
-        guard let fh = FileHandle(forReadingAtPath: path) else { throw ConfigError("\(path): cannot open to checksum") }
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw FormatError("\(path): cannot open to checksum") }
         defer { try? fh.close() }
         var s = SHA256()
         while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty { s.update(chunk) }

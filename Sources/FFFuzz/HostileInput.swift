@@ -1,7 +1,7 @@
-import FFKernels
+import FFCore
 import Foundation
 import FFData
-import FFModel
+import FFFormats
 
 /// The readers of files that come from other people, and a mutation generator to throw bad
 /// bytes at them: every reader must answer with an error naming the file, never trap or hang.

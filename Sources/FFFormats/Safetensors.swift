@@ -38,9 +38,9 @@ public enum Safetensors {
     /// the file size.
     public static func read(path: String) throws -> (tensors: [String: (shape: [Int], values: [Float])], metadata: [String: String]) {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError("\(path): cannot read safetensors file")
+            throw FormatError("\(path): cannot read safetensors file")
         }
-        func fail(_ m: String) -> ConfigError { ConfigError("\(path): not a valid safetensors file: \(m)") }
+        func fail(_ m: String) -> FormatError { FormatError("\(path): not a valid safetensors file: \(m)") }
         guard data.count >= 8 else { throw fail("\(data.count) bytes, shorter than the 8-byte header length") }
         let n = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n <= UInt64(data.count - 8), n <= 100_000_000 else { throw fail("header length \(n) exceeds the file (\(data.count) bytes)") }
@@ -87,7 +87,7 @@ public enum Safetensors {
     /// As the reference library requires: the tensors' byte ranges, in order, follow each other
     /// with no gap or overlap and end exactly where the file does.
     static func checkCoverage(_ spans: [(name: String, begin: Int, end: Int)], dataBytes: Int,
-                              fail: (String) -> ConfigError) throws {
+                              fail: (String) -> FormatError) throws {
         var at = 0, previous = "the start of the data"
         for s in spans.sorted(by: { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }) {
             if s.begin > at { throw fail("tensor '\(s.name)' starts at byte \(s.begin), leaving a gap after \(previous) (\(at))") }
@@ -106,11 +106,11 @@ public enum Safetensors {
 public func writeAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { throw ConfigError("\(path): cannot create (\(String(cString: strerror(errno))))") }
-    func failure(_ what: String) -> ConfigError {
+    guard fd >= 0 else { throw FormatError("\(path): cannot create (\(String(cString: strerror(errno))))") }
+    func failure(_ what: String) -> FormatError {
         let reason = String(cString: strerror(errno))
         close(fd); unlink(tmp)
-        return ConfigError("\(path): \(what) (\(reason))")
+        return FormatError("\(path): \(what) (\(reason))")
     }
     let ok = data.withUnsafeBytes { raw -> Bool in
         var off = 0
@@ -127,6 +127,6 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     guard rename(tmp, path) == 0 else {
         let reason = String(cString: strerror(errno))
         unlink(tmp)
-        throw ConfigError("\(path): cannot rename into place (\(reason))")
+        throw FormatError("\(path): cannot rename into place (\(reason))")
     }
 }

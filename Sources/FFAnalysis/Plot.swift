@@ -1,3 +1,4 @@
+import FFFormats
 import Foundation
 
 /// One run's curves read from its metrics.jsonl.
@@ -10,11 +11,11 @@ public struct RunCurves: Sendable {
 
     /// Reads `path` (metrics.jsonl); `name` labels the run in charts.
     public static func read(_ path: String, name: String) throws -> RunCurves {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ConfigError("\(path): cannot read metrics") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError("\(path): cannot read metrics") }
         var c = RunCurves(name: name, loss: [], validPerplexity: [])
         for (n, line) in text.split(separator: "\n").enumerated() {
             guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw ConfigError("\(path): line \(n + 1) is not a JSON object")
+                throw FormatError("\(path): line \(n + 1) is not a JSON object")
             }
             guard let step = o["step"] as? Int else { continue }
             if o["grad_norm"] != nil, let l = o["loss"] as? Double, l.isFinite { c.loss.append((step, l)) }
