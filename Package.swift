@@ -5,8 +5,7 @@ import Foundation
 
 // Our SIMD kernels are compiled for the vector unit of the machine that builds them, like
 // -march=native: AVX-512 (Skylake-SP and later: the Fourier kernel then runs 16 keys per
-// vector in 32 registers, measured ~1.4x faster than AVX2), else AVX2 + FMA (Haswell, 2013, and
-// later). The binary checks the CPU at start and says how to rebuild if it runs elsewhere.
+// vector in 32 registers), else AVX2 + FMA (Haswell, 2013, and later). The binary checks the CPU at start and says how to rebuild if it runs elsewhere.
 // FF_CPU=avx2 caps the level (a binary for a mixed cluster); FF_PORTABLE=1 builds for baseline
 // x86-64.
 enum VectorLevel { case portable, avx2, avx512 }

@@ -260,11 +260,6 @@ public final class LanguageModel: TrainableModel {
 }
 
 extension LanguageModel {
-    /// The attention maps A (H maps of T x T, row-major, in Double) of `layer` for sequence `b`
-    /// of the last forward pass, recomputed from its saved q, k, v (analysis only; allocates).
-    public func attentionMaps(layer: Int, sequence b: Int) -> [[Double]] {
-        stack.attentionMaps(layer: layer, sample: b, params: params.pointer)
-    }
 
     /// The learned R entries of `layer` (empty for softmax attention).
     public func rValues(layer: Int) -> [Float] { stack.rValues(layer: layer, params: params.pointer) }

@@ -83,6 +83,26 @@ public final class TransformerStack {
         var fc1, act: UnsafeMutablePointer<Float>                     // (B,T,F)
         var fc2, fc2Mask: UnsafeMutablePointer<Float>                 // (B,T,C)
         var res2: UnsafeMutablePointer<Float>                         // (B,T,C)
+
+        /// Reserves one block's activations in `a` for `batch` samples of `T` tokens; the returned
+        /// closure names the pointers once the arena has committed its memory.
+        static func reserve(in a: Arena, batch: Int, T: Int, C: Int, F: Int, H: Int) -> (Arena) -> BlockActs {
+            let bt = batch * T
+            let ln1Out = a.reserve(bt * C), ln1Mean = a.reserve(bt), ln1Rstd = a.reserve(bt)
+            let qkv = a.reserve(bt * 3 * C), att = a.reserve(bt * C), attStat = a.reserve(batch * H * T)
+            let proj = a.reserve(bt * C), projMask = a.reserve(bt * C), res1 = a.reserve(bt * C)
+            let ln2Out = a.reserve(bt * C), ln2Mean = a.reserve(bt), ln2Rstd = a.reserve(bt)
+            let fc1 = a.reserve(bt * F), act = a.reserve(bt * F)
+            let fc2 = a.reserve(bt * C), fc2Mask = a.reserve(bt * C), res2 = a.reserve(bt * C)
+            return { a in
+                BlockActs(ln1Out: a.pointer(ln1Out), ln1Mean: a.pointer(ln1Mean), ln1Rstd: a.pointer(ln1Rstd),
+                          qkv: a.pointer(qkv), att: a.pointer(att), attStat: a.pointer(attStat),
+                          proj: a.pointer(proj), projMask: a.pointer(projMask), res1: a.pointer(res1),
+                          ln2Out: a.pointer(ln2Out), ln2Mean: a.pointer(ln2Mean), ln2Rstd: a.pointer(ln2Rstd),
+                          fc1: a.pointer(fc1), act: a.pointer(act), fc2: a.pointer(fc2), fc2Mask: a.pointer(fc2Mask),
+                          res2: a.pointer(res2))
+            }
+        }
     }
     var acts: [BlockActs] = []
     let arena = Arena()
@@ -135,21 +155,13 @@ public final class TransformerStack {
 
         let BT = maxBatch * T
         let a = arena
-        var handles: [[Int]] = []
-        for _ in 0..<config.layers {
-            let sizes = [BT * C, BT, BT, BT * 3 * C, BT * C, maxBatch * H * T, BT * C, BT * C, BT * C,
-                         BT * C, BT, BT, BT * F, BT * F, BT * C, BT * C, BT * C]
-            handles.append(sizes.map { a.reserve($0) })
+        let blocks = (0..<config.layers).map { _ in
+            BlockActs.reserve(in: a, batch: maxBatch, T: T, C: C, F: F, H: H)
         }
         let hd = (0..<6).map { _ in a.reserve(BT * C) }
         let hQKV = a.reserve(BT * 3 * C), hF1 = a.reserve(BT * F), hF2 = a.reserve(BT * F)
         a.commit()
-        for hs in handles {
-            let p = hs.map { a.pointer($0) }
-            acts.append(BlockActs(ln1Out: p[0], ln1Mean: p[1], ln1Rstd: p[2], qkv: p[3], att: p[4], attStat: p[5],
-                                  proj: p[6], projMask: p[7], res1: p[8], ln2Out: p[9], ln2Mean: p[10],
-                                  ln2Rstd: p[11], fc1: p[12], act: p[13], fc2: p[14], fc2Mask: p[15], res2: p[16]))
-        }
+        acts = blocks.map { $0(a) }
         dRes = a.pointer(hd[0]); dH = a.pointer(hd[1]); dTmp = a.pointer(hd[2]); dAtt = a.pointer(hd[3])
         dPing = a.pointer(hd[4]); dPong = a.pointer(hd[5])
         dQKV = a.pointer(hQKV); dF1 = a.pointer(hF1); dF2 = a.pointer(hF2)
@@ -302,13 +314,17 @@ public final class TransformerStack {
     /// dy: gradient of the block's output; writes (overwrites) the gradient of its input into dx.
     private func blockBackward(_ l: Int, dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>, B: Int,
                                p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
+        mlpHalfBackward(l, dy: dy, B: B, p: p, g: g)
+        attentionHalfBackward(l, dx: dx, B: B, p: p, g: g)
+    }
+
+    /// The block's MLP half: from dy to dL/dh in `dH` (h = the attention half's output).
+    private func mlpHalfBackward(_ l: Int, dy: UnsafeMutablePointer<Float>, B: Int,
+                                 p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
         let T = config.seq, C = config.dModel, F = config.dFF, BT = B * T, n = BT * C
         let w = blockParams[l], a = acts[l]
         let pre = config.norm == .pre
         let masked = anyMask && lastKeys != nil
-        let x = layerInput(l)
-        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim, causal: config.causal)
-
         // y = pre ? res2 : LN2(res2), res2 = h + drop(fc2(act(fc1(ffIn)))).
         let dres2: UnsafeMutablePointer<Float>
         if pre {
@@ -335,6 +351,18 @@ public final class TransformerStack {
         } else {
             linearBackward(dinp: dH, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn, weight: p + w.fc1W, M: BT, K: C, N: F)
         }
+    }
+
+    /// The block's attention half: from dL/dh in `dH` to the block input's gradient `dx`.
+    private func attentionHalfBackward(_ l: Int, dx: UnsafeMutablePointer<Float>, B: Int,
+                                       p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
+        let T = config.seq, C = config.dModel, BT = B * T, n = BT * C
+        let w = blockParams[l], a = acts[l]
+        let pre = config.norm == .pre
+        let masked = anyMask && lastKeys != nil
+        let x = layerInput(l)
+        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim, causal: config.causal)
+
         // h = pre ? res1 : LN1(res1), res1 = x + drop(proj(att(qkv(attnIn)))).
         let dres1: UnsafeMutablePointer<Float>
         if pre {
@@ -365,47 +393,6 @@ public final class TransformerStack {
         } else {
             linearBackward(dinp: dx, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: x, weight: p + w.qkvW, M: BT, K: C, N: 3 * C)
         }
-    }
-
-    // MARK: Analysis
-
-    /// The attention maps A (H maps of T x T, row-major, in Double) of `layer` for sample `b` of
-    /// the last forward pass, recomputed from its saved q, k, v (analysis only; allocates).
-    public func attentionMaps(layer: Int, sample b: Int, params p: UnsafePointer<Float>) -> [[Double]] {
-        precondition(b < lastBatch, "sample \(b) not in the last forward's batch of \(lastBatch)")
-        let T = config.seq, C = config.dModel, H = config.heads, D = config.headDim
-        let qkv = acts[layer].qkv
-        var maps: [[Double]] = []
-        for h in 0..<H {
-            func slice(_ off: Int) -> [Double] {
-                (0..<T).flatMap { t in (0..<D).map { d in Double(qkv[(b * T + t) * 3 * C + off + h * D + d]) } }
-            }
-            let q = slice(0), k = slice(C), v = slice(2 * C)
-            switch config.attention {
-            case .fourier(let spec, _):
-                let R = p + blockParams[layer].R
-                let r: [Double] = (0..<D).map { d in Double(R[spec.rMode.index(head: h, dim: d)]) }
-                maps.append(FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: spec.p,
-                                                     eps: Double(spec.eps), causal: config.causal).a)
-            case .softmax:
-                var a = [Double](repeating: 0, count: T * T)
-                let scale = 1 / Double(D).squareRoot()
-                for i in 0..<T {
-                    let last = config.causal ? i : T - 1
-                    var mx = -Double.infinity
-                    for j in 0...last {
-                        var s = 0.0
-                        for d in 0..<D { s += q[i * D + d] * k[j * D + d] }
-                        a[i * T + j] = s * scale; mx = max(mx, s * scale)
-                    }
-                    var sum = 0.0
-                    for j in 0...last { a[i * T + j] = exp(a[i * T + j] - mx); sum += a[i * T + j] }
-                    for j in 0...last { a[i * T + j] /= sum }
-                }
-                maps.append(a)
-            }
-        }
-        return maps
     }
 
     /// The learned R entries of `layer` (empty for softmax attention).

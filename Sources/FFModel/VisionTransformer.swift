@@ -250,8 +250,4 @@ public final class VisionTransformer: TrainableModel {
         try onStageDone?(L + 1)
     }
 
-    /// The attention maps of `layer` for image `b` of the last forward (analysis; allocates).
-    public func attentionMaps(layer: Int, image b: Int) -> [[Double]] {
-        stack.attentionMaps(layer: layer, sample: b, params: params.pointer)
-    }
 }
