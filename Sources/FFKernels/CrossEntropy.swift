@@ -44,8 +44,8 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
 @inline(__always) func rowMax(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
     let raw = UnsafeRawPointer(row), chunks = n / 8
     var m8 = SIMD8<Float>(repeating: -.infinity)
-    // pointwiseMax is a generic call per chunk in Swift 6.3 (9% of an LM step); a compare and
-    // select is two instructions.
+    // pointwiseMax is a generic call per chunk in Swift 6.3 (a visible share of an LM step); a
+    // compare and select is two instructions.
     for c in 0..<chunks {
         let x = raw.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
         m8.replace(with: x, where: x .> m8)

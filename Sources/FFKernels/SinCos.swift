@@ -1,7 +1,7 @@
 import Foundation
 
 // sin and cos of `lanes` floats at once, for the Fourier kernel's per-token tables (scalar libm calls
-// were 11% of a ViT step). The argument is reduced by k·π/2 with π/2 split in three parts
+// are a visible share of a ViT step). The argument is reduced by k·π/2 with π/2 split in three parts
 // (Cody–Waite: k·part1 and k·part2 are exact for |k| < 2^12), then Taylor polynomials on
 // [−π/4, π/4] (truncation < 2e-9) and the quadrant k mod 4 swaps and negates. |x| above
 // `sinCosVectorLimit` falls back to libm, where the reduction would lose accuracy.
