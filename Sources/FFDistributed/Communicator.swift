@@ -18,8 +18,15 @@ public protocol Communicator: AnyObject {
     /// In place: rank r contributes the r-th piece (counts[r] floats, pieces in rank order) of
     /// `buffer`, and every rank ends with all pieces.
     func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
+    /// Rank r sends `sendCounts[j]` floats from `send + sendOffsets[j]` to every rank j, and
+    /// receives `recvCounts[j]` floats from rank j at `recv + recvOffsets[j]`.
+    func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+                   _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws
     /// Starts an in-place sum over ranks of `count` floats; it completes in `waitPending`.
     func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Starts a sum over ranks of `count` floats into rank `root`'s `buffer` (in place there; the
+    /// other ranks' buffers are only read); it completes in `waitPending`.
+    func startReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Lets outstanding non-blocking collectives progress, without waiting.
     func progressPending() throws
     /// Waits for every outstanding non-blocking collective.
@@ -44,7 +51,12 @@ public final class SingleProcess: Communicator {
         recv.update(from: send, count: counts[0])
     }
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
+    public func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+                          _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws {
+        (recv + recvOffsets[0]).update(from: send + sendOffsets[0], count: sendCounts[0])
+    }
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
+    public func startReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func progressPending() throws {}
     public func waitPending(_ what: @autoclosure () -> String) throws {}
 }

@@ -256,6 +256,16 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "allgather(\(counts.reduce(0, +)) floats)")
     }
 
+    public func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+                          _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws {
+        enter()
+        var req: MPI_Request? = nil
+        let sc = sendCounts.map { Int32($0) }, sd = sendOffsets.map { Int32($0) }
+        let rc = recvCounts.map { Int32($0) }, rd = recvOffsets.map { Int32($0) }
+        try check(MPI_Ialltoallv(send, sc, sd, cmpi_float(), recv, rc, rd, cmpi_float(), world, &req), "MPI_Ialltoallv")
+        try wait(&req, "alltoallv(\(recvCounts.reduce(0, +)) floats)")
+    }
+
     /// A barrier that gives up after `seconds` instead of aborting: lets every rank finish
     /// printing its error before any exits (mpirun kills the others when one exits non-zero).
     /// Returns whether all ranks arrived.
@@ -288,6 +298,16 @@ public final class MPICommunicator: Communicator {
         enter()
         var req: MPI_Request? = nil
         try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        pending.append(req)
+    }
+
+    public func startReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        // The root sums in place; the others' buffers are the send side only.
+        let send: UnsafeRawPointer? = rank == root ? UnsafeRawPointer(cmpi_in_place()) : UnsafeRawPointer(buffer)
+        try check(MPI_Ireduce(send, buffer, Int32(count), cmpi_float(), cmpi_sum(), Int32(root), world, &req),
+                  "MPI_Ireduce")
         pending.append(req)
     }
 

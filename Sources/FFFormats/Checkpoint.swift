@@ -126,8 +126,9 @@ public enum Checkpoint {
 
     /// Reads and verifies a checkpoint folder: the state, every file's checksum, then the weights and
     /// optimizer moments by tensor name into the given buffers (any number of shards).
-    /// `m` and `v` hold the optimizer state of the elements `owned` (all, or a ZeRO-1 partition);
-    /// moments of other tensors are checked but not kept.
+    /// `m` and `v` hold the optimizer state of the elements `owned` (all, or a ZeRO-1 partition,
+    /// which may start and end inside tensors): each moment tensor's overlap with it is kept, the
+    /// rest is checked but not kept.
     public static func load(_ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
                             ema: FlatBuffer? = nil, owned: Range<Int>? = nil) throws -> TrainerState {
         let owned = owned ?? 0..<layout.count
@@ -159,9 +160,13 @@ public enum Checkpoint {
                         throw CheckpointError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
                     }
                     seen.insert(name)
-                    if !full && !(owned.contains(info.offset) || info.count == 0) { continue }
-                    let at = full ? info.offset : info.offset - owned.lowerBound
-                    t.values.withUnsafeBufferPointer { (target.pointer + at).update(from: $0.baseAddress!, count: info.count) }
+                    let lo = full ? info.offset : max(info.offset, owned.lowerBound)
+                    let hi = full ? info.offset + info.count : min(info.offset + info.count, owned.upperBound)
+                    guard lo < hi else { continue }
+                    let at = full ? lo : lo - owned.lowerBound
+                    t.values.withUnsafeBufferPointer {
+                        (target.pointer + at).update(from: $0.baseAddress! + (lo - info.offset), count: hi - lo)
+                    }
                 }
             }
         }

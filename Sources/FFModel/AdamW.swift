@@ -29,14 +29,20 @@ public struct AdamW: Sendable, Equatable {
         }
     }
 
-    /// Updates the tensors `tensors` of `layout`. `grads`, `m` and `v` hold the elements from
-    /// `base` on (0 for full buffers; a ZeRO-1 partition's first element otherwise).
-    public func update(layout: ParameterLayout, tensors: Range<Int>, params: UnsafeMutablePointer<Float>,
+    /// Updates the elements `elements` of the flat buffers; the range may start and end inside
+    /// tensors (a ZeRO-1 partition). Each piece of a tensor is updated with that tensor's decay
+    /// flag, and AdamW is element-wise, so any split gives the same result as whole tensors.
+    /// `grads`, `m` and `v` hold the elements from `base` on (0 for full buffers; the range's first
+    /// element otherwise); `params` is the full buffer.
+    public func update(layout: ParameterLayout, elements: Range<Int>, params: UnsafeMutablePointer<Float>,
                        grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
                        base: Int, lr: Float, step t: Int, gradScale: Float) {
-        for tensor in layout.tensors[tensors] {
-            let o = tensor.offset - base
-            update(params: params + tensor.offset, grads: grads + o, m: m + o, v: v + o, count: tensor.count,
+        for tensor in layout.tensors {
+            let lo = max(tensor.offset, elements.lowerBound)
+            let hi = min(tensor.offset + tensor.count, elements.upperBound)
+            guard lo < hi else { continue }
+            let o = lo - base
+            update(params: params + lo, grads: grads + o, m: m + o, v: v + o, count: hi - lo,
                    decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
         }
     }
@@ -44,7 +50,7 @@ public struct AdamW: Sendable, Equatable {
     /// One update of every tensor of `layout` over full buffers.
     public func update(layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
                        lr: Float, step t: Int, gradScale: Float) {
-        update(layout: layout, tensors: 0..<layout.tensors.count, params: params.pointer, grads: grads.pointer,
+        update(layout: layout, elements: 0..<layout.count, params: params.pointer, grads: grads.pointer,
                m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale)
     }
 }

@@ -4,9 +4,12 @@ import FFFormats
 import FFModel
 
 extension Checkpoint {
-    /// Every rank calls this at the same step; rank i writes shard i, rank 0 commits.
+    /// Every rank calls this at the same step; rank i writes shard i, rank 0 commits. `m` and `v`
+    /// hold every element's moments, or under ZeRO-1 (`partitions[r]`: the elements rank r owns)
+    /// this rank's only: each shard's writer then gathers its tensors' moments from their owners.
     public static func save(root: String, step: Int, state: TrainerState, layout: ParameterLayout,
-                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil, stateBase: Int, comm: Communicator,
+                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil,
+                            partitions: [Range<Int>]?, comm: Communicator,
                             keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil) throws -> String {
         let dir = (root as NSString).appendingPathComponent(folderName(step: step))
         let n = state.shards
@@ -15,13 +18,24 @@ extension Checkpoint {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         let groups = partition(layout, into: n)
+        var (shardM, shardV, stateBase) = (m, v, 0)
+        if let partitions {
+            precondition(n == comm.size, "a ZeRO-1 checkpoint has one shard per rank")
+            let mine = elements(of: groups[comm.rank], layout)
+            (shardM, shardV, stateBase) = (FlatBuffer(count: mine.count), FlatBuffer(count: mine.count), mine.lowerBound)
+            let shards = groups.map { elements(of: $0, layout) }
+            for (from, to) in [(m, shardM), (v, shardV)] {
+                try gatherSlices(from, owned: partitions, into: to, wanted: shards, comm: comm)
+            }
+        }
         try agree(comm, "writing checkpoint shards in \(dir)") {
             for i in stride(from: comm.rank, to: n, by: comm.size) {
                 let tensors = Array(layout.tensors[groups[i]])
                 try Safetensors.write(tensors.map { view($0, params) }, metadata: ["format": "pt"],
                                       to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
                 try Safetensors.write(tensors.flatMap { t -> [Safetensors.Tensor] in
-                    [view(t, m, base: stateBase, suffix: ".exp_avg"), view(t, v, base: stateBase, suffix: ".exp_avg_sq")]
+                    [view(t, shardM, base: stateBase, suffix: ".exp_avg"),
+                     view(t, shardV, base: stateBase, suffix: ".exp_avg_sq")]
                         + (ema.map { [view(t, $0, suffix: ".ema")] } ?? [])
                 }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n)))
             }
@@ -49,4 +63,25 @@ extension Checkpoint {
         return dir
     }
 
+    /// The elements of the tensors `group` (empty for an empty group).
+    static func elements(of group: Range<Int>, _ layout: ParameterLayout) -> Range<Int> {
+        group.isEmpty ? 0..<0 : layout.tensors[group.lowerBound].offset..<layout.tensors[group.upperBound - 1].range.upperBound
+    }
+
+    /// One exchange that gives rank r the elements `wanted[r]` of a buffer split by `owned`
+    /// (rank j holds `owned[j]`, from its first element on in `from`): every owner sends each
+    /// rank the overlap of its own range with that rank's wanted one.
+    static func gatherSlices(_ from: FlatBuffer, owned: [Range<Int>], into out: FlatBuffer, wanted: [Range<Int>],
+                             comm: Communicator) throws {
+        let me = comm.rank, mine = owned[me], want = wanted[me]
+        func overlap(_ a: Range<Int>, _ b: Range<Int>) -> Range<Int> {
+            let lo = max(a.lowerBound, b.lowerBound), hi = min(a.upperBound, b.upperBound)
+            return lo < hi ? lo..<hi : lo..<lo
+        }
+        let send = wanted.map { overlap(mine, $0) }, recv = owned.map { overlap($0, want) }
+        try comm.alltoallv(from.pointer, sendCounts: send.map(\.count),
+                           sendOffsets: send.map { $0.isEmpty ? 0 : $0.lowerBound - mine.lowerBound },
+                           out.pointer, recvCounts: recv.map(\.count),
+                           recvOffsets: recv.map { $0.isEmpty ? 0 : $0.lowerBound - want.lowerBound })
+    }
 }

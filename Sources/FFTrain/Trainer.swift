@@ -23,13 +23,11 @@ public final class Trainer {
     let schedule: LRSchedule
     /// AdamW moments of the elements `owned` (all of them, or this rank's ZeRO-1 partition).
     let m: FlatBuffer, v: FlatBuffer
-    /// Tensor indices and element range whose optimizer state this rank keeps and updates.
-    public let ownedTensors: Range<Int>
+    /// The elements whose optimizer state this rank keeps and updates: all of them, or under
+    /// ZeRO-1 this rank's equal share of the flat buffer (cutting tensors where it falls).
     public let owned: Range<Int>
-    /// Element count of every rank's partition (ZeRO-1), in rank order.
-    let partitionCounts: [Int]
-    /// ZeRO-1: this rank's piece of the reduce-scattered gradient.
-    let gradShard: FlatBuffer?
+    /// ZeRO-1: every rank's elements, in rank order (nil: every rank updates everything).
+    let partitions: [Range<Int>]?
     /// Sequences per micro-step on this rank.
     public let microBatch: Int
     /// Exponential moving average of the parameters (`train.ema` > 0), full on every rank, and
@@ -80,22 +78,12 @@ public final class Trainer {
             throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) exceeds the \(workload.trainCount) \(what) in \(config.dataPath(config.data.train))")
         }
         workload.initialize(seed: config.run.seed)
-        sync = GradientSync(comm: comm, stages: workload.gradientStages, bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)))
         let layout = workload.layout
-        let groups = Checkpoint.partition(layout, into: world)
-        let elementRange = { (g: Range<Int>) -> Range<Int> in
-            g.isEmpty ? 0..<0 : layout.tensors[g.lowerBound].offset..<layout.tensors[g.upperBound - 1].range.upperBound
-        }
-        partitionCounts = groups.map { elementRange($0).count }
-        if config.dist.zero1 {
-            ownedTensors = groups[comm.rank]
-            owned = elementRange(ownedTensors)
-            gradShard = FlatBuffer(count: owned.count)
-        } else {
-            ownedTensors = 0..<layout.tensors.count
-            owned = 0..<layout.count
-            gradShard = nil
-        }
+        partitions = config.dist.zero1 ? elementPartition(total: layout.count, ranks: world) : nil
+        owned = partitions?[comm.rank] ?? 0..<layout.count
+        // Under ZeRO-1 the buckets are cut at the partitions and each is reduced to its owner.
+        sync = GradientSync(comm: comm, stages: workload.gradientStages,
+                            bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)), owners: partitions)
         m = FlatBuffer(count: owned.count)
         v = FlatBuffer(count: owned.count)
         ema = tc.ema > 0 ? FlatBuffer(count: layout.count) : nil
@@ -113,7 +101,7 @@ public final class Trainer {
 
     /// Bytes this rank holds for training (see `StartInfo.memoryPerRank`).
     public var memoryBytes: Int {
-        4 * (2 * workload.params.count + m.count + v.count + (gradShard?.count ?? 0) + 2 * (ema?.count ?? 0)) + workload.activationBytes
+        4 * (2 * workload.params.count + m.count + v.count + 2 * (ema?.count ?? 0)) + workload.activationBytes
     }
 
     /// Global sample indices of this rank's micro-step `micro` of 0-based step `step`.
@@ -188,7 +176,7 @@ public final class Trainer {
                                    unit: workload.unit, attention: config.model.attention.name, runDirectory: runDir,
                                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
-                                   zero1: gradShard != nil)))
+                                   zero1: partitions != nil)))
         if let calibratedR {
             try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
             onEvent(.calibrated(r: calibratedR))
@@ -198,8 +186,9 @@ public final class Trainer {
                                               patience: tc.collapsePatience))
     }
 
-    /// Forward and backward over the step's micro-batches, the gradient sync (overlapped with
-    /// the last backward, or ZeRO-1's reduce-scatter), and one allreduce of the loss and stop votes.
+    /// Forward and backward over the step's micro-batches, the gradient sync overlapped with the
+    /// last backward (allreduce, or under ZeRO-1 each bucket reduced to the rank that owns it), and
+    /// one allreduce of the loss and stop votes.
     func computeStep(_ s: Int, _ loop: inout LoopState) throws -> StepPass {
         let tc = config.train, step = s + 1, grads = workload.grads
         let lossScale = 1 / Float(loop.unitsPerStep)
@@ -215,7 +204,7 @@ public final class Trainer {
             }
             lossSum += workload.trainForward(samples: idx, epoch: e, keys: keys, lossScale: lossScale)
             if micro == tc.gradAccum - 1 { beforeBackward?(step) }
-            if micro == tc.gradAccum - 1 && comm.size > 1 && gradShard == nil {
+            if micro == tc.gradAccum - 1 && comm.size > 1 {
                 // Only the last micro-step syncs: its buckets go out as backward finishes them.
                 sync.begin(grads: grads.pointer)
                 try workload.backward(onStageDone: sync.stageDone)
@@ -223,12 +212,6 @@ public final class Trainer {
             } else {
                 try workload.backward(onStageDone: nil)
             }
-        }
-        if let gradShard {
-            // ZeRO-1: each rank receives the summed gradient of its own partition only.
-            let tz = Date()
-            try comm.reduceScatterSum(grads.pointer, gradShard.pointer, counts: partitionCounts)
-            exposed += Date().timeIntervalSince(tz)
         }
         let t1 = Date()
         // The loss sum and the stop votes travel in one allreduce (a preallocated pair).
@@ -248,8 +231,9 @@ public final class Trainer {
                      onEvent: (TrainEvent) -> Void) throws -> Double? {
         let tc = config.train
         let norm: Double
-        if let gradShard {
-            var sq = globalNorm(gradShard.pointer, count: gradShard.count)
+        if partitions != nil {
+            // ZeRO-1: only the owned elements hold summed gradients.
+            var sq = globalNorm(workload.grads.pointer + owned.lowerBound, count: owned.count)
             sq *= sq
             try comm.allreduceSum(&sq, count: 1)
             norm = sq.squareRoot()
@@ -279,13 +263,12 @@ public final class Trainer {
         let tc = config.train, params = workload.params
         let lr = schedule.lr(at: step)
         let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
-        let ownedGrads = gradShard.map { UnsafePointer($0.pointer) }
-            ?? UnsafePointer(workload.grads.pointer + owned.lowerBound)
-        optimizer.update(layout: workload.layout, tensors: ownedTensors, params: params.pointer, grads: ownedGrads,
-                         m: m.pointer, v: v.pointer, base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
-        if gradShard != nil {
+        optimizer.update(layout: workload.layout, elements: owned, params: params.pointer,
+                         grads: workload.grads.pointer + owned.lowerBound, m: m.pointer, v: v.pointer,
+                         base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
+        if let partitions {
             let ta = Date()
-            try comm.allgather(params.pointer, counts: partitionCounts)
+            try comm.allgather(params.pointer, counts: partitions.map(\.count))
             loop.commSeconds += Date().timeIntervalSince(ta)
         }
         if let ema { updateAverage(ema, decay: min(tc.ema, Float(1 + step) / Float(10 + step))) }
@@ -503,7 +486,7 @@ extension Trainer {
                                  seed: config.run.seed, configHash: String(config.hash, radix: 16),
                                  modelConfig: workload.modelJSON, files: [:], recipe: config.recipe)
         return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: workload.layout,
-                                   params: workload.params, m: m, v: v, ema: ema, stateBase: owned.lowerBound, comm: comm,
+                                   params: workload.params, m: m, v: v, ema: ema, partitions: partitions, comm: comm,
                                    keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
                                    afterShards: { [weak self] in self?.checkpointHook?(step) })
     }
