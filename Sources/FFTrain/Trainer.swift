@@ -177,6 +177,8 @@ public final class Trainer {
                                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
                                    zero1: partitions != nil)))
+        try metrics?.append(MemoryRecord(memoryBytes: perRank[0..<comm.size].map { Int($0) },
+                                         optimizerBytes: perRank[comm.size...].map { Int($0) }, zero1: partitions != nil))
         if let calibratedR {
             try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
             onEvent(.calibrated(r: calibratedR))
@@ -462,6 +464,17 @@ struct CalibratedR: Encodable {
     var event = "r_calibrated"
     var r: [Float]
     var target: Double
+}
+
+/// Bytes each rank holds at the start (in rank order), and of them the AdamW moments.
+struct MemoryRecord: Encodable {
+    var event = "memory"
+    var memoryBytes: [Int]
+    var optimizerBytes: [Int]
+    var zero1: Bool
+    enum CodingKeys: String, CodingKey {
+        case event, memoryBytes = "memory_bytes", optimizerBytes = "optimizer_bytes", zero1
+    }
 }
 
 struct SkippedStep: Encodable {

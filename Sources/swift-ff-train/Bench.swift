@@ -14,57 +14,104 @@ struct Bench: ParsableCommand {
 }
 
 /// Times a raw MPI_Allreduce of the model's gradient bytes next to the bucketed `GradientSync`
-/// of the same buffer (run under mpirun).
+/// of the same buffer (run under mpirun), alternating the two round by round: on a shared
+/// machine two figures taken minutes apart move with the load, a per-round ratio much less.
+/// With `--floats` it times the raw allreduce at each size instead (to fit latency and bandwidth).
 struct BenchAllreduce: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "allreduce",
         abstract: "Raw MPI_Allreduce vs the trainer's bucketed gradient sync, same bytes (under mpirun).")
 
-    @Option(name: .long, help: "The config whose model (and dist.bucket_mb) to use.")
+    @Option(name: .long, help: "The config whose model (and dist.bucket_mb, dist.zero1) to use.")
     var config: String
 
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Timed repetitions.")
-    var repeats: Int = 20
+    @Option(name: .long, help: "Timed repetitions per measurement (their mean is one measurement).")
+    var repeats: Int = 10
+
+    @Option(name: .long, help: "Rounds: one raw and one bucketed measurement each; medians are reported.")
+    var rounds: Int = 9
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Sizes in floats: time the raw allreduce of each.")
+    var floats: [Int] = []
 
     func run() throws {
         let comm = makeCommunicator()
         do {
+            guard repeats >= 1, rounds >= 1 else { throw ValidationError("--repeats and --rounds must be >= 1") }
             let cfg = try TrainConfig.load(path: config, overrides: overrides)
-            let vocab = try dataVocabularySize(cfg)
-            let model = LanguageModel(config: cfg.model.lmConfig(vocabSize: vocab), maxBatch: 1, threads: 1)
-            let n = model.grads.count
-            let bytes = Double(n * 4)
-            let sync = GradientSync(comm: comm, stages: model.gradientStages, bucketFloats: max(1, Int(cfg.dist.bucketMB * 262_144)))
-            func time(_ body: () throws -> Void) throws -> Double {
-                try body() // warm-up
-                try comm.barrier()
-                let t0 = Date()
-                for _ in 0..<repeats { try body() }
-                var t = Date().timeIntervalSince(t0) / Double(repeats)
-                try comm.allreduceSum(&t, count: 1)
-                return t / Double(comm.size)
-            }
-            let mpi = comm as? MPICommunicator
-            let raw = try time {
-                if let mpi { try mpi.rawAllreduceSum(model.grads.pointer, count: n) } else { try comm.allreduceSum(model.grads.pointer, count: n) }
-            }
-            let bucketed = try time {
-                sync.begin(grads: model.grads.pointer)
-                for k in 0..<model.gradientStages.count { try sync.stageDone(k) }
-                try sync.finish()
-            }
-            if comm.isRoot {
-                // Bus bandwidth of a ring allreduce: 2 (N-1)/N bytes per byte reduced.
-                let factor = 2 * Double(comm.size - 1) / Double(max(comm.size, 1))
-                print(String(format: "allreduce of %d floats (%.2f MB), %d ranks, %d buckets of %.2f MB", n, bytes / 1e6, comm.size, sync.buckets.count, cfg.dist.bucketMB))
-                print(String(format: "raw MPI_Allreduce:      %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s", raw * 1e3, bytes / raw / 1e9, factor * bytes / raw / 1e9))
-                print(String(format: "bucketed gradient sync: %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s", bucketed * 1e3, bytes / bucketed / 1e9, factor * bytes / bucketed / 1e9))
-            }
+            if floats.isEmpty { try compare(cfg, comm) } else { try sizes(comm) }
             (comm as? MPICommunicator)?.finalize()
         } catch {
             fail(error, rank: comm.size > 1 ? comm.rank : nil)
+        }
+    }
+
+    /// Mean seconds of `body` over `repeats` calls after a barrier, averaged over ranks.
+    func time(_ comm: Communicator, _ body: () throws -> Void) throws -> Double {
+        try comm.barrier()
+        let t0 = Date()
+        for _ in 0..<repeats { try body() }
+        var t = Date().timeIntervalSince(t0) / Double(repeats)
+        try comm.allreduceSum(&t, count: 1)
+        return t / Double(comm.size)
+    }
+
+    func raw(_ comm: Communicator, _ buffer: UnsafeMutablePointer<Float>, _ n: Int) throws {
+        if let mpi = comm as? MPICommunicator { try mpi.rawAllreduceSum(buffer, count: n) }
+        else { try comm.allreduceSum(buffer, count: n) }
+    }
+
+    func compare(_ cfg: TrainConfig, _ comm: Communicator) throws {
+        let vocab = try dataVocabularySize(cfg)
+        let model = LanguageModel(config: cfg.model.lmConfig(vocabSize: vocab), maxBatch: 1, threads: 1)
+        let n = model.grads.count, bytes = Double(n * 4)
+        let owners = cfg.dist.zero1 ? elementPartition(total: n, ranks: comm.size) : nil
+        let sync = GradientSync(comm: comm, stages: model.gradientStages,
+                                bucketFloats: max(1, Int(cfg.dist.bucketMB * 262_144)), owners: owners)
+        let g = model.grads.pointer
+        let bucketed = {
+            sync.begin(grads: g)
+            for k in 0..<model.gradientStages.count { try sync.stageDone(k) }
+            try sync.finish()
+        }
+        try raw(comm, g, n); try bucketed() // warm-up
+        var r: [Double] = [], b: [Double] = []
+        for _ in 0..<rounds {
+            r.append(try time(comm) { try raw(comm, g, n) })
+            b.append(try time(comm, bucketed))
+        }
+        guard comm.isRoot else { return }
+        let ratios = zip(r, b).map { $0 / $1 }.sorted()
+        // Bus bandwidth of a ring allreduce: 2 (N-1)/N bytes per byte reduced.
+        let factor = 2 * Double(comm.size - 1) / Double(max(comm.size, 1))
+        let rm = median(r), bm = median(b)
+        print(String(format: "allreduce of %d floats (%.2f MB), %d ranks, %d buckets (dist.bucket_mb %.2f%@), "
+                     + "median of %d rounds x %d", n, bytes / 1e6, comm.size, sync.buckets.count, cfg.dist.bucketMB,
+                     owners == nil ? "" : ", ZeRO-1: reduced to owners", rounds, repeats))
+        print(String(format: "raw MPI_Allreduce:      %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
+                     rm * 1e3, bytes / rm / 1e9, factor * bytes / rm / 1e9))
+        print(String(format: "bucketed gradient sync: %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
+                     bm * 1e3, bytes / bm / 1e9, factor * bytes / bm / 1e9))
+        print(String(format: "raw / bucketed time: %.3f (median of per-round ratios; min %.3f, max %.3f)",
+                     ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1]))
+    }
+
+    /// One line per size: the median over rounds of the raw allreduce's mean time.
+    func sizes(_ comm: Communicator) throws {
+        let largest = floats.max() ?? 1
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(largest, 1))
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 0, count: max(largest, 1))
+        for n in floats {
+            try raw(comm, buffer, n)
+            var t: [Double] = []
+            for _ in 0..<rounds { t.append(try time(comm) { try raw(comm, buffer, n) }) }
+            if comm.isRoot {
+                print(String(format: "{\"ranks\":%d,\"floats\":%d,\"bytes\":%d,\"seconds\":%.8f}",
+                             comm.size, n, 4 * n, median(t)))
+            }
         }
     }
 }

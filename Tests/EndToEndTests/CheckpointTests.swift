@@ -61,6 +61,35 @@ final class CheckpointTests: XCTestCase {
         XCTAssertLessThan(relL2(try h.weights("zero-re"), try h.weights("plain")), 1e-5)
     }
 
+    /// A ZeRO-1 checkpoint written by 3 ranks (partitions cut tensors; each shard's writer gathers
+    /// its tensors' moments from their owners) holds whole tensors, resumes bit for bit at 3 ranks,
+    /// and resumes with ZeRO-1 at 2 ranks and without it at 2 and 1, each matching the 1-rank run.
+    func testZeroOneCheckpointOfThreeRanksResumesAtTwoAndWithoutZero() throws {
+        let full = try h.config(name: "full", batch: 12, weightDecay: 0.1)
+        ok(try train(1, ["--config", full]))
+        let reference = try h.weights("full")
+        let zero3 = try h.config(name: "zero3", batch: 12, zero1: true, weightDecay: 0.1)
+        ok(try train(3, ["--config", zero3]))
+        for (to, zero) in [(3, true), (2, true), (2, false), (1, false)] {
+            let name = "z3to\(to)" + (zero ? "zero" : "plain")
+            let first = try h.config(name: name, batch: 12, checkpointEvery: 10, zero1: true, weightDecay: 0.1)
+            ok(try train(3, ["--config", first, "--debug-stop-at-step", "10"]))
+            let ck = h.checkpoints(name) + "/step-00000010"
+            let opt = try Safetensors.read(path: ck + "/optimizer-00001-of-00003.safetensors").0
+            let model = try Safetensors.read(path: ck + "/model-00001-of-00003.safetensors").0
+            XCTAssertEqual(Set(opt.keys), Set(model.keys.flatMap { [$0 + ".exp_avg", $0 + ".exp_avg_sq"] }))
+            for (k, t) in model { XCTAssertEqual(opt[k + ".exp_avg"]?.shape, t.shape, k) }
+            let second = try h.config(name: name, batch: 12, checkpointEvery: 10, zero1: zero, weightDecay: 0.1)
+            ok(try train(to, ["--config", second, "--resume", "auto"]))
+            if to == 3 {
+                XCTAssertEqual(try h.weights(name), try h.weights("zero3"), "same world size: bit for bit")
+            } else {
+                let d = relL2(try h.weights(name), reference)
+                XCTAssertLessThan(d, 1e-5, "3 ranks ZeRO-1 -> \(to) ranks\(zero ? " ZeRO-1" : ""): \(d)")
+            }
+        }
+    }
+
     func testDataCursorContinuesAcrossResumeWithoutRepeats() throws {
         let full = try h.config(name: "full", steps: 24, batch: 12, checkpointEvery: 12)
         ok(try train(1, ["--config", full, "--debug-log-samples", h.dir + "/full"]))

@@ -79,6 +79,39 @@ final class DataParallelTests: XCTestCase {
         XCTAssertLessThan(relativeDifference(try h.weights("three"), try h.weights("one")), 1e-5)
     }
 
+    /// ZeRO-1 with 2 ranks and with 3 (over TCP, with accumulation): equal element ranges that cut
+    /// tensors, buckets reduced to their owners during backward, AdamW with weight decay on pieces
+    /// of tensors, parameters all-gathered; against the 1-rank run without ZeRO-1. Each rank keeps
+    /// the moments of 1/N of the elements, to within the 16-element alignment of the boundaries.
+    func testZeroOneWithTwoAndThreeRanksEqualsOneRank() throws {
+        let one = try h.config(name: "one", batch: 12, weightDecay: 0.1)
+        assertSucceeded(try h.run([h.binary, "--config", one]))
+        for (n, accum) in [(2, 1), (3, 2)] {
+            let cfg = try h.config(name: "zero\(n)", batch: 12, accum: accum, zero1: true, weightDecay: 0.1)
+            assertSucceeded(try h.mpirun(n, ["--config", cfg], mca: n == 3 ? [("btl", "self,tcp")] : []))
+            let d = relativeDifference(try h.weights("zero\(n)"), try h.weights("one"))
+            XCTAssertLessThan(d, 1e-5, "ZeRO-1 on \(n) ranks vs 1 rank after 20 steps")
+            XCTAssertGreaterThan(d, 0, "the runs should differ by rounding only")
+            let memory = try memoryRecord("zero\(n)")
+            let total = try h.weights("one").values.reduce(0) { $0 + $1.count }
+            let bytes = memory["optimizer_bytes"] as? [Int] ?? []
+            XCTAssertEqual(bytes.count, n)
+            XCTAssertEqual(bytes.reduce(0, +), 8 * total, "the partitions cover every element once")
+            for b in bytes { XCTAssertLessThanOrEqual(abs(b - 8 * total / n), 8 * 16, "optimizer bytes per rank \(bytes)") }
+        }
+    }
+
+    /// The start-up memory record of a run's metrics.jsonl.
+    func memoryRecord(_ run: String) throws -> [String: Any] {
+        let text = try String(contentsOfFile: "\(h.dir)/runs/\(run)/metrics.jsonl", encoding: .utf8)
+        for line in text.split(separator: "\n") {
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
+            if o["event"] as? String == "memory" { return o }
+        }
+        XCTFail("\(run): no memory record in metrics.jsonl")
+        return [:]
+    }
+
     func testEverySampleOfAnEpochIsUsedOnceAcrossRanks() throws {
         // 400 lines of 7-8 tokens / 16 per sample: ~190 samples; batch 12 -> 15 full steps an epoch.
         let cfg = try h.config(name: "audit", steps: 40, batch: 12, accum: 2)

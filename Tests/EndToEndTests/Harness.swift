@@ -42,12 +42,12 @@ final class Harness {
     /// Writes a config; `extra` lines are appended to the train section.
     func config(name: String, attention: String = "fourier", steps: Int = 20, batch: Int = 8,
                 accum: Int = 1, dropout: Double = 0.1, watchdog: Double = 60, checkpointEvery: Int = 0,
-                zero1: Bool = false, logEvery: Int = 5) throws -> String {
+                zero1: Bool = false, logEvery: Int = 5, weightDecay: Double = 0) throws -> String {
         let yaml = """
         run: {name: \(name), dir: \(dir)/runs, seed: 5}
         data: {dir: \(dir)/data}
         model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: \(dropout), attention: {kind: \(attention)}}
-        train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: \(logEvery)}
+        train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: \(logEvery), weight_decay: \(weightDecay)}
         dist: {watchdog_s: \(watchdog), bucket_mb: 0.01, zero1: \(zero1)}
         checkpoint: {every: \(checkpointEvery), keep_last: 5}
         """
