@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "FFDataTests", dependencies: ["FFCore", "FFData", "FFTestSupport"]),
         .testTarget(name: "FFTrainTests", dependencies: [
             "FFCore", "FFKernels", "FFModel", "FFData", "FFFormats", "FFAnalysis", "FFTrain", "FFFuzz",
-            "FFTestSupport",
+            "FFDistributed", "FFTestSupport",
         ], exclude: ["HostileCorpus"]),
         // Runs the built executable under real `mpirun` (never MPI_Init in the test process).
         .testTarget(name: "EndToEndTests", dependencies: [

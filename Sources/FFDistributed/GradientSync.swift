@@ -33,7 +33,8 @@ public final class GradientSync {
     }
 
     /// Buckets from the top of the buffer down: a piece is closed when it reaches `bucketFloats`,
-    /// when an owner boundary lies below it, or at the last stage.
+    /// when an owner boundary lies below it, or at the last stage; so every bucket is sent at the
+    /// last stage that touches it.
     static func cut(stages: [Range<Int>], bucketFloats: Int, owners: [Range<Int>]?) -> [Bucket] {
         let boundaries = (owners ?? []).map(\.lowerBound).filter { $0 > 0 }
         let last = stages.lastIndex { !$0.isEmpty } ?? -1
@@ -44,7 +45,8 @@ public final class GradientSync {
             precondition(r.upperBound == low, "stages must be adjacent, from the end of the buffer down")
             low = r.lowerBound
             while let hi = top, hi > low {
-                let boundary = boundaries.filter { $0 > low && $0 < hi }.max()
+                // An owner boundary at or above `low` closes the piece above it: nothing below joins it.
+                let boundary = boundaries.filter { $0 >= low && $0 < hi }.max()
                 guard boundary != nil || hi - low >= bucketFloats || k == last else { break }
                 let lo = max(low, hi - bucketFloats, boundary ?? low)
                 let owner = owners?.firstIndex { $0.contains(lo) }

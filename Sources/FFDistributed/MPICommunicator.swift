@@ -49,6 +49,13 @@ public final class MPICommunicator: Communicator {
     }
 
     public init() throws {
+        // Open MPI's non-blocking allreduce (libnbc) defaults to a binomial reduce + broadcast
+        // below 4 ranks, which moves every byte twice; Rabenseifner's reduce-scatter + allgather
+        // moves each once, as the blocking allreduce does. Its non-blocking reduce (ZeRO-1's
+        // buckets) defaults to a segmented chain that ran 2-4x slower than a binomial tree on
+        // shared memory (BENCHMARKS.md). A value the user set wins.
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0)
+        setenv("OMPI_MCA_coll_libnbc_ireduce_algorithm", "2", 0)
         var provided: Int32 = 0
         let rc = MPI_Init_thread(nil, nil, cmpi_thread_funneled(), &provided)
         world = cmpi_comm_world()

@@ -291,8 +291,8 @@ struct BenchStep: ParsableCommand {
             let stepSec = median(times), peak = median(peaks)
             let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
             let mfu = median(zip(times, peaks).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
-            print(String(format: "{\"config\":\"%@\",\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
-                         config, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
+            print(String(format: "{\"config\":\"%@\",\"parameters\":%d,\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
+                         config, trainer.workload.params.count, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
                          achieved, peak, mfu, blasCoreName()))
         } catch { fail(error) }
     }
