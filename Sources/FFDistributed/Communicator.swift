@@ -47,7 +47,8 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {}
     public func barrier() throws {}
-    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, counts: [Int]) throws {
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
+                                 counts: [Int]) throws {
         recv.update(from: send, count: counts[0])
     }
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}

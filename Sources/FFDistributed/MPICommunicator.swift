@@ -96,7 +96,8 @@ public final class MPICommunicator: Communicator {
 
     private func setUpBoard() throws {
         var node: MPI_Comm? = nil
-        try check(MPI_Comm_split_type(world, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node), "MPI_Comm_split_type")
+        try check(MPI_Comm_split_type(world, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node),
+                  "MPI_Comm_split_type")
         nodeComm = node
         var nr: Int32 = 0, ns: Int32 = 0
         MPI_Comm_rank(node, &nr); MPI_Comm_size(node, &ns)
@@ -172,7 +173,8 @@ public final class MPICommunicator: Communicator {
 
     /// A plain blocking MPI_Allreduce (no watchdog): the yardstick for benchmarks.
     public func rawAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        try check(MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world), "MPI_Allreduce")
+        try check(MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world),
+                  "MPI_Allreduce")
     }
 
     private func watchdogFire(_ what: String, _ elapsed: Double) -> Never {
@@ -187,7 +189,8 @@ public final class MPICommunicator: Communicator {
     /// the rank the first one named.
     func verdict() -> String {
         for (i, slot) in slots.enumerated() where i != nodeRank && slot[2] > 0 {
-            return "waiting for rank(s) \(slot[2] - 1) (named by rank \(nodeWorldRanks[i])'s watchdog, which fired first)"
+            return "waiting for rank(s) \(slot[2] - 1) "
+                + "(named by rank \(nodeWorldRanks[i])'s watchdog, which fired first)"
         }
         let (text, first) = suspects()
         if let first { board?[2] = Int64(first) + 1 }
@@ -215,21 +218,24 @@ public final class MPICommunicator: Communicator {
             }
         }
         if !stalled.isEmpty { return ("waiting for rank(s) " + stalled.joined(separator: ", "), first) }
-        return ("no rank on this node is stalled (" + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
+        return ("no rank on this node is stalled ("
+            + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
             + "); the missing rank(s) are on another node", nil)
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
+                  "MPI_Iallreduce")
         try wait(&req, "allreduce(\(count) floats)")
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), world, &req),
+                  "MPI_Iallreduce")
         try wait(&req, "allreduce(\(count) doubles)")
     }
 
@@ -244,7 +250,8 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "broadcast(\(count) bytes)")
     }
 
-    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, counts: [Int]) throws {
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
+                                 counts: [Int]) throws {
         enter()
         var req: MPI_Request? = nil
         let c = counts.map { Int32($0) }
@@ -259,7 +266,8 @@ public final class MPICommunicator: Communicator {
         var displs: [Int32] = []
         var off: Int32 = 0
         for x in c { displs.append(off); off += x }
-        try check(MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buffer, c, displs, cmpi_float(), world, &req), "MPI_Iallgatherv")
+        try check(MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buffer, c, displs, cmpi_float(), world, &req),
+                  "MPI_Iallgatherv")
         try wait(&req, "allgather(\(counts.reduce(0, +)) floats)")
     }
 
@@ -304,7 +312,8 @@ public final class MPICommunicator: Communicator {
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req), "MPI_Iallreduce")
+        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
+                  "MPI_Iallreduce")
         pending.append(req)
     }
 

@@ -22,7 +22,9 @@ extension Checkpoint {
         if let partitions {
             precondition(n == comm.size, "a ZeRO-1 checkpoint has one shard per rank")
             let mine = elements(of: groups[comm.rank], layout)
-            (shardM, shardV, stateBase) = (FlatBuffer(count: mine.count), FlatBuffer(count: mine.count), mine.lowerBound)
+            shardM = FlatBuffer(count: mine.count)
+            shardV = FlatBuffer(count: mine.count)
+            stateBase = mine.lowerBound
             let shards = groups.map { elements(of: $0, layout) }
             for (from, to) in [(m, shardM), (v, shardV)] {
                 try gatherSlices(from, owned: partitions, into: to, wanted: shards, comm: comm)
@@ -46,17 +48,20 @@ extension Checkpoint {
             var weightMap: [String: String] = [:]
             for (i, g) in groups.enumerated() { for t in layout.tensors[g] { weightMap[t.name] = modelFile(i, of: n) } }
             let index: [String: Any] = ["metadata": ["total_size": layout.count * 4], "weight_map": weightMap]
-            try writeAtomically(try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted]),
+            let indexData = try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted])
+            try writeAtomically(indexData,
                                 to: (dir as NSString).appendingPathComponent(indexFile))
             var st = state
             st.files = [:]
-            for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f != stateFile && !f.contains(".tmp-") {
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+            for f in files where f != stateFile && !f.contains(".tmp-") {
                 st.files[f] = try SHA256.file((dir as NSString).appendingPathComponent(f))
             }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(st), to: (dir as NSString).appendingPathComponent(stateFile))
             fsyncDirectory(dir)
-            try writeAtomically(Data((folderName(step: step) + "\n").utf8), to: (root as NSString).appendingPathComponent("latest"))
+            try writeAtomically(Data((folderName(step: step) + "\n").utf8),
+                                to: (root as NSString).appendingPathComponent("latest"))
             fsyncDirectory(root)
             prune(root: root, keepLast: keepLast, keepEvery: keepEvery)
         }
@@ -65,7 +70,8 @@ extension Checkpoint {
 
     /// The elements of the tensors `group` (empty for an empty group).
     static func elements(of group: Range<Int>, _ layout: ParameterLayout) -> Range<Int> {
-        group.isEmpty ? 0..<0 : layout.tensors[group.lowerBound].offset..<layout.tensors[group.upperBound - 1].range.upperBound
+        guard let first = group.first, let last = group.last else { return 0..<0 }
+        return layout.tensors[first].offset..<layout.tensors[last].range.upperBound
     }
 
     /// One exchange that gives rank r the elements `wanted[r]` of a buffer split by `owned`

@@ -178,7 +178,8 @@ public final class Trainer {
                                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
                                    zero1: partitions != nil)))
         try metrics?.append(MemoryRecord(memoryBytes: perRank[0..<comm.size].map { Int($0) },
-                                         optimizerBytes: perRank[comm.size...].map { Int($0) }, zero1: partitions != nil))
+                                         optimizerBytes: perRank[comm.size...].map { Int($0) },
+                                         zero1: partitions != nil))
         if let calibratedR {
             try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
             onEvent(.calibrated(r: calibratedR))
