@@ -14,7 +14,8 @@ BIN=.build/release/swift-ff-train
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1
 SIZES=(64 1024 16384 65536 262144 1048576 4194304)
 CFG=configs/lm-debug.yaml
-mpirun -n 2 --bind-to core $BIN bench allreduce --config $CFG --rounds 7 --floats "${SIZES[@]}" > "$OUT/allreduce-shm-n2.jsonl"
+mpirun -n 2 --bind-to core $BIN bench allreduce --config $CFG --rounds 7 --floats "${SIZES[@]}" \
+  > "$OUT/allreduce-shm-n2.jsonl"
 mpirun -n 4 --oversubscribe --bind-to none $BIN bench allreduce --config $CFG --rounds 5 --floats "${SIZES[@]}" \
   > "$OUT/allreduce-shm-n4.jsonl"
 if [ "$(id -u)" -eq 0 ]; then

@@ -147,7 +147,8 @@ def plot(path, fits, steps, measured, overlap, alpha_net, tables):
                 f = fits[key]
                 ax.plot(ns, [ring_seconds(n, nbytes, f["alpha"], f["bandwidth"]) * 1e3 for n in ns], style, label=label)
         multi = [p for p in pts if p["ranks"] > 1]
-        ax.plot([p["ranks"] for p in multi], [p["sync_s"] * 1e3 for p in multi], "x", label="measured bucketed sync alone")
+        ax.plot([p["ranks"] for p in multi], [p["sync_s"] * 1e3 for p in multi], "x",
+                label="measured bucketed sync alone")
         ax.plot([p["ranks"] for p in multi], [p["comm_s"] * 1e3 for p in multi], "o",
                 label="measured exposed comm per training step")
         ax.set_xlabel("ranks (one core each; more than 2 are oversubscribed)")
@@ -160,7 +161,8 @@ def plot(path, fits, steps, measured, overlap, alpha_net, tables):
         for gbps, style in zip(LINKS_GBPS, [":", "--", "-"]):
             rs = [r for r in rows if r["model"] == name and r["gbps"] == gbps]
             if rs:
-                ax.plot([r["nodes"] for r in rs], [100 * r["efficiency"] for r in rs], style, label=f"{name}, {gbps} Gb/s")
+                ax.plot([r["nodes"] for r in rs], [100 * r["efficiency"] for r in rs], style,
+                        label=f"{name}, {gbps} Gb/s")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("nodes")
     ax.set_ylabel("weak-scaling efficiency (%)")

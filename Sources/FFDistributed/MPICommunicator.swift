@@ -148,21 +148,32 @@ public final class MPICommunicator: Communicator {
         board?[1] = millis
     }
 
-    /// Waits for `request` with the watchdog. Open MPI's non-blocking collectives progress only
-    /// inside MPI calls, so the first 50 ms poll back to back (yielding the core, which matters when
-    /// ranks outnumber cores); after that the poll backs off to at most 1 ms between tests.
+    /// Waits for `request` with the watchdog.
     private func wait(_ request: inout MPI_Request?, _ what: @autoclosure () -> String) throws {
+        var one = [request]
+        try waitAll(&one, what())
+        request = one[0]
+    }
+
+    /// Waits for all of `requests` with the watchdog, testing them together: Open MPI's
+    /// non-blocking collectives progress only inside MPI calls, and a schedule of several rounds
+    /// (Rabenseifner's, a binomial tree) advances one round per test on each rank, so the first
+    /// half second polls back to back (yielding the core, which matters when ranks outnumber
+    /// cores); after that the poll backs off to at most 1 ms between tests.
+    private func waitAll(_ requests: inout [MPI_Request?], _ what: @autoclosure () -> String) throws {
+        guard !requests.isEmpty else { return }
         let start = Date()
         var done: Int32 = 0
         var sleepMicros: UInt32 = 0
         defer { heartbeat(0) }
         while true {
             heartbeat(Self.nowMillis())
-            try check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test(\(what()))")
+            try check(MPI_Testall(Int32(requests.count), &requests, &done, cmpi_statuses_ignore()),
+                      "MPI_Testall(\(what()))")
             if done != 0 { return }
             let elapsed = Date().timeIntervalSince(start)
             if elapsed > watchdogSeconds { watchdogFire(what(), elapsed) }
-            if elapsed < 0.05 {
+            if elapsed < 0.5 {
                 sched_yield()
             } else {
                 sleepMicros = min(max(sleepMicros * 2, 10), 1_000)
@@ -334,7 +345,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func waitPending(_ what: @autoclosure () -> String) throws {
-        for i in pending.indices { try wait(&pending[i], what()) }
+        try waitAll(&pending, what())
         pending.removeAll(keepingCapacity: true)
     }
 }

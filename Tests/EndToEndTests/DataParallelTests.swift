@@ -97,7 +97,9 @@ final class DataParallelTests: XCTestCase {
             let bytes = memory["optimizer_bytes"] as? [Int] ?? []
             XCTAssertEqual(bytes.count, n)
             XCTAssertEqual(bytes.reduce(0, +), 8 * total, "the partitions cover every element once")
-            for b in bytes { XCTAssertLessThanOrEqual(abs(b - 8 * total / n), 8 * 16, "optimizer bytes per rank \(bytes)") }
+            for b in bytes {
+                XCTAssertLessThanOrEqual(abs(b - 8 * total / n), 8 * 16, "optimizer bytes per rank \(bytes)")
+            }
         }
     }
 

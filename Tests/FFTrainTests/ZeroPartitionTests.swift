@@ -26,7 +26,8 @@ final class ZeroPartitionTests: XCTestCase {
     func testBucketsCoverTheBufferAndAreReadyWhenTheirLastStageIsDone() {
         for bucket in [1, 30, 100, 256, 5000] {
             for owners in [nil, elementPartition(total: 1000, ranks: 3), elementPartition(total: 1000, ranks: 7)] {
-                let b = GradientSync(comm: SingleProcess(), stages: stages, bucketFloats: bucket, owners: owners).buckets
+                let b = GradientSync(comm: SingleProcess(), stages: stages, bucketFloats: bucket,
+                                     owners: owners).buckets
                 XCTAssertEqual(b.first?.range.upperBound, 1000)
                 XCTAssertEqual(b.last?.range.lowerBound, 0)
                 for k in 1..<b.count { XCTAssertEqual(b[k].range.upperBound, b[k - 1].range.lowerBound) }
@@ -60,7 +61,9 @@ final class ZeroPartitionTests: XCTestCase {
         }
         let opt = AdamW(beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1)
         let (p, g, m, v) = buffers()
-        for t in 1...3 { opt.update(layout: layout, params: p, grads: g, m: m, v: v, lr: 0.01, step: t, gradScale: 0.7) }
+        for t in 1...3 {
+            opt.update(layout: layout, params: p, grads: g, m: m, v: v, lr: 0.01, step: t, gradScale: 0.7)
+        }
         for ranks in [2, 3, 7] {
             let (q, h, _, _) = buffers()
             let parts = elementPartition(total: n, ranks: ranks, align: 1)
@@ -74,7 +77,10 @@ final class ZeroPartitionTests: XCTestCase {
             }
             for i in 0..<n { XCTAssertEqual(q[i], p[i], "element \(i), \(ranks) pieces") }
             for (r, part) in parts.enumerated() {
-                for i in part { XCTAssertEqual(moments[r].0[i - part.lowerBound], m[i]); XCTAssertEqual(moments[r].1[i - part.lowerBound], v[i]) }
+                for i in part {
+                    XCTAssertEqual(moments[r].0[i - part.lowerBound], m[i])
+                    XCTAssertEqual(moments[r].1[i - part.lowerBound], v[i])
+                }
             }
         }
     }
