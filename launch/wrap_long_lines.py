@@ -73,6 +73,9 @@ def wrap_string(line, limit):
     for start, end in literal_spans(line):
         if end < limit:
             continue
+        if line[:start].rstrip().endswith("help:") and not line[:start].rstrip().endswith("ArgumentHelp(help:"):
+            # swift-argument-parser's help: takes a literal, or an ArgumentHelp built from a String.
+            return wrap_string(line[:start] + "ArgumentHelp(" + line[start:end + 1] + ")" + line[end + 1:], limit)
         if line[end + 1:end + 2] in (".", "["):
             # "a" + "b".utf8 would apply .utf8 to "b" only: parenthesise the concatenation.
             return wrap_string(line[:start] + "(" + line[start:end + 1] + ")" + line[end + 1:], limit)
