@@ -219,7 +219,8 @@ public struct TrainConfig: Sendable {
         let attentionKind = try r.string("model.attention.kind", "fourier")
         let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
                                eps: try r.float("model.attention.eps", 1e-6, min: 0),
-                               rMode: try r.choice("model.attention.r_mode", RMode.scalar))
+                               rMode: try r.choice("model.attention.r_mode", RMode.scalar),
+                               kernel: try r.choice("model.attention.kernel", FourierKernel.fused))
         // R starts from the data by default (`auto`); the paper's values are 2.0 for the LM and
         // 1.0 for DeiT, with which rows collapse during training (see the README).
         let rInitText = try r.string("model.attention.r_init", "auto")

@@ -175,6 +175,11 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Rounds of --kind both: one Fourier and one softmax call each.") var rounds = 9
     @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
     @Option(name: .customLong("r-init")) var rInit: Float = 2.0
+    @Option(name: .customLong("r-mode"), help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
+    var rMode: String = "scalar"
+    @Option(help: "Fourier kernel: fused or plain (model.attention.kernel).") var kernel: String = "fused"
+    @Flag(help: "Print a hash of the Fourier kernel's outputs and gradients from one call on fresh buffers.")
+    var checksum = false
 
     func run() throws {
         guard kind == "fourier" || kind == "softmax" || kind == "both" else {
@@ -190,7 +195,7 @@ struct BenchAttention: ParsableCommand {
         for i in qkv.indices { qkv[i] = Float(rng.nextNormal() * ((i / C) % 3 == 2 ? 1 : std)) }
         let g = (0..<(B * T * C)).map { _ in Float(rng.nextNormal()) }
         var out = [Float](repeating: 0, count: B * T * C), stat = [Float](repeating: 0, count: B * H * T)
-        var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: max(H, D))
         let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
         let pairs = Double(B * H) * (causal ? Double(T * (T + 1) / 2) : Double(T * T))
         let kinds = kind == "both" ? ["fourier", "softmax"] : [kind]
@@ -201,19 +206,35 @@ struct BenchAttention: ParsableCommand {
             a.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
             kernels[k] = a
         }
-        let R: [Float] = [rInit]
+        guard let mode = RMode(rawValue: rMode) else { throw ValidationError("--r-mode must be scalar, per_dim or per_head") }
+        let R: [Float] = (0..<mode.count(heads: H, headDim: D)).map { rInit * (1 + Float($0) / 10) }
+        guard let fourierKernel = FourierKernel(rawValue: kernel) else {
+            throw ValidationError("--kernel must be fused or plain")
+        }
+        let spec = FourierSpec(rMode: mode, kernel: fourierKernel)
+        if checksum {
+            var o = [Float](repeating: 0, count: B * T * C), st = [Float](repeating: 0, count: B * H * T)
+            var dq = [Float](repeating: 0, count: qkv.count), dr = [Float](repeating: 0, count: R.count)
+            let a = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
+            a.fourierForward(out: &o, rowSum: &st, qkv: qkv, R: R, spec: spec, shape: shape)
+            a.fourierBackward(dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec, shape: shape)
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for x in o + st + dq + dr { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
+            print(String(format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}", hash, D, rMode))
+            return
+        }
         /// (forward, backward) seconds of one call of kind k.
         func call(_ k: String) -> (Double, Double) {
             let a = kernels[k]!
             let t0 = Date()
             if k == "fourier" {
-                a.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
+                a.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: spec, shape: shape)
             } else {
                 a.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
             }
             let t1 = Date()
             if k == "fourier" {
-                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: FourierSpec(), shape: shape)
+                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: spec, shape: shape)
             } else {
                 a.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
             }

@@ -9,6 +9,7 @@ final class AttentionTests: XCTestCase {
         /// Added to every query and key entry of dimension d, times (d mod 3 − 1): a shared offset
         /// leaves u unchanged but makes Σ q·(…) and Σ k·(…) terms of dR large.
         var offset = 0.0
+        var kernel = FourierKernel.fused
     }
 
     /// Runs the fused Fourier kernel and the reference on the same random data; returns the worst
@@ -21,7 +22,7 @@ final class AttentionTests: XCTestCase {
         let g = rng.normals(c.B * c.T * C)
         let nR = c.mode.count(heads: c.H, headDim: c.D)
         let R = (0..<nR).map { _ in Float(1 + 1.5 * rng.uniform()) }
-        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode)
+        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: c.kernel)
         let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
         let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: threads)
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
@@ -71,6 +72,93 @@ final class AttentionTests: XCTestCase {
                     }
                 }
             }
+        }
+    }
+
+    /// The plain fp32 kernel against the float64 reference, as the fused one.
+    func testPlainFourierMatchesFloat64ReferenceInEveryMode() {
+        for mode in RMode.allCases {
+            for causal in [true, false] {
+                for (D, scale, offset) in [(5, 0.3, 0.0), (16, 0.3, 0.0), (13, 1.0, 6.0), (64, 0.05, 0.0)] {
+                    let c = Case(D: D, causal: causal, mode: mode, scale: scale, offset: offset, kernel: .plain)
+                    for (name, e) in compareFourier(c) {
+                        XCTAssertLessThan(e, 2e-5, "\(name) mode=\(mode) causal=\(causal) D=\(D): rel err \(e)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one kernel on random data; returns O, rowSum, dqkv, dR.
+    func runFourier(_ c: Case, kernel: FourierKernel, seed: UInt64) -> [[Float]] {
+        var rng = TestRNG(seed)
+        let C = c.H * c.D
+        let qkv = rng.normals(c.B * c.T * 3 * C, std: c.scale), g = rng.normals(c.B * c.T * C)
+        let nR = c.mode.count(heads: c.H, headDim: c.D)
+        let R = (0..<nR).map { _ in Float(0.5 + 2 * rng.uniform()) }
+        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: kernel)
+        let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
+        let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: 2)
+        var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
+        k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
+        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                          shape: shape)
+        return [out, rows, dqkv, dR]
+    }
+
+    /// The fused kernel against the plain one, output for output, over tiles with tails, padded
+    /// key blocks, every R mode and head sizes up to 64.
+    func testFusedFourierMatchesPlainKernel() {
+        let shapes = [(T: 37, D: 6, scale: 1.5), (T: 21, D: 16, scale: 0.3), (T: 40, D: 13, scale: 0.8),
+                      (T: 33, D: 64, scale: 0.1)]
+        for (n, s) in shapes.enumerated() {
+            for mode in RMode.allCases {
+                for causal in [true, false] {
+                    let c = Case(B: 2, T: s.T, H: 3, D: s.D, causal: causal, mode: mode, scale: s.scale)
+                    let fused = runFourier(c, kernel: .fused, seed: UInt64(n + 1))
+                    let plain = runFourier(c, kernel: .plain, seed: UInt64(n + 1))
+                    for (name, k) in [("O", 0), ("rowSum", 1), ("dqkv", 2), ("dR", 3)] {
+                        let e = relErr(fused[k].map(Double.init), plain[k].map(Double.init))
+                        XCTAssertLessThan(e, 2e-5, "\(name) T=\(s.T) D=\(s.D) mode=\(mode) causal=\(causal)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plain kernel's backward against central finite differences of its own forward (fp32:
+    /// steps of 1e-2 and a loose bound), for q, k, v and every entry of R.
+    func testPlainFourierBackwardMatchesFiniteDifferences() {
+        for (mode, causal) in [(RMode.perDim, true), (.perHead, false), (.scalar, true)] {
+            let B = 1, T = 6, H = 2, D = 4, C = H * D
+            var rng = TestRNG(9)
+            var qkv = rng.normals(B * T * 3 * C, std: 0.4)
+            let g = rng.normals(B * T * C)
+            var R = (0..<mode.count(heads: H, headDim: D)).map { _ in Float(1 + rng.uniform()) }
+            let spec = FourierSpec(rMode: mode, kernel: .plain)
+            let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
+            let k = AttentionKernels(maxSeq: T, headDim: D, threads: 1)
+            var out = [Float](repeating: 0, count: B * T * C), rows = [Float](repeating: 0, count: B * H * T)
+            func loss() -> Double {
+                k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
+                return zip(out, g).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            _ = loss()
+            var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: R.count)
+            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                              shape: shape)
+            let h: Float = 1e-2
+            func central(_ old: Float, _ set: (Float) -> Void) -> Double {
+                set(old + h); let lp = loss()
+                set(old - h); let lm = loss()
+                set(old)
+                return (lp - lm) / Double(2 * h)
+            }
+            let fdQKV = (0..<qkv.count).map { i in central(qkv[i]) { qkv[i] = $0 } }
+            let fdR = (0..<R.count).map { i in central(R[i]) { R[i] = $0 } }
+            XCTAssertLessThan(relErr(dqkv.map(Double.init), fdQKV), 3e-3, "dqkv mode=\(mode) causal=\(causal)")
+            XCTAssertLessThan(relErr(dR.map(Double.init), fdR), 3e-3, "dR mode=\(mode) causal=\(causal)")
         }
     }
 

@@ -41,6 +41,16 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(f.model.attention, .fourier(.init(p: 4, eps: 1e-6, rMode: .perHead), rInit: 1.5))
     }
 
+    func testFourierKernelChoice() throws {
+        func kernel(_ c: TrainConfig) -> FourierKernel? {
+            if case .fourier(let spec, _) = c.model.attention { return spec.kernel }
+            return nil
+        }
+        XCTAssertEqual(kernel(try parse(base)), .fused)
+        XCTAssertEqual(kernel(try parse(base, ["model.attention.kernel=plain"])), .plain)
+        assertError(base, ["model.attention.kernel=fast"], contains: "'fast' is not one of fused, plain")
+    }
+
     let vit = """
     run: {name: v, dir: /tmp/x}
     data: {dir: /usr/share/datasets/fashion-mnist, valid_holdout: 100}
