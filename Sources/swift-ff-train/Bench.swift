@@ -154,6 +154,11 @@ func measuredSgemmGFLOPs(n: Int = 1024, repeats: Int = 5) -> Double {
     return 2 * Double(n * n * n) / t / 1e9
 }
 
+/// `"key":value` with the value formatted by `format` (a printf format for one Double).
+func json(_ key: String, _ value: Double, _ format: String) -> String {
+    "\"\(key)\":" + (value.isFinite ? String(format: format, value) : "null")
+}
+
 /// Forward + backward of one fused attention call on random data.
 struct BenchAttention: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "attention",
@@ -175,7 +180,8 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Rounds of --kind both: one Fourier and one softmax call each.") var rounds = 9
     @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
     @Option(name: .customLong("r-init")) var rInit: Float = 2.0
-    @Option(name: .customLong("r-mode"), help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
+    @Option(name: .customLong("r-mode"),
+            help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
     var rMode: String = "scalar"
     @Option(help: "Fourier kernel: fused or plain (model.attention.kernel).") var kernel: String = "fused"
     @Flag(help: "Print a hash of the Fourier kernel's outputs and gradients from one call on fresh buffers.")
@@ -206,7 +212,9 @@ struct BenchAttention: ParsableCommand {
             a.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
             kernels[k] = a
         }
-        guard let mode = RMode(rawValue: rMode) else { throw ValidationError("--r-mode must be scalar, per_dim or per_head") }
+        guard let mode = RMode(rawValue: rMode) else {
+            throw ValidationError("--r-mode must be scalar, per_dim or per_head")
+        }
         let R: [Float] = (0..<mode.count(heads: H, headDim: D)).map { rInit * (1 + Float($0) / 10) }
         guard let fourierKernel = FourierKernel(rawValue: kernel) else {
             throw ValidationError("--kernel must be fused or plain")
@@ -234,7 +242,8 @@ struct BenchAttention: ParsableCommand {
             }
             let t1 = Date()
             if k == "fourier" {
-                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: spec, shape: shape)
+                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat,
+                                  spec: spec, shape: shape)
             } else {
                 a.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
             }
@@ -249,27 +258,47 @@ struct BenchAttention: ParsableCommand {
         for _ in 0..<(kinds.count == 2 ? rounds : repeats) {
             for k in kinds { times[k, default: []].append(call(k)) }
         }
+        // The yardsticks, measured after the timings on this process's threads: the hardware's
+        // FMA peak (the probe on one thread, times the threads) and what sgemm reaches.
+        let peak = FMAThroughput.measure()
+        let hardwareGFLOPs = peak.gflops * Double(threads), sgemmGFLOPs = measuredSgemmGFLOPs()
         for k in kinds {
             let t = times[k]!
             let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
-            print(String(format: "{\"kind\":\"%@\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"dim\":%d,\"causal\":%@,\"threads\":%d,\"calls\":%d,\"seconds_fwd\":%.6f,\"seconds_bwd\":%.6f,\"seconds_fwd_bwd\":%.6f,\"pair_dims_per_s\":%.4g,\"workspace_mb\":%.2f,\"peak_rss_mb\":%.1f,\"attn_row_sum_mean\":%.4f}",
-                         k, B, H, T, D, causal ? "true" : "false", threads, t.count, fwd, bwd, total,
-                         pairs * Double(D) / total, Double(kernels[k]!.workspaceBytes) / 1e6, peakRSSMegabytes(), rowSums[k]!))
+            // Model FLOPs as for a softmax layer (QK^T and AV: 2 · 2 D per visible pair forward,
+            // twice that backward), the same count for both kinds, as `bench step` counts them.
+            let modelGFLOPs = 12 * pairs * Double(D) / total / 1e9
+            let fields: [String] = [
+                "\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"", "\"batch\":\(B)",
+                "\"heads\":\(H)", "\"seq\":\(T)", "\"dim\":\(D)", "\"causal\":\(causal)", "\"threads\":\(threads)",
+                "\"calls\":\(t.count)", json("seconds_fwd", fwd, "%.6f"), json("seconds_bwd", bwd, "%.6f"),
+                json("seconds_fwd_bwd", total, "%.6f"), json("pair_dims_per_s", pairs * Double(D) / total, "%.4g"),
+                json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
+                json("peak_rss_mb", peakRSSMegabytes(), "%.1f"), json("attn_row_sum_mean", rowSums[k]!, "%.4f"),
+                json("model_gflops", modelGFLOPs, "%.2f"), json("fma_probe_gflops", peak.gflops, "%.2f"),
+                json("sgemm_gflops", sgemmGFLOPs, "%.2f"), json("mfu_hw", modelGFLOPs / hardwareGFLOPs, "%.4f"),
+                json("mfu_sgemm", modelGFLOPs / sgemmGFLOPs, "%.4f"),
+            ]
+            print("{" + fields.joined(separator: ",") + "}")
         }
         if let f = times["fourier"], let s = times["softmax"] {
             let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
-            print(String(format: "{\"ratio\":\"fourier/softmax\",\"dim\":%d,\"rounds\":%d,\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,\"rounds_at_most_3\":%d}",
-                         D, ratios.count, ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1], ratios.filter { $0 <= 3 }.count))
+            let mid = ratios[ratios.count / 2], low = ratios[0], high = ratios[ratios.count - 1]
+            print("{\"ratio\":\"fourier/softmax\",\"dim\":\(D),\"rounds\":\(ratios.count),"
+                  + [json("median", mid, "%.3f"), json("min", low, "%.3f"),
+                     json("max", high, "%.3f")].joined(separator: ",")
+                  + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
             print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
-                         ratios[ratios.count / 2], ratios.count, ratios[0], ratios[ratios.count - 1]))
+                         mid, ratios.count, low, high))
         }
     }
 }
 
-/// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here.
+/// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here
+/// and against the core's FMA peak (`FMAThroughput`).
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "step",
-        abstract: "Training steps of a config: tokens/s, model GFLOP/s and MFU vs in-process sgemm.")
+        abstract: "Training steps of a config: tokens/s, model GFLOP/s, MFU vs in-process sgemm and vs the FMA peak.")
 
     @Option var config: String
     @Option(name: .customLong("set")) var overrides: [String] = []
@@ -280,12 +309,13 @@ struct BenchStep: ParsableCommand {
             // A benchmark must not touch the user's runs: its run folder is a temporary one.
             let scratch = NSTemporaryDirectory() + "swift-ff-train-bench-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: scratch) }
-            var cfg = try TrainConfig.load(path: config, overrides: overrides + ["train.eval_every=0", "train.log_every=1000000",
-                                                                                 "run.dir=\(scratch)", "checkpoint.every=0"])
+            let quiet = ["train.eval_every=0", "train.log_every=1000000", "run.dir=\(scratch)", "checkpoint.every=0"]
+            var cfg = try TrainConfig.load(path: config, overrides: overrides + quiet)
             cfg.train.steps = steps + 2
             let trainer = try Trainer(config: cfg)
             guard let lm = trainer.workload as? LanguageModelWorkload else {
-                throw ValidationError("bench step measures language-model configs; image runs report images/s in their progress lines")
+                throw ValidationError("bench step measures language-model configs; "
+                                      + "image runs report images/s in their progress lines")
             }
             let m = cfg.model
             let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = lm.vocab.size
@@ -297,7 +327,7 @@ struct BenchStep: ParsableCommand {
             // Each timed step is followed by a short sgemm probe (outside the step's time), and
             // the MFU is taken per step against the probe next to it: the machine's speed moves
             // within a run, and one sgemm figure taken apart from the steps moves the MFU with it.
-            var times: [Double] = [], peaks: [Double] = []
+            var times: [Double] = [], peaks: [Double] = [], probes: [Double] = []
             var last = Date()
             let tokensPerStep = Double(cfg.train.batchSize * T)
             trainer.beforeStep = { step in
@@ -305,6 +335,7 @@ struct BenchStep: ParsableCommand {
                 if step > 3 {
                     times.append(now.timeIntervalSince(last))
                     peaks.append(measuredSgemmGFLOPs(repeats: 2))
+                    probes.append(FMAThroughput.measure(seconds: 0.005, repeats: 3).gflops)
                 }
                 last = Date()
             }
@@ -312,9 +343,20 @@ struct BenchStep: ParsableCommand {
             let stepSec = median(times), peak = median(peaks)
             let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
             let mfu = median(zip(times, peaks).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
-            print(String(format: "{\"config\":\"%@\",\"parameters\":%d,\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
-                         config, trainer.workload.params.count, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
-                         achieved, peak, mfu, blasCoreName()))
+            // Against the hardware: the one-thread FMA probe taken beside each step, times the threads.
+            let cores = Double(cfg.train.threads)
+            let mfuHW = median(zip(times, probes).map { flopsPerToken * tokensPerStep / $0 / 1e9 / ($1 * cores) })
+            let fields: [String] = [
+                "\"config\":\"\(config)\"", "\"parameters\":\(trainer.workload.params.count)",
+                "\"attention\":\"\(m.attention.name)\"", "\"threads\":\(cfg.train.threads)",
+                "\"batch\":\(cfg.train.batchSize)", "\"context\":\(T)",
+                json("tokens_per_s", tokensPerStep / stepSec, "%.1f"),
+                json("step_seconds", stepSec, "%.4f"), json("model_gflops", achieved, "%.2f"),
+                json("sgemm_gflops", peak, "%.2f"), json("mfu", mfu, "%.3f"),
+                json("fma_probe_gflops", median(probes), "%.2f"), json("mfu_hw", mfuHW, "%.3f"),
+                "\"blas_core\":\"\(blasCoreName())\"",
+            ]
+            print("{" + fields.joined(separator: ",") + "}")
         } catch { fail(error) }
     }
 }
