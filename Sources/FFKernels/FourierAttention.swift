@@ -52,6 +52,8 @@ final class FourierScratch {
     // Forward: one key block's weights of the tile's rows (rowTile, lanes); the rows' Σ_j W v_j
     // (rowTile, Dv).
     let weights, outputs: UnsafeMutablePointer<Float>
+    // The tile's rows of rq, sq, cq (D, rowTile, 3), see `FourierTables.stageRows`.
+    let qTile: UnsafeMutablePointer<Float>
     // Backward, per tile row: psi of the pairs (D vectors) and dq accumulators ((D + 1) / 2
     // vectors: two dimensions each, see `foldPair`); x of one block of dimensions (dimBlock
     // vectors) for `weightsAndPsi4`.
@@ -67,7 +69,7 @@ final class FourierScratch {
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
         floatCount = 6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
-            + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D
+            + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D + 3 * rowTile * D
         base = .allocate(capacity: floatCount)
         base.initialize(repeating: 0, count: floatCount)
         var p = base
@@ -77,7 +79,7 @@ final class FourierScratch {
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
         kRows = take(querySize); vRows = take(Tp * Dv); gRows = take(Tr * D); oRows = take(querySize)
         rowStats = take(2 * Tr)
-        weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
+        weights = take(rowTile * lanes); outputs = take(rowTile * Dv); qTile = take(3 * rowTile * D)
         sums = take(rowTile * (D + 1)); r = take(D); mean = take(D)
         precondition(p == base + floatCount)
         let pairs = (D + 1) / 2
@@ -134,7 +136,7 @@ final class FourierScratch {
 
     /// The tables as a value the inner loops use (methods on a class are not reliably inlined).
     var tables: FourierTables {
-        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq)
+        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq, qTile: qTile)
     }
 }
 
@@ -143,6 +145,21 @@ struct FourierTables {
     let D: Int
     let rk, sk, ck, v: UnsafeMutablePointer<Float>
     let rq, sq, cq: UnsafeMutablePointer<Float>
+    /// The current tile's rows of rq, sq, cq, (D, rowTile, 3): see `stageRows`.
+    let qTile: UnsafeMutablePointer<Float>
+
+    /// Copies rq, sq, cq of rows i[r] into slot r of `qTile`. The per-pair loops then read a
+    /// row's scalars at fixed offsets from one pointer: read from the (T, D) tables, 12 row
+    /// pointers did not fit the integer registers beside the loop's own, and the backward's
+    /// inner loop reloaded one from the stack before every broadcast.
+    @inline(__always) func stageRows(_ i: SIMD4<Int>) {
+        for d in 0..<D {
+            for r in 0..<rowTile {
+                let q = qTile + (d &* rowTile &+ r) &* 3, qi = i[r] &* D &+ d
+                q[0] = rq[qi]; q[1] = sq[qi]; q[2] = cq[qi]
+            }
+        }
+    }
 
     /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
@@ -155,8 +172,9 @@ struct FourierTables {
         storeVector(loadVector(p) + a, p)
     }
 
-    /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
-    /// interleaved so that their multiply chains overlap and share the key-side loads.
+    /// W of the staged query rows r = 0..<4 (`stageRows`) and keys j0..<j0+lanes (0 where
+    /// j >= e[r]), the 4 rows interleaved so that their multiply chains overlap and share the
+    /// key-side loads.
     ///
     /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
@@ -166,7 +184,7 @@ struct FourierTables {
     /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
     /// set to 0.
     /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
-    @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
+    @inline(__always) func weights4(_ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
@@ -175,8 +193,8 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                forwardTerms(self, i[0], d, j0, &n0, &x0); forwardTerms(self, i[1], d, j0, &n1, &x1)
-                forwardTerms(self, i[2], d, j0, &n2, &x2); forwardTerms(self, i[3], d, j0, &n3, &x3)
+                forwardTerms(self, 0, d, j0, &n0, &x0); forwardTerms(self, 1, d, j0, &n1, &x1)
+                forwardTerms(self, 2, d, j0, &n2, &x2); forwardTerms(self, 3, d, j0, &n3, &x3)
                 d &+= 1
             }
             y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
@@ -194,7 +212,7 @@ struct FourierTables {
     /// backward 1.2–1.4x slower). Stores bound this function: storing the prefix products apart
     /// (a store and a load more per pair and dimension) made backward ~1.2x slower.
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
-    @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
+    @inline(__always) func weightsAndPsi4(_ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
@@ -206,10 +224,10 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let start = d, end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, xs: xs)
+                psiTerms(self, 0, d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, xs: xs)
+                psiTerms(self, 1, d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, xs: xs)
+                psiTerms(self, 2, d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, xs: xs)
+                psiTerms(self, 3, d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, xs: xs)
                 d &+= 1
             }
             let r0 = guardedReciprocal(x0), r1 = guardedReciprocal(x1)
@@ -228,13 +246,13 @@ struct FourierTables {
 // The per-pair arithmetic: free functions because only @_transparent is reliably inlined into
 // the tiled loops (plain @inline(__always) calls were left as calls there, 3x slower).
 
-/// u = R_d (q_id − k_jd) and sin u, cos u of query i and keys j0..<j0+lanes, by the
-/// angle-difference identity from the tables.
+/// u = R_d (q_id − k_jd) and sin u, cos u of the query in slot i of `qTile` and keys
+/// j0..<j0+lanes, by the angle-difference identity from the tables.
 @_transparent func pair(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (u: FV, s: FV, c: FV) {
-    let qi = i &* t.D &+ d
-    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
+    let q = t.qTile + (d &* rowTile &+ i) &* 3
+    let sqd = FV(repeating: q[1]), cqd = FV(repeating: q[2])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
-    return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
+    return (FV(repeating: q[0]) - t.keys(t.rk, d, j0),
             multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
@@ -498,10 +516,11 @@ extension FourierScratch {
 /// their Σ_j W returned. Key blocks whose weights are all 0 skip the W·V.
 func forwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, p: Int) -> SIMD4<Float> {
     f.outputs.update(repeating: 0, count: rowTile * f.Dv)
+    t.stageRows(tile.i)
     var sum0 = FV(), sum1 = FV(), sum2 = FV(), sum3 = FV()
     var j0 = 0
     while j0 < tile.keyEnd {
-        let (w0, w1, w2, w3) = t.weights4(tile.i, j0, tile.e, p: p)
+        let (w0, w1, w2, w3) = t.weights4(j0, tile.e, p: p)
         sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
         if !allZero(w0 + w1 + w2 + w3) {
             storeVector(w0, f.weights); storeVector(w1, f.weights + lanes)
@@ -523,10 +542,11 @@ func backwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, spec
     let invS = SIMD4<Float>(stats[2 * i0 + 1], stats[2 * i0 + 3], stats[2 * i0 + 5], stats[2 * i0 + 7])
     let g = f.gRows + i0 * D
     f.acc.update(repeating: FV(), count: rowTile * ((D + 1) / 2))
+    t.stageRows(tile.i)
     var j0 = 0
     while j0 < tile.keyEnd {
         defer { j0 += lanes }
-        let (w0, w1, w2, w3) = t.weightsAndPsi4(tile.i, j0, tile.e, p: spec.p, psi: f.psi, work: f.work)
+        let (w0, w1, w2, w3) = t.weightsAndPsi4(j0, tile.e, p: spec.p, psi: f.psi, work: f.work)
         if allZero(w0 + w1 + w2 + w3) { continue }
         let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
         let (G0, G1, G2, G3) = valueGradients(t, dv: f.dv, g: g, j0, a0, a1, a2, a3)
