@@ -220,17 +220,7 @@ struct BenchAttention: ParsableCommand {
             throw ValidationError("--kernel must be fused or plain")
         }
         let spec = FourierSpec(rMode: mode, kernel: fourierKernel)
-        if checksum {
-            var o = [Float](repeating: 0, count: B * T * C), st = [Float](repeating: 0, count: B * H * T)
-            var dq = [Float](repeating: 0, count: qkv.count), dr = [Float](repeating: 0, count: R.count)
-            let a = AttentionKernels(maxSeq: T, headDim: D, threads: threads)
-            a.fourierForward(out: &o, rowSum: &st, qkv: qkv, R: R, spec: spec, shape: shape)
-            a.fourierBackward(dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec, shape: shape)
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for x in o + st + dq + dr { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
-            print(String(format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}", hash, D, rMode))
-            return
-        }
+        if checksum { return printChecksum(qkv: qkv, g: g, R: R, spec: spec, shape: shape) }
         /// (forward, backward) seconds of one call of kind k; its process CPU seconds into `cpu`.
         var cpu: [String: [Double]] = [:]
         func call(_ k: String) -> (Double, Double) {
@@ -266,39 +256,65 @@ struct BenchAttention: ParsableCommand {
         // what sgemm reaches on this process's threads (wall clock, as the kernels' own times).
         let peak = FMAThroughput.measure(), sgemmGFLOPs = measuredSgemmGFLOPs()
         for k in kinds {
-            let t = times[k]!
-            let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
-            // Model FLOPs as for a softmax layer (QK^T and AV: 2 · 2 D per visible pair forward,
-            // twice that backward), the same count for both kinds, as `bench step` counts them.
-            let modelGFLOPs = 12 * pairs * Double(D) / total / 1e9
-            // Per core-second of CPU time: on a shared machine the wall clock also counts the
-            // time the kernel's threads wait for a core. The MFU against the hardware is taken so.
-            let cpuSeconds = median(cpu[k]!), cpuGFLOPs = 12 * pairs * Double(D) / cpuSeconds / 1e9
-            let fields: [String] = [
-                "\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"", "\"batch\":\(B)",
-                "\"heads\":\(H)", "\"seq\":\(T)", "\"dim\":\(D)", "\"causal\":\(causal)", "\"threads\":\(threads)",
-                "\"calls\":\(t.count)", json("seconds_fwd", fwd, "%.6f"), json("seconds_bwd", bwd, "%.6f"),
-                json("seconds_fwd_bwd", total, "%.6f"), json("pair_dims_per_s", pairs * Double(D) / total, "%.4g"),
-                json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
-                json("peak_rss_mb", peakRSSMegabytes(), "%.1f"), json("attn_row_sum_mean", rowSums[k]!, "%.4f"),
-                json("cpu_seconds_fwd_bwd", cpuSeconds, "%.6f"),
-                json("pair_dims_per_cpu_s", pairs * Double(D) / cpuSeconds, "%.4g"),
-                json("model_gflops", modelGFLOPs, "%.2f"), json("fma_probe_gflops", peak.gflops, "%.2f"),
-                json("sgemm_gflops", sgemmGFLOPs, "%.2f"), json("mfu_hw", cpuGFLOPs / peak.gflops, "%.4f"),
-                json("mfu_sgemm", modelGFLOPs / sgemmGFLOPs, "%.4f"),
-            ]
+            var fields = ["\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"",
+                          json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
+                          json("peak_rss_mb", peakRSSMegabytes(), "%.1f"),
+                          json("attn_row_sum_mean", rowSums[k]!, "%.4f")]
+            fields += timingFields(times[k]!, cpu: cpu[k]!, pairs: pairs, peak: peak, sgemmGFLOPs: sgemmGFLOPs)
             print("{" + fields.joined(separator: ",") + "}")
         }
-        if let f = times["fourier"], let s = times["softmax"] {
-            let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
-            let mid = ratios[ratios.count / 2], low = ratios[0], high = ratios[ratios.count - 1]
-            print("{\"ratio\":\"fourier/softmax\",\"dim\":\(D),\"rounds\":\(ratios.count),"
-                  + [json("median", mid, "%.3f"), json("min", low, "%.3f"),
-                     json("max", high, "%.3f")].joined(separator: ",")
-                  + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
-            print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
-                         mid, ratios.count, low, high))
-        }
+        if let f = times["fourier"], let s = times["softmax"] { printRatio(f, s) }
+    }
+
+    /// Shape, times, pair-dims/s and MFU of one kind's calls, as JSON fields.
+    func timingFields(_ t: [(Double, Double)], cpu: [Double], pairs: Double, peak: FMAThroughput,
+                      sgemmGFLOPs: Double) -> [String] {
+        let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
+        // Model FLOPs as for a softmax layer (QK^T and AV: 2 · 2 D per visible pair forward,
+        // twice that backward), the same count for both kinds, as `bench step` counts them.
+        let modelGFLOPs = 12 * pairs * Double(dim) / total / 1e9
+        // Per core-second of CPU time: on a shared machine the wall clock also counts the
+        // time the kernel's threads wait for a core. The MFU against the hardware is taken so.
+        let cpuSeconds = median(cpu), cpuGFLOPs = 12 * pairs * Double(dim) / cpuSeconds / 1e9
+        return [
+            "\"batch\":\(batch)", "\"heads\":\(heads)", "\"seq\":\(seq)", "\"dim\":\(dim)", "\"causal\":\(causal)",
+            "\"threads\":\(threads)", "\"calls\":\(t.count)", json("seconds_fwd", fwd, "%.6f"),
+            json("seconds_bwd", bwd, "%.6f"), json("seconds_fwd_bwd", total, "%.6f"),
+            json("pair_dims_per_s", pairs * Double(dim) / total, "%.4g"),
+            json("cpu_seconds_fwd_bwd", cpuSeconds, "%.6f"),
+            json("pair_dims_per_cpu_s", pairs * Double(dim) / cpuSeconds, "%.4g"),
+            json("model_gflops", modelGFLOPs, "%.2f"), json("fma_probe_gflops", peak.gflops, "%.2f"),
+            json("sgemm_gflops", sgemmGFLOPs, "%.2f"), json("mfu_hw", cpuGFLOPs / peak.gflops, "%.4f"),
+            json("mfu_sgemm", modelGFLOPs / sgemmGFLOPs, "%.4f"),
+        ]
+    }
+
+    /// The per-round Fourier / softmax time ratios of `--kind both`.
+    func printRatio(_ f: [(Double, Double)], _ s: [(Double, Double)]) {
+        let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
+        let mid = ratios[ratios.count / 2], low = ratios[0], high = ratios[ratios.count - 1]
+        print("{\"ratio\":\"fourier/softmax\",\"dim\":\(dim),\"rounds\":\(ratios.count),"
+              + [json("median", mid, "%.3f"), json("min", low, "%.3f"),
+                 json("max", high, "%.3f")].joined(separator: ",")
+              + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
+        print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
+                     mid, ratios.count, low, high))
+    }
+
+    /// A hash of the bits of O, S, dqkv and dR from one Fourier call on fresh buffers: equal
+    /// hashes mean bit-identical results (a change that must not alter them can be checked so).
+    func printChecksum(qkv: [Float], g: [Float], R: [Float], spec: FourierSpec, shape: AttentionShape) {
+        let n = shape.batch * shape.seq * shape.width
+        var o = [Float](repeating: 0, count: n), st = [Float](repeating: 0, count: n / shape.headDim)
+        var dq = [Float](repeating: 0, count: qkv.count), dr = [Float](repeating: 0, count: R.count)
+        let a = AttentionKernels(maxSeq: shape.seq, headDim: shape.headDim, threads: threads)
+        a.fourierForward(out: &o, rowSum: &st, qkv: qkv, R: R, spec: spec, shape: shape)
+        a.fourierBackward(dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec,
+                          shape: shape)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for x in o + st + dq + dr { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
+        print(String(format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}",
+                     hash, shape.headDim, rMode))
     }
 }
 
