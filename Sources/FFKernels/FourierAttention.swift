@@ -19,9 +19,9 @@ import CFastMath
 // reduction (`addWeightedValues`: outputs stay in registers). Backward forms W and psi
 // (`weightsAndPsi4`), then G = g·v and dv, then dk and the dq accumulators (one vector per row
 // and pair of dimensions, its half-vectors' lanes summed once per tile: one vector per
-// dimension and row did not fit L1 beside psi). At D = 64 each of these loops runs at 50–65 % of
-// the 2 vector operations per cycle that its operation count allows; keeping the key tables in
-// L1 measured no faster (BENCHMARKS.md, "How the Fourier kernel spends its time").
+// dimension and row did not fit L1 beside psi). What each loop costs in vector operations, and
+// how close to the FMA peak it runs, is in BENCHMARKS.md ("How the Fourier kernel spends its
+// time").
 // A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
 // added, in passes that only copy (see `load`), so that many misses are in flight.
 
@@ -208,9 +208,9 @@ struct FourierTables {
     /// into psi[r * D + d] for row r. The block's reciprocal 1/Π x serves psi too:
     /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: psi first holds psiNum_k Π_{l<k} x_l, and
     /// `finishPsi` walks the block backwards with the suffix products. `work` is scratch for
-    /// 4 · dimBlock vectors, one block's x per row (at D = 64 a D-long one pushed the tile out of L1,
-    /// backward 1.2–1.4x slower). Stores bound this function: storing the prefix products apart
-    /// (a store and a load more per pair and dimension) made backward ~1.2x slower.
+    /// 4 · dimBlock vectors, one block's x per row (at D = 64 a D-long one pushes the tile out of
+    /// L1). Stores bound this function, so the prefix products are not stored apart (a store and a
+    /// load more per pair and dimension).
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
     @inline(__always) func weightsAndPsi4(_ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
@@ -244,7 +244,7 @@ struct FourierTables {
 }
 
 // The per-pair arithmetic: free functions because only @_transparent is reliably inlined into
-// the tiled loops (plain @inline(__always) calls were left as calls there, 3x slower).
+// the tiled loops (plain @inline(__always) calls were left as calls there).
 
 /// u = R_d (q_id − k_jd) and sin u, cos u of the query in slot i of `qTile` and keys
 /// j0..<j0+lanes, by the angle-difference identity from the tables.
@@ -576,8 +576,8 @@ func backwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, spec
 
 /// zp_rjd = z_r psi_rd (psi: (rowTile, D) vectors) for keys j0..<j0 + lanes: dk_j += Σ_r zp_rjd
 /// per lane, and each row's dq accumulators take a pair of dimensions per vector (`foldPair`):
-/// one vector per dimension and row was 16 KB at D = 64, and with psi it no longer fit L1 beside
-/// the key tables (backward 1.15–1.25x slower).
+/// one vector per dimension and row is 16 KB at D = 64 with AVX-512, and with psi it no longer
+/// fits L1 beside the key tables.
 @inline(__always) func keyQueryGradients(_ t: FourierTables, dk: UnsafeMutablePointer<Float>,
                                          acc: UnsafeMutablePointer<FV>, psi: UnsafeMutablePointer<FV>,
                                          _ j0: Int, _ z0: FV, _ z1: FV, _ z2: FV, _ z3: FV) {

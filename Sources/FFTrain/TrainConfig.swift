@@ -50,7 +50,8 @@ public struct TrainConfig: Sendable {
         public var adaptive: Adaptive?
 
         public func lmConfig(vocabSize: Int) -> LMConfig {
-            var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF, context: context)
+            var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF,
+                             context: context)
             c.norm = norm; c.positions = positions; c.activation = activation; c.dropout = dropout
             c.tieEmbeddings = tieEmbeddings; c.scaleEmbeddings = scaleEmbeddings; c.initStd = initStd
             c.attention = attention
@@ -329,7 +330,8 @@ public struct TrainConfig: Sendable {
             throw ConfigError("\(source): model.attention.p must be even (got \(spec.p)): W = Y^p must be non-negative")
         }
         if train.batchSize % train.gradAccum != 0 {
-            throw ConfigError("\(source): train.batch_size (\(train.batchSize)) must be divisible by train.grad_accum (\(train.gradAccum))")
+            throw ConfigError("\(source): train.batch_size (\(train.batchSize)) must be divisible by "
+                              + "train.grad_accum (\(train.gradAccum))")
         }
         if run.name.isEmpty || run.name.contains("/") {
             throw ConfigError("\(source): run.name '\(run.name)' must be a non-empty name without '/'")
@@ -346,7 +348,8 @@ public struct TrainConfig: Sendable {
             return nil
         case "adaptive":
             guard let cutoffs else {
-                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs (e.g. [20000, 40000, 200000])")
+                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs "
+                                  + "(e.g. [20000, 40000, 200000])")
             }
             return Adaptive(cutoffs: cutoffs.map { Int($0) }, divVal: divVal, tieProjections: tieProjections)
         default:

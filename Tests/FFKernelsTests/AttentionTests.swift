@@ -28,7 +28,8 @@ final class AttentionTests: XCTestCase {
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
         var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
         k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
-        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec, shape: shape)
+        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                          shape: shape)
 
         var refO = [Double](), gotO = [Double](), refDq = [Double](), gotDq = [Double]()
         var refDk = [Double](), gotDk = [Double](), refDv = [Double](), gotDv = [Double]()
@@ -36,15 +37,19 @@ final class AttentionTests: XCTestCase {
         for b in 0..<c.B {
             for h in 0..<c.H {
                 func slice(_ x: [Float], _ off: Int, _ stride: Int) -> [Double] {
-                    (0..<c.T).flatMap { t in (0..<c.D).map { d in Double(x[(b * c.T + t) * stride + off + h * c.D + d]) } }
+                    (0..<c.T).flatMap { t in
+                        (0..<c.D).map { d in Double(x[(b * c.T + t) * stride + off + h * c.D + d]) }
+                    }
                 }
                 let q = slice(qkv, 0, 3 * C), kk = slice(qkv, C, 3 * C), v = slice(qkv, 2 * C, 3 * C)
                 let gg = slice(g, 0, C)
                 let r: [Double] = (0..<c.D).map { d in
-                    switch c.mode { case .scalar: Double(R[0]); case .perDim: Double(R[d]); case .perHead: Double(R[h]) }
+                    Double(R[c.mode.index(head: h, dim: d)])
                 }
-                let fwd = FourierReference.forward(q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6, causal: c.causal)
-                let bwd = FourierReference.backward(q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6, causal: c.causal)
+                let fwd = FourierReference.forward(q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6,
+                                                   causal: c.causal)
+                let bwd = FourierReference.backward(q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4,
+                                                    eps: 1e-6, causal: c.causal)
                 refO += fwd.o; gotO += slice(out, 0, C)
                 refDq += bwd.dq; gotDq += slice(dqkv, 0, 3 * C)
                 refDk += bwd.dk; gotDk += slice(dqkv, C, 3 * C)
@@ -164,13 +169,17 @@ final class AttentionTests: XCTestCase {
 
     /// Row tiles with a ragged last tile, key blocks with padding lanes, dimension blocks with a
     /// tail (D = 6, 13), the forward's W·V in one vector of columns, pairs of them, and pairs plus
-    /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
+    /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider
+    /// would make every W negligible against eps).
     func testFourierTilesTailsAndWideAngles() {
-        for (T, D, scale, offset) in [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0), (20, 48, 0.3, 0.0)] {
+        let cases = [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0),
+                     (20, 48, 0.3, 0.0)]
+        for (T, D, scale, offset) in cases {
             for causal in [true, false] {
                 let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
                 for (name, e) in errs {
-                    XCTAssertLessThan(e, 2e-5, "\(name) T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal): rel err \(e)")
+                    XCTAssertLessThan(e, 2e-5,
+                                      "\(name) T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal): rel err \(e)")
                 }
             }
         }
@@ -188,7 +197,8 @@ final class AttentionTests: XCTestCase {
             var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
             let shape = AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: true)
             k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [1], spec: FourierSpec(), shape: shape)
-            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows, spec: FourierSpec(), shape: shape)
+            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows,
+                              spec: FourierSpec(), shape: shape)
             return k.workspaceBytes
         }
         let small = workspace(T: 128), large = workspace(T: 1024)
@@ -335,7 +345,8 @@ final class AttentionTests: XCTestCase {
             let o = FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: 4, eps: 1e-6, causal: true).o
             return zip(o, g).reduce(0) { $0 + $1.0 * $1.1 }
         }
-        let bwd = FourierReference.backward(q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6, causal: true)
+        let bwd = FourierReference.backward(q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6,
+                                            causal: true)
         var fdq = [Double](repeating: 0, count: q.count), fdr = [Double](repeating: 0, count: D)
         for i in 0..<q.count {
             let o = q[i]; q[i] = o + 1e-6; let lp = loss(); q[i] = o - 1e-6; let lm = loss(); q[i] = o

@@ -9,7 +9,7 @@
 // are reassociated as ours are and nothing else is; its accuracy is printed beside its speed.
 // -fno-trapping-math changes no result (nothing here reads the floating-point exception flags):
 // it lets the compiler evaluate both sides of the series-or-closed-form selects, without which
-// none of the per-pair loops vectorises (8x slower).
+// none of the per-pair loops vectorises.
 //
 //   cc -O3 -march=native -fno-trapping-math -fopenmp-simd fourier_compare.c -lm -o fourier_compare
 //   ./fourier_compare --batch 8 --heads 8 --seq 256 --dim 16 [--repeats 3] [--noncausal] [--tables]
