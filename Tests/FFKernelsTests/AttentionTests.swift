@@ -178,8 +178,8 @@ final class AttentionTests: XCTestCase {
             for causal in [true, false] {
                 let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
                 for (name, e) in errs {
-                    XCTAssertLessThan(e, 2e-5,
-                                      "\(name) T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal): rel err \(e)")
+                    let label = "T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal)"
+                    XCTAssertLessThan(e, 2e-5, "\(name) \(label): rel err \(e)")
                 }
             }
         }
