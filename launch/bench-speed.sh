@@ -96,7 +96,11 @@ for line in lines:
     tag, _, rest = line.partition(" ")
     if tag == "lm":
         name, who, js = rest.split(" ", 2)
-        r = json.loads(js)
+        try:
+            r = json.loads(js)
+        except ValueError:   # a run that failed printed no result: say so, keep the others
+            print(f"no result from: lm {name} {who}", file=sys.stderr)
+            continue
         lms.setdefault((name, r["attention"]), {}).setdefault(who, []).append(r)
         continue
     if tag == "kernel": continue   # the Fourier kernel block, summarised at the end
@@ -159,7 +163,10 @@ for line in open(sys.argv[1]):
         rounds.setdefault((r["dim"], n), {})[r.get("kernel", "fused")] = r
     elif tag == "lm":
         name, who, js = rest.split(" ", 2)
-        r = json.loads(js)
+        try:
+            r = json.loads(js)
+        except ValueError:
+            continue
         if who == "ours": lms.setdefault((name, r["attention"]), []).append(r)
 ZEN5 = 3.3e9   # the figure a plain fused C kernel reached on a Zen 5 AVX-512 core: another machine class
 print("\n| Fourier fwd+bwd, B 8, H 8, N 256, causal, 1 thread | ours pair-dims/CPU-s | C plain"
