@@ -36,13 +36,22 @@ public enum RMode: String, Sendable, CaseIterable {
     }
 }
 
+/// Which implementation runs Fourier attention (same results within fp32 round-off).
+public enum FourierKernel: String, Sendable, CaseIterable {
+    /// The tuned SIMD kernel (FourierAttention.swift).
+    case fused
+    /// Loops straight from the formulas in fp32 (FourierPlain.swift): slower, written to be read.
+    case plain
+}
+
 /// Generalised Fourier integral attention: W = Π_d sinc(R_d (q_d - k_d))^p, A = W / (Σ_j W + eps).
 public struct FourierSpec: Sendable, Equatable {
     public var p: Int
     public var eps: Float
     public var rMode: RMode
-    public init(p: Int = 4, eps: Float = 1e-6, rMode: RMode = .scalar) {
-        self.p = p; self.eps = eps; self.rMode = rMode
+    public var kernel: FourierKernel
+    public init(p: Int = 4, eps: Float = 1e-6, rMode: RMode = .scalar, kernel: FourierKernel = .fused) {
+        self.p = p; self.eps = eps; self.rMode = rMode; self.kernel = kernel
     }
 }
 
@@ -168,7 +177,8 @@ public final class AttentionKernels {
 
     /// Bytes of workspace held.
     public var workspaceBytes: Int {
-        dRPartialCount * 8 + (fourierStore ?? []).reduce(0) { $0 + $1.bytes } + (softmaxStore?.count ?? 0) * 2 * maxSeq * maxSeq * 4
+        let softmax = (softmaxStore?.count ?? 0) * 2 * maxSeq * maxSeq * 4
+        return dRPartialCount * 8 + (fourierStore ?? []).reduce(0) { $0 + $1.bytes } + softmax
     }
 
     /// The kernel families a caller will run.

@@ -19,9 +19,9 @@ import CFastMath
 // reduction (`addWeightedValues`: outputs stay in registers). Backward forms W and psi
 // (`weightsAndPsi4`), then G = g·v and dv, then dk and the dq accumulators (one vector per row
 // and pair of dimensions, its half-vectors' lanes summed once per tile: one vector per
-// dimension and row did not fit L1 beside psi). At D = 64 each of these loops runs at 50–65 % of
-// the 2 vector operations per cycle that its operation count allows; keeping the key tables in
-// L1 measured no faster (BENCHMARKS.md, "How the Fourier kernel spends its time").
+// dimension and row did not fit L1 beside psi). What each loop costs in vector operations, and
+// how close to the FMA peak it runs, is in BENCHMARKS.md ("How the Fourier kernel spends its
+// time").
 // A head's rows of the (B, T, ·) tensors are a page apart: they are read, and backward's results
 // added, in passes that only copy (see `load`), so that many misses are in flight.
 
@@ -52,6 +52,8 @@ final class FourierScratch {
     // Forward: one key block's weights of the tile's rows (rowTile, lanes); the rows' Σ_j W v_j
     // (rowTile, Dv).
     let weights, outputs: UnsafeMutablePointer<Float>
+    // The tile's rows of rq, sq, cq (D, rowTile, 3), see `FourierTables.stageRows`.
+    let qTile: UnsafeMutablePointer<Float>
     // Backward, per tile row: psi of the pairs (D vectors) and dq accumulators ((D + 1) / 2
     // vectors: two dimensions each, see `foldPair`); x of one block of dimensions (dimBlock
     // vectors) for `weightsAndPsi4`.
@@ -67,7 +69,7 @@ final class FourierScratch {
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
         floatCount = 6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
-            + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D
+            + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D + 3 * rowTile * D
         base = .allocate(capacity: floatCount)
         base.initialize(repeating: 0, count: floatCount)
         var p = base
@@ -77,7 +79,7 @@ final class FourierScratch {
         rq = take(querySize); sq = take(querySize); cq = take(querySize)
         kRows = take(querySize); vRows = take(Tp * Dv); gRows = take(Tr * D); oRows = take(querySize)
         rowStats = take(2 * Tr)
-        weights = take(rowTile * lanes); outputs = take(rowTile * Dv)
+        weights = take(rowTile * lanes); outputs = take(rowTile * Dv); qTile = take(3 * rowTile * D)
         sums = take(rowTile * (D + 1)); r = take(D); mean = take(D)
         precondition(p == base + floatCount)
         let pairs = (D + 1) / 2
@@ -134,7 +136,7 @@ final class FourierScratch {
 
     /// The tables as a value the inner loops use (methods on a class are not reliably inlined).
     var tables: FourierTables {
-        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq)
+        FourierTables(D: D, rk: rk, sk: sk, ck: ck, v: v, rq: rq, sq: sq, cq: cq, qTile: qTile)
     }
 }
 
@@ -143,6 +145,21 @@ struct FourierTables {
     let D: Int
     let rk, sk, ck, v: UnsafeMutablePointer<Float>
     let rq, sq, cq: UnsafeMutablePointer<Float>
+    /// The current tile's rows of rq, sq, cq, (D, rowTile, 3): see `stageRows`.
+    let qTile: UnsafeMutablePointer<Float>
+
+    /// Copies rq, sq, cq of rows i[r] into slot r of `qTile`. The per-pair loops then read a
+    /// row's scalars at fixed offsets from one pointer: read from the (T, D) tables, 12 row
+    /// pointers did not fit the integer registers beside the loop's own, and the backward's
+    /// inner loop reloaded one from the stack before every broadcast.
+    @inline(__always) func stageRows(_ i: SIMD4<Int>) {
+        for d in 0..<D {
+            for r in 0..<rowTile {
+                let q = qTile + (d &* rowTile &+ r) &* 3, qi = i[r] &* D &+ d
+                q[0] = rq[qi]; q[1] = sq[qi]; q[2] = cq[qi]
+            }
+        }
+    }
 
     /// Dimension d of keys j0..<j0+lanes (j0 a multiple of `lanes`).
     @inline(__always) func keys(_ table: UnsafeMutablePointer<Float>, _ d: Int, _ j0: Int) -> FV {
@@ -155,8 +172,9 @@ struct FourierTables {
         storeVector(loadVector(p) + a, p)
     }
 
-    /// W of query rows i[0..<4] and keys j0..<j0+lanes (0 where j >= e[r]), the 4 rows
-    /// interleaved so that their multiply chains overlap and share the key-side loads.
+    /// W of the staged query rows r = 0..<4 (`stageRows`) and keys j0..<j0+lanes (0 where
+    /// j >= e[r]), the 4 rows interleaved so that their multiply chains overlap and share the
+    /// key-side loads.
     ///
     /// Y = Π_d sinc u_d takes one reciprocal per block of `dimBlock` dimensions: with x_d = u_d sin u_d
     /// and root_d = sin u_d, sinc u_d = root_d² / x_d (small |u|: x_d = 1, root_d = √sinc u_d),
@@ -166,7 +184,7 @@ struct FourierTables {
     /// (each |sin u / u| <= |x| / 0.09 and <= 1 / |x|; 0.09^8 > 4e-9), so W is 0 there: Y is
     /// set to 0.
     /// The kernels run with denormals flushed to zero (a thread's MXCSR, see `fourierForward`).
-    @inline(__always) func weights4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
+    @inline(__always) func weights4(_ j0: Int, _ e: SIMD4<Int>, p: Int) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
@@ -175,11 +193,8 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                // x enters the product only on the regular lanes (elsewhere it is 1).
-                var f = forwardFactors(self, i[0], d, j0); n0 *= f.root; x0 = x0.replacing(with: x0 * f.x, where: f.regular)
-                f = forwardFactors(self, i[1], d, j0); n1 *= f.root; x1 = x1.replacing(with: x1 * f.x, where: f.regular)
-                f = forwardFactors(self, i[2], d, j0); n2 *= f.root; x2 = x2.replacing(with: x2 * f.x, where: f.regular)
-                f = forwardFactors(self, i[3], d, j0); n3 *= f.root; x3 = x3.replacing(with: x3 * f.x, where: f.regular)
+                forwardTerms(self, 0, d, j0, &n0, &x0); forwardTerms(self, 1, d, j0, &n1, &x1)
+                forwardTerms(self, 2, d, j0, &n2, &x2); forwardTerms(self, 3, d, j0, &n3, &x3)
                 d &+= 1
             }
             y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
@@ -193,11 +208,11 @@ struct FourierTables {
     /// into psi[r * D + d] for row r. The block's reciprocal 1/Π x serves psi too:
     /// 1/x_k = (Π_{l<k} x_l)(Π_{l>k} x_l) / Π x: psi first holds psiNum_k Π_{l<k} x_l, and
     /// `finishPsi` walks the block backwards with the suffix products. `work` is scratch for
-    /// 4 · dimBlock vectors, one block's x per row (at D = 64 a D-long one pushed the tile out of L1,
-    /// backward 1.2–1.4x slower). Stores bound this function: storing the prefix products apart
-    /// (a store and a load more per pair and dimension) made backward ~1.2x slower.
+    /// 4 · dimBlock vectors, one block's x per row (at D = 64 a D-long one pushes the tile out of
+    /// L1). Stores bound this function, so the prefix products are not stored apart (a store and a
+    /// load more per pair and dimension).
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
-    @inline(__always) func weightsAndPsi4(_ i: SIMD4<Int>, _ j0: Int, _ e: SIMD4<Int>, p: Int,
+    @inline(__always) func weightsAndPsi4(_ j0: Int, _ e: SIMD4<Int>, p: Int,
                                           psi: UnsafeMutablePointer<FV>,
                                           work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
@@ -209,10 +224,10 @@ struct FourierTables {
             var x0 = one, x1 = one, x2 = one, x3 = one
             let start = d, end = Swift.min(d &+ dimBlock, D)
             while d < end {
-                psiTerms(self, i[0], d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, xs: xs)
-                psiTerms(self, i[1], d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, xs: xs)
-                psiTerms(self, i[2], d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, xs: xs)
-                psiTerms(self, i[3], d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, xs: xs)
+                psiTerms(self, 0, d, j0, k: d, w: d &- start, &n0, &x0, psi: psi, xs: xs)
+                psiTerms(self, 1, d, j0, k: D &+ d, w: dimBlock &+ d &- start, &n1, &x1, psi: psi, xs: xs)
+                psiTerms(self, 2, d, j0, k: 2 &* D &+ d, w: 2 &* dimBlock &+ d &- start, &n2, &x2, psi: psi, xs: xs)
+                psiTerms(self, 3, d, j0, k: 3 &* D &+ d, w: 3 &* dimBlock &+ d &- start, &n3, &x3, psi: psi, xs: xs)
                 d &+= 1
             }
             let r0 = guardedReciprocal(x0), r1 = guardedReciprocal(x1)
@@ -229,15 +244,15 @@ struct FourierTables {
 }
 
 // The per-pair arithmetic: free functions because only @_transparent is reliably inlined into
-// the tiled loops (plain @inline(__always) calls were left as calls there, 3x slower).
+// the tiled loops (plain @inline(__always) calls were left as calls there).
 
-/// u = R_d (q_id − k_jd) and sin u, cos u of query i and keys j0..<j0+lanes, by the
-/// angle-difference identity from the tables.
+/// u = R_d (q_id − k_jd) and sin u, cos u of the query in slot i of `qTile` and keys
+/// j0..<j0+lanes, by the angle-difference identity from the tables.
 @_transparent func pair(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (u: FV, s: FV, c: FV) {
-    let qi = i &* t.D &+ d
-    let sqd = FV(repeating: t.sq[qi]), cqd = FV(repeating: t.cq[qi])
+    let q = t.qTile + (d &* rowTile &+ i) &* 3
+    let sqd = FV(repeating: q[1]), cqd = FV(repeating: q[2])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
-    return (FV(repeating: t.rq[qi]) - t.keys(t.rk, d, j0),
+    return (FV(repeating: q[0]) - t.keys(t.rk, d, j0),
             multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd))
 }
 
@@ -259,6 +274,15 @@ struct FourierTables {
     -> (root: FV, x: FV, u2: FV, regular: SIMDMask<FVBits.MaskStorage>) {
     let (u, su, _) = pair(t, i, d, j0)
     return sincFactors(u, su)
+}
+
+/// One row's forward factors of dimension d into the block products; x enters only on the
+/// regular lanes (elsewhere it is 1).
+@_transparent func forwardTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, _ root: inout FV,
+                                _ prod: inout FV) {
+    let f = forwardFactors(t, i, d, j0)
+    root *= f.root
+    prod = prod.replacing(with: prod * f.x, where: f.regular)
 }
 
 /// The backward's factors of dimension d for query i and keys j0..<j0+lanes: root, x (1 on the
@@ -401,6 +425,179 @@ struct FourierTables {
     }
 }
 
+/// Query rows i0..<i0 + rows of one tile as the kernels index them: rows past T repeat row T − 1
+/// (their results are not written, and backward gives them zero weight), and row r's keys end at
+/// e[r] (i + 1 when causal, else T).
+struct RowTile {
+    let i0: Int, rows: Int
+    let i: SIMD4<Int>, e: SIMD4<Int>
+
+    init(_ i0: Int, T: Int, causal: Bool) {
+        self.i0 = i0
+        rows = Swift.min(rowTile, T - i0)
+        i = SIMD4(i0, Swift.min(i0 + 1, T - 1), Swift.min(i0 + 2, T - 1), Swift.min(i0 + 3, T - 1))
+        e = causal ? i &+ 1 : SIMD4(repeating: T)
+    }
+
+    /// Where the tile's keys end: its last row's end, the largest.
+    var keyEnd: Int { e[3] }
+}
+
+extension FourierScratch {
+    /// Backward's per-head staging after `load`: g and o rows copied in one pass (as in `load`),
+    /// c_i = g_i · o_i and 1 / S_i into `rowStats` (0 for the rows past T that the last tile
+    /// repeats, so they add nothing), and the dk, dv accumulators zeroed.
+    /// - Parameter rowSum: (T) this head's S_i from the forward.
+    func stageGradients(dout: UnsafePointer<Float>, out: UnsafePointer<Float>, rowSum: UnsafePointer<Float>,
+                        _ s: AttentionShape, b: Int, h: Int) {
+        let T = s.seq, C = s.width
+        for i in 0..<T {
+            gRows.advanced(by: i * D).update(from: dout + (b * T + i) * C + h * D, count: D)
+            oRows.advanced(by: i * D).update(from: out + (b * T + i) * C + h * D, count: D)
+        }
+        for i in 0..<T {
+            var dot: Float = 0
+            for d in 0..<D { dot += gRows[i &* D &+ d] * oRows[i &* D &+ d] }
+            rowStats[2 * i] = dot
+            rowStats[2 * i + 1] = 1 / rowSum[i]
+        }
+        for i in T..<Tr {
+            for d in 0..<D { gRows[i * D + d] = 0 }
+            rowStats[2 * i] = 0; rowStats[2 * i + 1] = 0
+        }
+        dk.update(repeating: 0, count: D * Tp)
+        dv.update(repeating: 0, count: D * Tp)
+    }
+
+    /// dq_i = R_d Σ_j zp_ijd of the tile's rows, from the lane sums of their accumulators, into
+    /// `oRows` (o is no longer needed); adds the rows' share of dR_d R_d (see `writeGradients`).
+    func writeQueryGradients(_ tile: RowTile, dR: UnsafeMutablePointer<Double>) {
+        let pairs = (D + 1) / 2
+        halfLaneSums(acc, count: tile.rows * 2 * pairs, into: sums)
+        for r in 0..<tile.rows {
+            let i = tile.i0 + r
+            for d in 0..<D {
+                let a = sums[r * 2 * pairs + d]
+                oRows[i * D + d] = a * self.r[d]
+                dR[d] += Double(a) * Double(rq[i * D + d])
+            }
+        }
+    }
+
+    /// dk_j = −R_d Σ_i zp_ijd and dv_j row-major (into the staging rows of k and v, free since
+    /// `load`), then one pass adds dq, dk, dv to the head's rows of dqkv (B, T, 3C). Finishes this
+    /// head's dR_d: dR_d R_d = Σ_ij zp_ijd (rq_id − rk_jd) = Σ_i rq_id Σ_j zp_ijd − Σ_j rk_jd Σ_i
+    /// zp_ijd, the row sums being dq's and the column sums dk's, both summed in fp64.
+    func writeGradients(_ dqkv: UnsafeMutablePointer<Float>, _ s: AttentionShape, b: Int, h: Int,
+                        dR: UnsafeMutablePointer<Double>) {
+        let T = s.seq, C = s.width
+        let dkRows = kRows, dvRows = vRows, dqRows = oRows
+        for j in 0..<T {
+            let key = keyIndex(0, j)
+            for d in 0..<D {
+                let k = key &+ d &* lanes
+                dkRows[j &* D &+ d] = -dk[k] * r[d]
+                dvRows[j &* D &+ d] = dv[k]
+                dR[d] -= Double(dk[k]) * Double(rk[k])
+            }
+        }
+        for i in 0..<T {
+            let row = dqkv + (b * T + i) * 3 * C + h * D
+            addRow(row, dqRows + i * D, D)
+            addRow(row + C, dkRows + i * D, D)
+            addRow(row + 2 * C, dvRows + i * D, D)
+        }
+        // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
+        for d in 0..<D { dR[d] = r[d] != 0 ? dR[d] / Double(r[d]) : 0 }
+    }
+}
+
+/// The forward's work on one row tile: Σ_j W v_j of its rows into `f.outputs` (rowTile, Dv), and
+/// their Σ_j W returned. Key blocks whose weights are all 0 skip the W·V.
+func forwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, p: Int) -> SIMD4<Float> {
+    f.outputs.update(repeating: 0, count: rowTile * f.Dv)
+    t.stageRows(tile.i)
+    var sum0 = FV(), sum1 = FV(), sum2 = FV(), sum3 = FV()
+    var j0 = 0
+    while j0 < tile.keyEnd {
+        let (w0, w1, w2, w3) = t.weights4(j0, tile.e, p: p)
+        sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
+        if !allZero(w0 + w1 + w2 + w3) {
+            storeVector(w0, f.weights); storeVector(w1, f.weights + lanes)
+            storeVector(w2, f.weights + 2 * lanes); storeVector(w3, f.weights + 3 * lanes)
+            addWeightedValues(f.outputs, weights: f.weights, values: f.vRows + j0 * f.Dv, width: f.Dv)
+        }
+        j0 += lanes
+    }
+    return SIMD4(sum0.sum(), sum1.sum(), sum2.sum(), sum3.sum())
+}
+
+/// The backward's work on one row tile, key block by key block: W and psi (`weightsAndPsi4`),
+/// A = W / S, then `valueGradients` (G = g · v, dv) and `keyQueryGradients` (dk, and the dq
+/// accumulators `f.acc`, zeroed here).
+func backwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, spec: FourierSpec) {
+    let D = t.D, pf = Float(spec.p), i0 = tile.i0
+    let stats = f.rowStats
+    let c = SIMD4<Float>(stats[2 * i0], stats[2 * i0 + 2], stats[2 * i0 + 4], stats[2 * i0 + 6])
+    let invS = SIMD4<Float>(stats[2 * i0 + 1], stats[2 * i0 + 3], stats[2 * i0 + 5], stats[2 * i0 + 7])
+    let g = f.gRows + i0 * D
+    f.acc.update(repeating: FV(), count: rowTile * ((D + 1) / 2))
+    t.stageRows(tile.i)
+    var j0 = 0
+    while j0 < tile.keyEnd {
+        defer { j0 += lanes }
+        let (w0, w1, w2, w3) = t.weightsAndPsi4(j0, tile.e, p: spec.p, psi: f.psi, work: f.work)
+        if allZero(w0 + w1 + w2 + w3) { continue }
+        let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
+        let (G0, G1, G2, G3) = valueGradients(t, dv: f.dv, g: g, j0, a0, a1, a2, a3)
+        // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
+        let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
+        let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
+        keyQueryGradients(t, dk: f.dk, acc: f.acc, psi: f.psi, j0, z0, z1, z2, z3)
+    }
+}
+
+/// G_r = g_r · v_j per lane for the tile's rows r (g: (rowTile, D)), returned; and
+/// dv_j += Σ_r A_rj g_r for keys j0..<j0 + lanes.
+@inline(__always) func valueGradients(_ t: FourierTables, dv: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
+                                      _ j0: Int, _ a0: FV, _ a1: FV, _ a2: FV, _ a3: FV) -> (FV, FV, FV, FV) {
+    let D = t.D
+    var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()
+    for d in 0..<D {
+        let vd = t.keys(t.v, d, j0)
+        let g0 = FV(repeating: g[d]), g1 = FV(repeating: g[D &+ d])
+        let g2 = FV(repeating: g[2 &* D &+ d]), g3 = FV(repeating: g[3 &* D &+ d])
+        G0 = G0.addingProduct(g0, vd); G1 = G1.addingProduct(g1, vd)
+        G2 = G2.addingProduct(g2, vd); G3 = G3.addingProduct(g3, vd)
+        t.addKeys(dv, d, j0, (a0 * g0).addingProduct(a1, g1).addingProduct(a2, g2).addingProduct(a3, g3))
+    }
+    return (G0, G1, G2, G3)
+}
+
+/// zp_rjd = z_r psi_rd (psi: (rowTile, D) vectors) for keys j0..<j0 + lanes: dk_j += Σ_r zp_rjd
+/// per lane, and each row's dq accumulators take a pair of dimensions per vector (`foldPair`):
+/// one vector per dimension and row is 16 KB at D = 64 with AVX-512, and with psi it no longer
+/// fits L1 beside the key tables.
+@inline(__always) func keyQueryGradients(_ t: FourierTables, dk: UnsafeMutablePointer<Float>,
+                                         acc: UnsafeMutablePointer<FV>, psi: UnsafeMutablePointer<FV>,
+                                         _ j0: Int, _ z0: FV, _ z1: FV, _ z2: FV, _ z3: FV) {
+    let D = t.D, pairs = (D + 1) / 2
+    var d = 0, k = 0
+    while d < D {
+        let e = d &+ 1, second = e < D
+        let ta0 = z0 * psi[d], ta1 = z1 * psi[D &+ d], ta2 = z2 * psi[2 &* D &+ d], ta3 = z3 * psi[3 &* D &+ d]
+        var tb0 = FV(), tb1 = FV(), tb2 = FV(), tb3 = FV()
+        if second {
+            tb0 = z0 * psi[e]; tb1 = z1 * psi[D &+ e]; tb2 = z2 * psi[2 &* D &+ e]; tb3 = z3 * psi[3 &* D &+ e]
+            t.addKeys(dk, e, j0, (tb0 + tb1) + (tb2 + tb3))
+        }
+        t.addKeys(dk, d, j0, (ta0 + ta1) + (ta2 + ta3))
+        acc[k] += foldPair(ta0, tb0); acc[pairs &+ k] += foldPair(ta1, tb1)
+        acc[2 &* pairs &+ k] += foldPair(ta2, tb2); acc[3 &* pairs &+ k] += foldPair(ta3, tb3)
+        d &+= 2; k &+= 1
+    }
+}
+
 extension AttentionKernels {
     /// R_d of head h into `r`.
     func fillR(_ r: UnsafeMutablePointer<Float>, _ R: UnsafePointer<Float>, mode: RMode, h: Int, D: Int) {
@@ -413,7 +610,7 @@ extension AttentionKernels {
         }
     }
 
-    /// Forward of Fourier attention.
+    /// Forward of Fourier attention (by `spec.kernel`: this file's fused kernel or the plain one).
     /// - Parameters:
     ///   - out: (B, T, C) attention output, overwritten.
     ///   - rowSum: (B, H, T) receives S_i = Σ_j W_ij + eps for backward and health metrics.
@@ -422,6 +619,9 @@ extension AttentionKernels {
                                qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
                                spec: FourierSpec, shape s: AttentionShape) {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
+        if spec.kernel == .plain {
+            return plainFourierForward(out: out, rowSum: rowSum, qkv: qkv, R: R, spec: spec, shape: s)
+        }
         let T = s.seq, C = s.width, D = s.headDim
         let scratch = fourierScratch
         parallelFor(s.batch * s.heads, threads: threads) { task, w in
@@ -433,31 +633,13 @@ extension AttentionKernels {
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h, forward: true)
-            let t = f.tables
             for i0 in stride(from: 0, to: T, by: rowTile) {
-                let rows = Swift.min(rowTile, T - i0)
-                // Rows past T repeat the last row; their results are not written.
-                let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
-                let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
-                let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
-                f.outputs.update(repeating: 0, count: rowTile * f.Dv)
-                var sum0 = FV(), sum1 = FV(), sum2 = FV(), sum3 = FV()
-                var j0 = 0
-                while j0 < e3 {
-                    let (w0, w1, w2, w3) = t.weights4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p)
-                    sum0 += w0; sum1 += w1; sum2 += w2; sum3 += w3
-                    if !allZero(w0 + w1 + w2 + w3) {
-                        storeVector(w0, f.weights); storeVector(w1, f.weights + lanes)
-                        storeVector(w2, f.weights + 2 * lanes); storeVector(w3, f.weights + 3 * lanes)
-                        addWeightedValues(f.outputs, weights: f.weights, values: f.vRows + j0 * f.Dv, width: f.Dv)
-                    }
-                    j0 += lanes
-                }
-                let weightSums = SIMD4(sum0.sum(), sum1.sum(), sum2.sum(), sum3.sum())
-                for r in 0..<rows {
+                let tile = RowTile(i0, T: T, causal: s.causal)
+                let weightSums = forwardTile(f.tables, f, tile, p: spec.p)
+                for r in 0..<tile.rows {
                     let i = i0 + r
                     let S = weightSums[r] + spec.eps
-                    rowSum[(b * s.heads + h) * T + i] = S
+                    rowSum[task * T + i] = S
                     let inv = S > 0 ? 1 / S : 0
                     let o = out + (b * T + i) * C + h * D
                     for d in 0..<D { o[d] = f.outputs[r * f.Dv + d] * inv }
@@ -466,7 +648,8 @@ extension AttentionKernels {
         }
     }
 
-    /// Backward of Fourier attention. Accumulates into dqkv (B, T, 3C) and dR (entries of R).
+    /// Backward of Fourier attention (by `spec.kernel`). Accumulates into dqkv (B, T, 3C) and dR
+    /// (entries of R).
     /// - Parameters:
     ///   - dout: (B, T, C) gradient of the output; out: (B, T, C) the forward output.
     ///   - rowSum: (B, H, T) saved by the forward.
@@ -475,11 +658,14 @@ extension AttentionKernels {
                                 qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
                                 rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape) {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
-        let T = s.seq, C = s.width, D = s.headDim
+        if spec.kernel == .plain {
+            return plainFourierBackward(dqkv: dqkv, dR: dR, dout: dout, out: out, qkv: qkv, R: R,
+                                        rowSum: rowSum, spec: spec, shape: s)
+        }
+        let T = s.seq, D = s.headDim
         let tasks = s.batch * s.heads
         reserveDR(tasks * D)
         let partial = dRPartial
-        let pf = Float(spec.p)
         let scratch = fourierScratch
         parallelFor(tasks, threads: threads) { task, w in
             let fpMode = ff_flush_denormals()   // as in forward, and W must equal forward's
@@ -488,125 +674,16 @@ extension AttentionKernels {
             let f = scratch[w]
             fillR(f.r, R, mode: spec.rMode, h: h, D: D)
             f.load(qkv, s, b: b, h: h, forward: false)
-            let t = f.tables
-            f.dk.update(repeating: 0, count: D * f.Tp)
-            f.dv.update(repeating: 0, count: D * f.Tp)
-            // dR_d R_d = Σ_ij zp_ijd (rq_id − rk_jd) = Σ_i rq_id Σ_j zp_ijd − Σ_j rk_jd Σ_i zp_ijd: the
-            // row sums are dq's, the column sums dk's; both are summed in fp64.
+            f.stageGradients(dout: dout, out: out, rowSum: rowSum + task * T, s, b: b, h: h)
             let dRTask = partial + task * D
             for d in 0..<D { dRTask[d] = 0 }
-            // g and o rows copied in one pass (as in `load`); c_i = g_i · o_i; 1 / S_i, and 0 for
-            // the rows past T that the last tile repeats, so they add nothing.
-            let gRows = f.gRows, stats = f.rowStats
-            for i in 0..<T {
-                gRows.advanced(by: i * D).update(from: dout + (b * T + i) * C + h * D, count: D)
-                f.oRows.advanced(by: i * D).update(from: out + (b * T + i) * C + h * D, count: D)
-            }
-            for i in 0..<T {
-                var dot: Float = 0
-                for d in 0..<D { dot += gRows[i &* D &+ d] * f.oRows[i &* D &+ d] }
-                stats[2 * i] = dot
-                stats[2 * i + 1] = 1 / rowSum[(b * s.heads + h) * T + i]
-            }
-            for i in T..<f.Tr { for d in 0..<D { gRows[i * D + d] = 0 }; stats[2 * i] = 0; stats[2 * i + 1] = 0 }
-            let acc = f.acc, psi = f.psi, dqRows = f.oRows, pairs = (D + 1) / 2
             for i0 in stride(from: 0, to: T, by: rowTile) {
-                let rows = Swift.min(rowTile, T - i0)
-                let i1 = Swift.min(i0 + 1, T - 1), i2 = Swift.min(i0 + 2, T - 1), i3 = Swift.min(i0 + 3, T - 1)
-                let e0 = s.causal ? i0 + 1 : T, e1 = s.causal ? i1 + 1 : T
-                let e2 = s.causal ? i2 + 1 : T, e3 = s.causal ? i3 + 1 : T
-                let g = gRows + i0 * D
-                let c = SIMD4<Float>(stats[2 * i0], stats[2 * i0 + 2], stats[2 * i0 + 4], stats[2 * i0 + 6])
-                let invS = SIMD4<Float>(stats[2 * i0 + 1], stats[2 * i0 + 3], stats[2 * i0 + 5], stats[2 * i0 + 7])
-                acc.update(repeating: FV(), count: rowTile * pairs)
-                var j0 = 0
-                while j0 < e3 {
-                    defer { j0 += lanes }
-                    let (w0, w1, w2, w3) = t.weightsAndPsi4(SIMD4(i0, i1, i2, i3), j0, SIMD4(e0, e1, e2, e3), p: spec.p,
-                                                            psi: psi, work: f.work)
-                    if allZero(w0 + w1 + w2 + w3) { continue }
-                    let a0 = w0 * invS[0], a1 = w1 * invS[1], a2 = w2 * invS[2], a3 = w3 * invS[3]
-                    // G_r = g_r · v_j per lane; dv_j += Σ_r A_rj g_r.
-                    var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()
-                    for d in 0..<D {
-                        let vd = t.keys(t.v, d, j0)
-                        let g0 = FV(repeating: g[d]), g1 = FV(repeating: g[D &+ d])
-                        let g2 = FV(repeating: g[2 &* D &+ d]), g3 = FV(repeating: g[3 &* D &+ d])
-                        G0 = G0.addingProduct(g0, vd); G1 = G1.addingProduct(g1, vd)
-                        G2 = G2.addingProduct(g2, vd); G3 = G3.addingProduct(g3, vd)
-                        t.addKeys(f.dv, d, j0, (a0 * g0).addingProduct(a1, g1).addingProduct(a2, g2).addingProduct(a3, g3))
-                    }
-                    // dL/d log W_ij = p A_ij (G_ij − c_i); then ∂ log W / ∂u_d = p psi(u_d).
-                    let z0 = pf * a0 * (G0 - c[0]), z1 = pf * a1 * (G1 - c[1])
-                    let z2 = pf * a2 * (G2 - c[2]), z3 = pf * a3 * (G3 - c[3])
-                    // dk_j += Σ_r zp_rjd per lane; dq's accumulators take a pair of dimensions per
-                    // vector (`foldPair`): one vector per dimension and row was 16 KB at D = 64, and
-                    // with psi it no longer fit L1 beside the key tables (backward 1.15–1.25x slower).
-                    var d = 0, k = 0
-                    while d < D {
-                        let e = d &+ 1, second = e < D
-                        let ta0 = z0 * psi[d], ta1 = z1 * psi[D &+ d], ta2 = z2 * psi[2 &* D &+ d], ta3 = z3 * psi[3 &* D &+ d]
-                        var tb0 = FV(), tb1 = FV(), tb2 = FV(), tb3 = FV()
-                        if second {
-                            tb0 = z0 * psi[e]; tb1 = z1 * psi[D &+ e]; tb2 = z2 * psi[2 &* D &+ e]; tb3 = z3 * psi[3 &* D &+ e]
-                            t.addKeys(f.dk, e, j0, (tb0 + tb1) + (tb2 + tb3))
-                        }
-                        t.addKeys(f.dk, d, j0, (ta0 + ta1) + (ta2 + ta3))
-                        acc[k] += foldPair(ta0, tb0); acc[pairs &+ k] += foldPair(ta1, tb1)
-                        acc[2 &* pairs &+ k] += foldPair(ta2, tb2); acc[3 &* pairs &+ k] += foldPair(ta3, tb3)
-                        d &+= 2; k &+= 1
-                    }
-                }
-                // dq_i = R_d Σ_j zp_ijd, into dqRows (o is no longer needed).
-                halfLaneSums(acc, count: rows * 2 * pairs, into: f.sums)
-                for r in 0..<rows {
-                    let i = i0 + r
-                    for d in 0..<D {
-                        let a = f.sums[r * 2 * pairs + d]
-                        dqRows[i * D + d] = a * f.r[d]
-                        dRTask[d] += Double(a) * Double(f.rq[i * D + d])
-                    }
-                }
+                let tile = RowTile(i0, T: T, causal: s.causal)
+                backwardTile(f.tables, f, tile, spec: spec)
+                f.writeQueryGradients(tile, dR: dRTask)
             }
-            // dk_j = −R_d Σ_i zp_ijd and dv_j row-major (into the staging rows of k and v, free
-            // since `load`), then one pass adds dq, dk, dv to dqkv's rows.
-            let dkRows = f.kRows, dvRows = f.vRows
-            for j in 0..<T {
-                let key = f.keyIndex(0, j)
-                for d in 0..<D {
-                    let k = key &+ d &* lanes
-                    dkRows[j &* D &+ d] = -f.dk[k] * f.r[d]
-                    dvRows[j &* D &+ d] = f.dv[k]
-                    dRTask[d] -= Double(f.dk[k]) * Double(f.rk[k])
-                }
-            }
-            for i in 0..<T {
-                let row = dqkv + (b * T + i) * 3 * C + h * D
-                addRow(row, dqRows + i * D, D)
-                addRow(row + C, dkRows + i * D, D)
-                addRow(row + 2 * C, dvRows + i * D, D)
-            }
-            // At R_d = 0 exactly, u = 0 and psi(0) = 0: the term is 0 (and 0/0 must not be).
-            for d in 0..<D { dRTask[d] = f.r[d] != 0 ? dRTask[d] / Double(f.r[d]) : 0 }
+            f.writeGradients(dqkv, s, b: b, h: h, dR: dRTask)
         }
-        // Reduce the per-(b, h) dR in task order, in Double.
-        switch spec.rMode {
-        case .scalar:
-            var total = 0.0
-            for task in 0..<tasks { for d in 0..<D { total += partial[task * D + d] } }
-            dR[0] += Float(total)
-        case .perDim:
-            for d in 0..<D {
-                var total = 0.0
-                for task in 0..<tasks { total += partial[task * D + d] }
-                dR[d] += Float(total)
-            }
-        case .perHead:
-            for h in 0..<s.heads {
-                var total = 0.0
-                for b in 0..<s.batch { for d in 0..<D { total += partial[(b * s.heads + h) * D + d] } }
-                dR[h] += Float(total)
-            }
-        }
+        reduceDR(dR, partial: partial, spec: spec, shape: s)
     }
 }

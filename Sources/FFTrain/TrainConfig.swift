@@ -50,7 +50,8 @@ public struct TrainConfig: Sendable {
         public var adaptive: Adaptive?
 
         public func lmConfig(vocabSize: Int) -> LMConfig {
-            var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF, context: context)
+            var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF,
+                             context: context)
             c.norm = norm; c.positions = positions; c.activation = activation; c.dropout = dropout
             c.tieEmbeddings = tieEmbeddings; c.scaleEmbeddings = scaleEmbeddings; c.initStd = initStd
             c.attention = attention
@@ -219,7 +220,8 @@ public struct TrainConfig: Sendable {
         let attentionKind = try r.string("model.attention.kind", "fourier")
         let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
                                eps: try r.float("model.attention.eps", 1e-6, min: 0),
-                               rMode: try r.choice("model.attention.r_mode", RMode.scalar))
+                               rMode: try r.choice("model.attention.r_mode", RMode.scalar),
+                               kernel: try r.choice("model.attention.kernel", FourierKernel.fused))
         // R starts from the data by default (`auto`); the paper's values are 2.0 for the LM and
         // 1.0 for DeiT, with which rows collapse during training (see the README).
         let rInitText = try r.string("model.attention.r_init", "auto")
@@ -328,7 +330,8 @@ public struct TrainConfig: Sendable {
             throw ConfigError("\(source): model.attention.p must be even (got \(spec.p)): W = Y^p must be non-negative")
         }
         if train.batchSize % train.gradAccum != 0 {
-            throw ConfigError("\(source): train.batch_size (\(train.batchSize)) must be divisible by train.grad_accum (\(train.gradAccum))")
+            throw ConfigError("\(source): train.batch_size (\(train.batchSize)) must be divisible by "
+                              + "train.grad_accum (\(train.gradAccum))")
         }
         if run.name.isEmpty || run.name.contains("/") {
             throw ConfigError("\(source): run.name '\(run.name)' must be a non-empty name without '/'")
@@ -345,7 +348,8 @@ public struct TrainConfig: Sendable {
             return nil
         case "adaptive":
             guard let cutoffs else {
-                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs (e.g. [20000, 40000, 200000])")
+                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs "
+                                  + "(e.g. [20000, 40000, 200000])")
             }
             return Adaptive(cutoffs: cutoffs.map { Int($0) }, divVal: divVal, tieProjections: tieProjections)
         default:

@@ -154,6 +154,11 @@ func measuredSgemmGFLOPs(n: Int = 1024, repeats: Int = 5) -> Double {
     return 2 * Double(n * n * n) / t / 1e9
 }
 
+/// `"key":value` with the value formatted by `format` (a printf format for one Double).
+func json(_ key: String, _ value: Double, _ format: String) -> String {
+    "\"\(key)\":" + (value.isFinite ? String(format: format, value) : "null")
+}
+
 /// Forward + backward of one fused attention call on random data.
 struct BenchAttention: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "attention",
@@ -175,6 +180,12 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Rounds of --kind both: one Fourier and one softmax call each.") var rounds = 9
     @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
     @Option(name: .customLong("r-init")) var rInit: Float = 2.0
+    @Option(name: .customLong("r-mode"),
+            help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
+    var rMode: String = "scalar"
+    @Option(help: "Fourier kernel: fused or plain (model.attention.kernel).") var kernel: String = "fused"
+    @Flag(help: "Print a hash of the Fourier kernel's outputs and gradients from one call on fresh buffers.")
+    var checksum = false
 
     func run() throws {
         guard kind == "fourier" || kind == "softmax" || kind == "both" else {
@@ -190,7 +201,7 @@ struct BenchAttention: ParsableCommand {
         for i in qkv.indices { qkv[i] = Float(rng.nextNormal() * ((i / C) % 3 == 2 ? 1 : std)) }
         let g = (0..<(B * T * C)).map { _ in Float(rng.nextNormal()) }
         var out = [Float](repeating: 0, count: B * T * C), stat = [Float](repeating: 0, count: B * H * T)
-        var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: max(H, D))
         let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
         let pairs = Double(B * H) * (causal ? Double(T * (T + 1) / 2) : Double(T * T))
         let kinds = kind == "both" ? ["fourier", "softmax"] : [kind]
@@ -201,19 +212,31 @@ struct BenchAttention: ParsableCommand {
             a.reserve(shape, for: k == "fourier" ? .fourier : .softmax)
             kernels[k] = a
         }
-        let R: [Float] = [rInit]
-        /// (forward, backward) seconds of one call of kind k.
+        guard let mode = RMode(rawValue: rMode) else {
+            throw ValidationError("--r-mode must be scalar, per_dim or per_head")
+        }
+        let R: [Float] = (0..<mode.count(heads: H, headDim: D)).map { rInit * (1 + Float($0) / 10) }
+        guard let fourierKernel = FourierKernel(rawValue: kernel) else {
+            throw ValidationError("--kernel must be fused or plain")
+        }
+        let spec = FourierSpec(rMode: mode, kernel: fourierKernel)
+        if checksum { return printChecksum(qkv: qkv, g: g, R: R, spec: spec, shape: shape) }
+        /// (forward, backward) seconds of one call of kind k; its process CPU seconds into `cpu`.
+        var cpu: [String: [Double]] = [:]
         func call(_ k: String) -> (Double, Double) {
             let a = kernels[k]!
+            let c0 = processCPUSeconds()
+            defer { cpu[k, default: []].append(processCPUSeconds() - c0) }
             let t0 = Date()
             if k == "fourier" {
-                a.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: FourierSpec(), shape: shape)
+                a.fourierForward(out: &out, rowSum: &stat, qkv: qkv, R: R, spec: spec, shape: shape)
             } else {
                 a.softmaxForward(out: &out, rowLSE: &stat, qkv: qkv, shape: shape)
             }
             let t1 = Date()
             if k == "fourier" {
-                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat, spec: FourierSpec(), shape: shape)
+                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat,
+                                  spec: spec, shape: shape)
             } else {
                 a.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
             }
@@ -223,32 +246,83 @@ struct BenchAttention: ParsableCommand {
         var rowSums: [String: Double] = [:]
         for k in kinds {
             _ = call(k)   // warm-up, and the row sums of its forward
+            cpu[k] = []
             rowSums[k] = k == "fourier" ? stat.reduce(0.0) { $0 + Double(($1 - 1e-6) / $1) } / Double(stat.count) : 1
         }
         for _ in 0..<(kinds.count == 2 ? rounds : repeats) {
             for k in kinds { times[k, default: []].append(call(k)) }
         }
+        // The yardsticks, measured after the timings: the core's FMA peak (per core-second) and
+        // what sgemm reaches on this process's threads (wall clock, as the kernels' own times).
+        let peak = FMAThroughput.measure(), sgemmGFLOPs = measuredSgemmGFLOPs()
         for k in kinds {
-            let t = times[k]!
-            let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
-            print(String(format: "{\"kind\":\"%@\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"dim\":%d,\"causal\":%@,\"threads\":%d,\"calls\":%d,\"seconds_fwd\":%.6f,\"seconds_bwd\":%.6f,\"seconds_fwd_bwd\":%.6f,\"pair_dims_per_s\":%.4g,\"workspace_mb\":%.2f,\"peak_rss_mb\":%.1f,\"attn_row_sum_mean\":%.4f}",
-                         k, B, H, T, D, causal ? "true" : "false", threads, t.count, fwd, bwd, total,
-                         pairs * Double(D) / total, Double(kernels[k]!.workspaceBytes) / 1e6, peakRSSMegabytes(), rowSums[k]!))
+            var fields = ["\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"",
+                          json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
+                          json("peak_rss_mb", peakRSSMegabytes(), "%.1f"),
+                          json("attn_row_sum_mean", rowSums[k]!, "%.4f")]
+            fields += timingFields(times[k]!, cpu: cpu[k]!, pairs: pairs, peak: peak, sgemmGFLOPs: sgemmGFLOPs)
+            print("{" + fields.joined(separator: ",") + "}")
         }
-        if let f = times["fourier"], let s = times["softmax"] {
-            let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
-            print(String(format: "{\"ratio\":\"fourier/softmax\",\"dim\":%d,\"rounds\":%d,\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,\"rounds_at_most_3\":%d}",
-                         D, ratios.count, ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1], ratios.filter { $0 <= 3 }.count))
-            print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
-                         ratios[ratios.count / 2], ratios.count, ratios[0], ratios[ratios.count - 1]))
-        }
+        if let f = times["fourier"], let s = times["softmax"] { printRatio(f, s) }
+    }
+
+    /// Shape, times, pair-dims/s and MFU of one kind's calls, as JSON fields.
+    func timingFields(_ t: [(Double, Double)], cpu: [Double], pairs: Double, peak: FMAThroughput,
+                      sgemmGFLOPs: Double) -> [String] {
+        let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
+        // Model FLOPs as for a softmax layer (QK^T and AV: 2 · 2 D per visible pair forward,
+        // twice that backward), the same count for both kinds, as `bench step` counts them.
+        let modelGFLOPs = 12 * pairs * Double(dim) / total / 1e9
+        // Per core-second of CPU time: on a shared machine the wall clock also counts the
+        // time the kernel's threads wait for a core. The MFU against the hardware is taken so.
+        let cpuSeconds = median(cpu), cpuGFLOPs = 12 * pairs * Double(dim) / cpuSeconds / 1e9
+        return [
+            "\"batch\":\(batch)", "\"heads\":\(heads)", "\"seq\":\(seq)", "\"dim\":\(dim)", "\"causal\":\(causal)",
+            "\"threads\":\(threads)", "\"calls\":\(t.count)", json("seconds_fwd", fwd, "%.6f"),
+            json("seconds_bwd", bwd, "%.6f"), json("seconds_fwd_bwd", total, "%.6f"),
+            json("pair_dims_per_s", pairs * Double(dim) / total, "%.4g"),
+            json("cpu_seconds_fwd_bwd", cpuSeconds, "%.6f"),
+            json("pair_dims_per_cpu_s", pairs * Double(dim) / cpuSeconds, "%.4g"),
+            json("model_gflops", modelGFLOPs, "%.2f"), json("fma_probe_gflops", peak.gflops, "%.2f"),
+            json("sgemm_gflops", sgemmGFLOPs, "%.2f"), json("mfu_hw", cpuGFLOPs / peak.gflops, "%.4f"),
+            json("mfu_sgemm", modelGFLOPs / sgemmGFLOPs, "%.4f"),
+        ]
+    }
+
+    /// The per-round Fourier / softmax time ratios of `--kind both`.
+    func printRatio(_ f: [(Double, Double)], _ s: [(Double, Double)]) {
+        let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
+        let mid = ratios[ratios.count / 2], low = ratios[0], high = ratios[ratios.count - 1]
+        print("{\"ratio\":\"fourier/softmax\",\"dim\":\(dim),\"rounds\":\(ratios.count),"
+              + [json("median", mid, "%.3f"), json("min", low, "%.3f"),
+                 json("max", high, "%.3f")].joined(separator: ",")
+              + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
+        print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
+                     mid, ratios.count, low, high))
+    }
+
+    /// A hash of the bits of O, S, dqkv and dR from one Fourier call on fresh buffers: equal
+    /// hashes mean bit-identical results (a change that must not alter them can be checked so).
+    func printChecksum(qkv: [Float], g: [Float], R: [Float], spec: FourierSpec, shape: AttentionShape) {
+        let n = shape.batch * shape.seq * shape.width
+        var o = [Float](repeating: 0, count: n), st = [Float](repeating: 0, count: n / shape.headDim)
+        var dq = [Float](repeating: 0, count: qkv.count), dr = [Float](repeating: 0, count: R.count)
+        let a = AttentionKernels(maxSeq: shape.seq, headDim: shape.headDim, threads: threads)
+        a.fourierForward(out: &o, rowSum: &st, qkv: qkv, R: R, spec: spec, shape: shape)
+        a.fourierBackward(dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec,
+                          shape: shape)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for x in o + st + dq + dr { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
+        print(String(format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}",
+                     hash, shape.headDim, rMode))
     }
 }
 
-/// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here.
+/// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here
+/// and against the core's FMA peak (`FMAThroughput`).
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "step",
-        abstract: "Training steps of a config: tokens/s, model GFLOP/s and MFU vs in-process sgemm.")
+        abstract: "Training steps of a config: tokens/s, model GFLOP/s, MFU vs in-process sgemm and vs the FMA peak.")
 
     @Option var config: String
     @Option(name: .customLong("set")) var overrides: [String] = []
@@ -259,12 +333,13 @@ struct BenchStep: ParsableCommand {
             // A benchmark must not touch the user's runs: its run folder is a temporary one.
             let scratch = NSTemporaryDirectory() + "swift-ff-train-bench-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: scratch) }
-            var cfg = try TrainConfig.load(path: config, overrides: overrides + ["train.eval_every=0", "train.log_every=1000000",
-                                                                                 "run.dir=\(scratch)", "checkpoint.every=0"])
+            let quiet = ["train.eval_every=0", "train.log_every=1000000", "run.dir=\(scratch)", "checkpoint.every=0"]
+            var cfg = try TrainConfig.load(path: config, overrides: overrides + quiet)
             cfg.train.steps = steps + 2
             let trainer = try Trainer(config: cfg)
             guard let lm = trainer.workload as? LanguageModelWorkload else {
-                throw ValidationError("bench step measures language-model configs; image runs report images/s in their progress lines")
+                throw ValidationError("bench step measures language-model configs; "
+                                      + "image runs report images/s in their progress lines")
             }
             let m = cfg.model
             let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = lm.vocab.size
@@ -276,24 +351,37 @@ struct BenchStep: ParsableCommand {
             // Each timed step is followed by a short sgemm probe (outside the step's time), and
             // the MFU is taken per step against the probe next to it: the machine's speed moves
             // within a run, and one sgemm figure taken apart from the steps moves the MFU with it.
-            var times: [Double] = [], peaks: [Double] = []
-            var last = Date()
+            var times: [Double] = [], peaks: [Double] = [], probes: [Double] = [], cpuTimes: [Double] = []
+            var last = Date(), lastCPU = processCPUSeconds()
             let tokensPerStep = Double(cfg.train.batchSize * T)
             trainer.beforeStep = { step in
-                let now = Date()
+                let now = Date(), nowCPU = processCPUSeconds()
                 if step > 3 {
                     times.append(now.timeIntervalSince(last))
+                    cpuTimes.append(nowCPU - lastCPU)
                     peaks.append(measuredSgemmGFLOPs(repeats: 2))
+                    probes.append(FMAThroughput.measure(seconds: 0.005, repeats: 3).gflops)
                 }
-                last = Date()
+                last = Date(); lastCPU = processCPUSeconds()
             }
             _ = try? trainer.run()
             let stepSec = median(times), peak = median(peaks)
             let achieved = flopsPerToken * tokensPerStep / stepSec / 1e9
             let mfu = median(zip(times, peaks).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
-            print(String(format: "{\"config\":\"%@\",\"parameters\":%d,\"attention\":\"%@\",\"threads\":%d,\"batch\":%d,\"context\":%d,\"tokens_per_s\":%.1f,\"step_seconds\":%.4f,\"model_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"mfu\":%.3f,\"blas_core\":\"%@\"}",
-                         config, trainer.workload.params.count, m.attention.name, cfg.train.threads, cfg.train.batchSize, T, tokensPerStep / stepSec, stepSec,
-                         achieved, peak, mfu, blasCoreName()))
+            // Against the hardware: FLOPs per core-second of the step's CPU time (the wall clock
+            // also counts waits for a core on a shared machine) over the FMA probe beside it.
+            let mfuHW = median(zip(cpuTimes, probes).map { flopsPerToken * tokensPerStep / $0 / 1e9 / $1 })
+            let fields: [String] = [
+                "\"config\":\"\(config)\"", "\"parameters\":\(trainer.workload.params.count)",
+                "\"attention\":\"\(m.attention.name)\"", "\"threads\":\(cfg.train.threads)",
+                "\"batch\":\(cfg.train.batchSize)", "\"context\":\(T)",
+                json("tokens_per_s", tokensPerStep / stepSec, "%.1f"),
+                json("step_seconds", stepSec, "%.4f"), json("model_gflops", achieved, "%.2f"),
+                json("sgemm_gflops", peak, "%.2f"), json("mfu", mfu, "%.3f"),
+                json("fma_probe_gflops", median(probes), "%.2f"), json("mfu_hw", mfuHW, "%.3f"),
+                "\"blas_core\":\"\(blasCoreName())\"",
+            ]
+            print("{" + fields.joined(separator: ",") + "}")
         } catch { fail(error) }
     }
 }

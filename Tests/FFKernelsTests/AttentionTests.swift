@@ -9,6 +9,7 @@ final class AttentionTests: XCTestCase {
         /// Added to every query and key entry of dimension d, times (d mod 3 − 1): a shared offset
         /// leaves u unchanged but makes Σ q·(…) and Σ k·(…) terms of dR large.
         var offset = 0.0
+        var kernel = FourierKernel.fused
     }
 
     /// Runs the fused Fourier kernel and the reference on the same random data; returns the worst
@@ -21,13 +22,14 @@ final class AttentionTests: XCTestCase {
         let g = rng.normals(c.B * c.T * C)
         let nR = c.mode.count(heads: c.H, headDim: c.D)
         let R = (0..<nR).map { _ in Float(1 + 1.5 * rng.uniform()) }
-        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode)
+        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: c.kernel)
         let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
         let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: threads)
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
         var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
         k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
-        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec, shape: shape)
+        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                          shape: shape)
 
         var refO = [Double](), gotO = [Double](), refDq = [Double](), gotDq = [Double]()
         var refDk = [Double](), gotDk = [Double](), refDv = [Double](), gotDv = [Double]()
@@ -35,15 +37,19 @@ final class AttentionTests: XCTestCase {
         for b in 0..<c.B {
             for h in 0..<c.H {
                 func slice(_ x: [Float], _ off: Int, _ stride: Int) -> [Double] {
-                    (0..<c.T).flatMap { t in (0..<c.D).map { d in Double(x[(b * c.T + t) * stride + off + h * c.D + d]) } }
+                    (0..<c.T).flatMap { t in
+                        (0..<c.D).map { d in Double(x[(b * c.T + t) * stride + off + h * c.D + d]) }
+                    }
                 }
                 let q = slice(qkv, 0, 3 * C), kk = slice(qkv, C, 3 * C), v = slice(qkv, 2 * C, 3 * C)
                 let gg = slice(g, 0, C)
                 let r: [Double] = (0..<c.D).map { d in
-                    switch c.mode { case .scalar: Double(R[0]); case .perDim: Double(R[d]); case .perHead: Double(R[h]) }
+                    Double(R[c.mode.index(head: h, dim: d)])
                 }
-                let fwd = FourierReference.forward(q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6, causal: c.causal)
-                let bwd = FourierReference.backward(q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6, causal: c.causal)
+                let fwd = FourierReference.forward(q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6,
+                                                   causal: c.causal)
+                let bwd = FourierReference.backward(q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4,
+                                                    eps: 1e-6, causal: c.causal)
                 refO += fwd.o; gotO += slice(out, 0, C)
                 refDq += bwd.dq; gotDq += slice(dqkv, 0, 3 * C)
                 refDk += bwd.dk; gotDk += slice(dqkv, C, 3 * C)
@@ -74,15 +80,106 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// The plain fp32 kernel against the float64 reference, as the fused one.
+    func testPlainFourierMatchesFloat64ReferenceInEveryMode() {
+        for mode in RMode.allCases {
+            for causal in [true, false] {
+                for (D, scale, offset) in [(5, 0.3, 0.0), (16, 0.3, 0.0), (13, 1.0, 6.0), (64, 0.05, 0.0)] {
+                    let c = Case(D: D, causal: causal, mode: mode, scale: scale, offset: offset, kernel: .plain)
+                    for (name, e) in compareFourier(c) {
+                        XCTAssertLessThan(e, 2e-5, "\(name) mode=\(mode) causal=\(causal) D=\(D): rel err \(e)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one kernel on random data; returns O, rowSum, dqkv, dR.
+    func runFourier(_ c: Case, kernel: FourierKernel, seed: UInt64) -> [[Float]] {
+        var rng = TestRNG(seed)
+        let C = c.H * c.D
+        let qkv = rng.normals(c.B * c.T * 3 * C, std: c.scale), g = rng.normals(c.B * c.T * C)
+        let nR = c.mode.count(heads: c.H, headDim: c.D)
+        let R = (0..<nR).map { _ in Float(0.5 + 2 * rng.uniform()) }
+        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: kernel)
+        let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
+        let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: 2)
+        var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
+        k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
+        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                          shape: shape)
+        return [out, rows, dqkv, dR]
+    }
+
+    /// The fused kernel against the plain one, output for output, over tiles with tails, padded
+    /// key blocks, every R mode and head sizes up to 64.
+    func testFusedFourierMatchesPlainKernel() {
+        let shapes = [(T: 37, D: 6, scale: 1.5), (T: 21, D: 16, scale: 0.3), (T: 40, D: 13, scale: 0.8),
+                      (T: 33, D: 64, scale: 0.1)]
+        for (n, s) in shapes.enumerated() {
+            for mode in RMode.allCases {
+                for causal in [true, false] {
+                    let c = Case(B: 2, T: s.T, H: 3, D: s.D, causal: causal, mode: mode, scale: s.scale)
+                    let fused = runFourier(c, kernel: .fused, seed: UInt64(n + 1))
+                    let plain = runFourier(c, kernel: .plain, seed: UInt64(n + 1))
+                    for (name, k) in [("O", 0), ("rowSum", 1), ("dqkv", 2), ("dR", 3)] {
+                        let e = relErr(fused[k].map(Double.init), plain[k].map(Double.init))
+                        XCTAssertLessThan(e, 2e-5, "\(name) T=\(s.T) D=\(s.D) mode=\(mode) causal=\(causal)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plain kernel's backward against central finite differences of its own forward (fp32:
+    /// steps of 1e-2 and a loose bound), for q, k, v and every entry of R.
+    func testPlainFourierBackwardMatchesFiniteDifferences() {
+        for (mode, causal) in [(RMode.perDim, true), (.perHead, false), (.scalar, true)] {
+            let B = 1, T = 6, H = 2, D = 4, C = H * D
+            var rng = TestRNG(9)
+            var qkv = rng.normals(B * T * 3 * C, std: 0.4)
+            let g = rng.normals(B * T * C)
+            var R = (0..<mode.count(heads: H, headDim: D)).map { _ in Float(1 + rng.uniform()) }
+            let spec = FourierSpec(rMode: mode, kernel: .plain)
+            let shape = AttentionShape(batch: B, seq: T, heads: H, headDim: D, causal: causal)
+            let k = AttentionKernels(maxSeq: T, headDim: D, threads: 1)
+            var out = [Float](repeating: 0, count: B * T * C), rows = [Float](repeating: 0, count: B * H * T)
+            func loss() -> Double {
+                k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
+                return zip(out, g).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            _ = loss()
+            var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: R.count)
+            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                              shape: shape)
+            let h: Float = 1e-2
+            func central(_ old: Float, _ set: (Float) -> Void) -> Double {
+                set(old + h); let lp = loss()
+                set(old - h); let lm = loss()
+                set(old)
+                return (lp - lm) / Double(2 * h)
+            }
+            let fdQKV = (0..<qkv.count).map { i in central(qkv[i]) { qkv[i] = $0 } }
+            let fdR = (0..<R.count).map { i in central(R[i]) { R[i] = $0 } }
+            XCTAssertLessThan(relErr(dqkv.map(Double.init), fdQKV), 3e-3, "dqkv mode=\(mode) causal=\(causal)")
+            XCTAssertLessThan(relErr(dR.map(Double.init), fdR), 3e-3, "dR mode=\(mode) causal=\(causal)")
+        }
+    }
+
     /// Row tiles with a ragged last tile, key blocks with padding lanes, dimension blocks with a
     /// tail (D = 6, 13), the forward's W·V in one vector of columns, pairs of them, and pairs plus
-    /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider would make every W negligible against eps).
+    /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider
+    /// would make every W negligible against eps).
     func testFourierTilesTailsAndWideAngles() {
-        for (T, D, scale, offset) in [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0), (20, 48, 0.3, 0.0)] {
+        let cases = [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0),
+                     (20, 48, 0.3, 0.0)]
+        for (T, D, scale, offset) in cases {
             for causal in [true, false] {
                 let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
                 for (name, e) in errs {
-                    XCTAssertLessThan(e, 2e-5, "\(name) T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal): rel err \(e)")
+                    let label = "T=\(T) D=\(D) std=\(scale) offset=\(offset) causal=\(causal)"
+                    XCTAssertLessThan(e, 2e-5, "\(name) \(label): rel err \(e)")
                 }
             }
         }
@@ -100,7 +197,8 @@ final class AttentionTests: XCTestCase {
             var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
             let shape = AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: true)
             k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [1], spec: FourierSpec(), shape: shape)
-            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows, spec: FourierSpec(), shape: shape)
+            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows,
+                              spec: FourierSpec(), shape: shape)
             return k.workspaceBytes
         }
         let small = workspace(T: 128), large = workspace(T: 1024)
@@ -247,7 +345,8 @@ final class AttentionTests: XCTestCase {
             let o = FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: 4, eps: 1e-6, causal: true).o
             return zip(o, g).reduce(0) { $0 + $1.0 * $1.1 }
         }
-        let bwd = FourierReference.backward(q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6, causal: true)
+        let bwd = FourierReference.backward(q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6,
+                                            causal: true)
         var fdq = [Double](repeating: 0, count: q.count), fdr = [Double](repeating: 0, count: D)
         for i in 0..<q.count {
             let o = q[i]; q[i] = o + 1e-6; let lp = loss(); q[i] = o - 1e-6; let lm = loss(); q[i] = o

@@ -26,7 +26,8 @@ final class ConfigTests: XCTestCase {
     func assertError(_ yaml: String, _ overrides: [String] = [], contains: String, line: UInt = #line) {
         XCTAssertThrowsError(try parse(yaml, overrides), line: line) { e in
             XCTAssertTrue("\(e)".contains(contains), "message was: \(e)", line: line)
-            XCTAssertTrue("\(e)".hasPrefix("c.yaml") || "\(e)".hasPrefix("--set"), "message names the file: \(e)", line: line)
+            XCTAssertTrue("\(e)".hasPrefix("c.yaml") || "\(e)".hasPrefix("--set"), "message names the file: \(e)",
+                          line: line)
         }
     }
 
@@ -41,6 +42,16 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(f.model.attention, .fourier(.init(p: 4, eps: 1e-6, rMode: .perHead), rInit: 1.5))
     }
 
+    func testFourierKernelChoice() throws {
+        func kernel(_ c: TrainConfig) -> FourierKernel? {
+            if case .fourier(let spec, _) = c.model.attention { return spec.kernel }
+            return nil
+        }
+        XCTAssertEqual(kernel(try parse(base)), .fused)
+        XCTAssertEqual(kernel(try parse(base, ["model.attention.kernel=plain"])), .plain)
+        assertError(base, ["model.attention.kernel=fast"], contains: "'fast' is not one of fused, plain")
+    }
+
     let vit = """
     run: {name: v, dir: /tmp/x}
     data: {dir: /usr/share/datasets/fashion-mnist, valid_holdout: 100}
@@ -50,7 +61,8 @@ final class ConfigTests: XCTestCase {
     """
 
     func testAdaptiveOutputConfig() throws {
-        let c = try parse(base, ["model.output=adaptive", "model.adaptive.cutoffs=[2000, 4000]", "model.adaptive.div_val=2"])
+        let c = try parse(base, ["model.output=adaptive", "model.adaptive.cutoffs=[2000, 4000]",
+                                 "model.adaptive.div_val=2"])
         XCTAssertEqual(c.model.adaptive, .init(cutoffs: [2000, 4000], divVal: 2, tieProjections: true))
         let lm = c.model.lmConfig(vocabSize: 5000)
         XCTAssertEqual(lm.adaptive?.tieWeights, true, "tie_embeddings ties the adaptive input and output")
@@ -104,7 +116,8 @@ final class ConfigTests: XCTestCase {
         let misspelt = base.replacingOccurrences(of: "batch_size: 4", with: "batch_szie: 4")
         assertError(misspelt, contains: "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
         assertError(base, ["model.attention.rmode=scalar"], contains: "(did you mean 'model.attention.r_mode'?)")
-        assertError(base, ["train.dropout=0.2"], contains: "unknown key 'train.dropout' (did you mean 'model.dropout'?)")
+        assertError(base, ["train.dropout=0.2"],
+                    contains: "unknown key 'train.dropout' (did you mean 'model.dropout'?)")
         assertError(base, ["trian.threads=2"], contains: "(did you mean 'train'?)")
         assertError("run: {name: t}", contains: "data.dir: missing")
     }
@@ -135,7 +148,8 @@ final class ConfigTests: XCTestCase {
     }
 
     func testShippedConfigsParse() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let dir = root.appendingPathComponent("configs").path
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }
         XCTAssertGreaterThanOrEqual(files.count, 6)

@@ -89,6 +89,14 @@ static inline unsigned ff_flush_denormals(void) {
 }
 
 static inline void ff_restore_fp_mode(unsigned old) { _mm_setcsr(old); }
+
+/// The FMA-throughput probe: `rounds` rounds of independent multiply-add chains, one vector
+/// FMA per chain and round (12 chains of 8 lanes, 16 of 16 with AVX-512, 12 of 4 for baseline
+/// x86-64, where a multiply and an add stand in for the FMA). Returns a value derived from every
+/// chain, so that none is optimised away. Call only the variant the CPU supports.
+float ff_fma_probe8(long rounds);
+float ff_fma_probe16(long rounds);
+float ff_fma_probe4(long rounds);
 #else
 static inline unsigned ff_flush_denormals(void) { return 0; }
 static inline void ff_restore_fp_mode(unsigned old) { (void)old; }
