@@ -34,6 +34,35 @@ case .avx2: [.unsafeFlags(["-target-cpu", "haswell"])] + defines
 case .avx512: [.unsafeFlags(["-target-cpu", "skylake-avx512"])] + defines
 }
 
+// BLAS provider. Default: Debian's libopenblas-dev (pkg-config openblas). FF_BLAS=scipy-openblas
+// builds against the current OpenBLAS of the PyPI wheel scipy-openblas32 (launch/setup.sh installs
+// it), found in FF_BLAS_LIBDIR or by asking python3, and runs it from there (rpath).
+func scipyOpenBLASLibDir() -> String {
+    if let dir = Context.environment["FF_BLAS_LIBDIR"] { return dir }
+    let python = Process()
+    python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    python.arguments = ["python3", "-c", "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())"]
+    let pipe = Pipe()
+    python.standardOutput = pipe
+    try? python.run()
+    python.waitUntilExit()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let dir = out.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard python.terminationStatus == 0, !dir.isEmpty else {
+        fatalError("FF_BLAS=scipy-openblas: python3 cannot import scipy_openblas32; "
+                   + "run FF_BLAS=scipy-openblas bash launch/setup.sh, or set FF_BLAS_LIBDIR")
+    }
+    return dir
+}
+let scipyBLASDir: String? = Context.environment["FF_BLAS"] == "scipy-openblas" ? scipyOpenBLASLibDir() : nil
+let blasTarget: Target = scipyBLASDir == nil
+    ? .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                     providers: [.apt(["libopenblas-dev"])])
+    : .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS/scipy-openblas")
+let blasLinking: [LinkerSetting] = scipyBLASDir.map {
+    [.unsafeFlags(["-L\($0)", "-Xlinker", "-rpath", "-Xlinker", $0])]
+} ?? []
+
 // The module graph (README, "Architecture"); every module imports only what it declares here.
 //   swift-ff-train -> FFTrain, FFFuzz
 //   FFTrain    -> FFAnalysis, FFFormats, FFDistributed, FFData, FFModel  (the loop and collectives)
@@ -55,8 +84,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
-        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
+        blasTarget,
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", path: "CMPI", pkgConfig: "ompi-c",
@@ -65,7 +93,8 @@ let package = Package(
         // subtract, cross-lane shuffles) and the flush-to-zero switch: static inline functions.
         .target(name: "CFastMath"),
         .target(name: "FFCore"),
-        .target(name: "FFKernels", dependencies: ["FFCore", "COpenBLAS", "CFastMath"], swiftSettings: simd),
+        .target(name: "FFKernels", dependencies: ["FFCore", "COpenBLAS", "CFastMath"], swiftSettings: simd,
+                linkerSettings: blasLinking),
         .target(name: "FFModel", dependencies: ["FFCore", "FFKernels"], swiftSettings: simd),
         .target(name: "FFData", dependencies: ["FFCore", "CZlib"]),
         .target(name: "FFDistributed", dependencies: ["CMPI"]),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Speed against PyTorch, one command (a benchmark, not a test): attention forward+backward and LM
 # training steps, ours vs PyTorch on the same shapes, 1 thread each; prints the ratios.
-#   launch/bench-speed.sh [quick]
+#   launch/bench-speed.sh [quick|blas]
 # quick: attention at D = 16 and the lm-debug steps only (~4 min); the full run adds D = 64
 # (PyTorch: ~11 GB and ~1 min per call), our kernel at N = 1024 and 4096 (memory linear in N),
 # and the wt103-small and wt103-medium shapes (softmax: PyTorch's Fourier LM at context >= 256
@@ -18,6 +18,110 @@ JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 [ -e "$JEMALLOC" ] || { apt-get install -y -qq libjemalloc2 >/dev/null; }
 PT() { LD_PRELOAD=$JEMALLOC python3 launch/bench_pytorch.py "$@" 2>/dev/null; }
 QUICK=${1:-}
+
+# ---- BLAS block: OpenBLAS kernel sets and providers (kept apart from the attention benchmarks) ----
+# sgemm GFLOP/s of every kernel family this CPU supports, for Debian's OpenBLAS and, when the
+# wheel scipy-openblas32 is installed, the current OpenBLAS (built into .build-scipy), and the
+# softmax LM at d_model 256 (wt103-medium shape, 4 layers) per provider: MFU against the core's FMA
+# peak, which a probe here measures (independent AVX FMA chains, one thread, best of short rounds).
+#   launch/bench-speed.sh blas    runs this block alone
+bench_blas() {
+  local bins=("debian=$BIN") dir fma
+  if python3 -c "import scipy_openblas32" 2>/dev/null; then
+    FF_BLAS=scipy-openblas swift build -c release --scratch-path .build-scipy >/dev/null
+    bins+=("scipy-openblas=.build-scipy/release/swift-ff-train")
+  fi
+  dir=$(mktemp -d)
+  cat > "$dir/fma.c" <<'C'
+#include <immintrin.h>
+#include <stdio.h>
+#include <time.h>
+/* Peak FMA throughput of one core: 12 independent chains hide the FMA latency; many short
+   rounds, best kept, so that a busy neighbour (a time slice lost) does not lower the figure. */
+#if defined(__AVX512F__)
+typedef __m512 V; enum { LANES = 16 };
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define SUM(v) _mm512_reduce_add_ps(v)
+#else
+typedef __m256 V; enum { LANES = 8 };
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+static float SUM(V v) { float f[8]; _mm256_storeu_ps(f, v); return f[0] + f[7]; }
+#endif
+int main(void) {
+    V a = SET1(0.999999f), b = SET1(1e-7f);
+    V c0 = SET1(0), c1 = SET1(1), c2 = SET1(2), c3 = SET1(3), c4 = SET1(4), c5 = SET1(5);
+    V c6 = SET1(6), c7 = SET1(7), c8 = SET1(8), c9 = SET1(9), c10 = SET1(10), c11 = SET1(11);
+    const long iters = 500000L;
+    double best = 0;
+    for (int r = 0; r < 400; r++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (long n = 0; n < iters; n++) {
+            c0 = FMA(c0, a, b); c1 = FMA(c1, a, b); c2 = FMA(c2, a, b); c3 = FMA(c3, a, b);
+            c4 = FMA(c4, a, b); c5 = FMA(c5, a, b); c6 = FMA(c6, a, b); c7 = FMA(c7, a, b);
+            c8 = FMA(c8, a, b); c9 = FMA(c9, a, b); c10 = FMA(c10, a, b); c11 = FMA(c11, a, b);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+        double g = 2.0 * LANES * 12 * iters / s / 1e9;
+        if (g > best) best = g;
+    }
+    float sink = SUM(c0) + SUM(c1) + SUM(c2) + SUM(c3) + SUM(c4) + SUM(c5) + SUM(c6) + SUM(c7)
+               + SUM(c8) + SUM(c9) + SUM(c10) + SUM(c11);
+    printf("{\"fma_peak_gflops\":%.2f,\"lanes\":%d,\"sink\":%g}\n", best, LANES, sink);
+    return 0;
+}
+C
+  cc -O2 -march=native -o "$dir/fma" "$dir/fma.c"
+  fma=$("$dir/fma" | python3 -c "import json,sys; print(json.load(sys.stdin)['fma_peak_gflops'])")
+  echo "FMA peak of one core (probe in this script, AVX FMA chains): $fma GFLOP/s"
+  echo
+  echo "| provider | kernels | sgemm GFLOP/s, 1 thread | self-test | % of FMA peak |"
+  echo "|---|---|---|---|---|"
+  cat > "$dir/table.py" <<'PY'
+import json, sys
+kind, provider, fma = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if kind == "sgemm":
+    for line in sys.stdin:
+        r = json.loads(line)
+        version = r["provider"].split()[1]
+        print(f"| {provider} {version} | {r['kernels']} | {r['gflops']:.1f} | {r['status']} "
+              f"({r['self_test_error']:.1e}) | {100 * r['gflops'] / fma:.0f} % |")
+else:
+    # One JSON line per round: medians, and the range of the CPU-time MFU.
+    rs = [json.loads(l) for l in sys.stdin if l.startswith("{")]
+    med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
+    cpu = sorted(100 * r["model_gflops_cpu"] / fma for r in rs)
+    print(f"| {provider} | {rs[0]['blas_core']} | {len(rs)} | {med('tokens_per_s'):.0f} | {med('model_gflops'):.1f} | "
+          f"{100 * med('model_gflops') / fma:.0f} % | {med('model_gflops_cpu'):.1f} | "
+          f"{cpu[len(cpu) // 2]:.0f} % ({cpu[0]:.0f}–{cpu[-1]:.0f}) | {100 * med('mfu'):.0f} % | "
+          f"{med('peak_rss_mb'):.0f} MB |")
+PY
+  for pb in "${bins[@]}"; do
+    # Each probe runs in a child with its own OPENBLAS_CORETYPE; a user's setting stays theirs.
+    "${pb#*=}" bench blas | python3 "$dir/table.py" sgemm "${pb%%=*}" "$fma"
+  done
+  echo
+  # Wall-clock figures count the time slices a busy neighbour took; per CPU second they do not.
+  # Three rounds, the providers alternating within each, so that both see the same spells of load.
+  echo "| softmax LM, d_model 256, 4 layers, context 384, batch 8, 1 thread | kernels | rounds | tokens/s |" \
+       "model GFLOP/s | MFU of FMA peak | model GFLOP per CPU s | MFU of FMA peak, CPU time (range) |" \
+       "MFU of sgemm | peak RSS |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for round in 1 2 3; do
+    for pb in "${bins[@]}"; do
+      "${pb#*=}" bench step --config configs/lm-wt103-medium.yaml --set model.attention.kind=softmax \
+        --set model.output=full --set data.dir=data/wiki --set model.layers=4 --set train.threads=1 \
+        --set train.batch_size=8 --steps 6 2>/dev/null | tail -1 >> "$dir/steps-${pb%%=*}"
+    done
+  done
+  for pb in "${bins[@]}"; do python3 "$dir/table.py" step "${pb%%=*}" "$fma" < "$dir/steps-${pb%%=*}"; done
+  rm -rf "$dir"
+}
+if [ "${1:-}" = blas ]; then bench_blas; exit 0; fi
+# ---- end of the BLAS block's definition (it runs again after the LM table below) ----
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 attn=(--batch 8 --heads 8 --seq 256 --causal --threads 1)
@@ -199,3 +303,7 @@ if lms:
               f"| {m('mfu'):.1%} | {m('mfu_hw'):.1%} |")
 PY
 # ---- end of block: Fourier kernel speed ----
+
+# ---- BLAS block (defined above) ----
+echo
+bench_blas

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what swift-ff-train needs on a Debian/Ubuntu machine (idempotent): OpenBLAS, Open MPI,
-# zlib, and the Fashion-MNIST package.
+# zlib, and the Fashion-MNIST package. FF_BLAS=scipy-openblas also installs the current OpenBLAS
+# from PyPI (scipy-openblas32) for `FF_BLAS=scipy-openblas swift build`.
 # The Swift toolchain (6.0 or newer) must already be on PATH: it is not an apt package.
 set -euo pipefail
 
@@ -24,3 +25,13 @@ fi
 pkg-config --exists openblas || { echo "setup: pkg-config cannot find openblas" >&2; exit 1; }
 pkg-config --exists ompi-c || { echo "setup: pkg-config cannot find ompi-c (Open MPI)" >&2; exit 1; }
 pkg-config --exists zlib || { echo "setup: pkg-config cannot find zlib" >&2; exit 1; }
+
+if [ "${FF_BLAS:-}" = scipy-openblas ]; then
+  python3 -c "import scipy_openblas32" 2>/dev/null || python3 -m pip install -q scipy-openblas32
+  lib=$(python3 -c "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())")
+  echo "setup: scipy-openblas32 in $lib; build with FF_BLAS=scipy-openblas swift build -c release" \
+       "--scratch-path .build-scipy"
+elif [ -n "${FF_BLAS:-}" ]; then
+  echo "setup: FF_BLAS=$FF_BLAS is not a provider (scipy-openblas, or unset for Debian's OpenBLAS)" >&2
+  exit 1
+fi

@@ -16,6 +16,8 @@ public final class LanguageModel: TrainableModel {
     public let params: FlatBuffer
     public let grads: FlatBuffer
     public let maxBatch: Int
+    /// Rows (tokens) whose logits exist at once in the full-softmax output (`linearCrossEntropy`).
+    public let outputChunk: Int
     /// The blocks, with their activations and attention kernels.
     public let stack: TransformerStack
 
@@ -28,9 +30,9 @@ public final class LanguageModel: TrainableModel {
     let arena = Arena()
     let embOut, embMask: UnsafeMutablePointer<Float>       // (B,T,C)
     let lnfOut, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
-    let logits: UnsafeMutablePointer<Float>                // (B,T,V)
+    let logits: UnsafeMutablePointer<Float>                // (outputChunk,V): one block of rows
     let posTable: UnsafeMutablePointer<Float>              // (T,C) sinusoids
-    let dHead: UnsafeMutablePointer<Float>                 // (B,T,C)
+    let dHead: UnsafeMutablePointer<Float>                 // (B,T,C) d(final hidden), from the training forward
     let tokensBuf: UnsafeMutablePointer<Int32>             // (B,T)
     let rowLoss: UnsafeMutablePointer<Double>              // (B,T)
     let threads: Int
@@ -43,10 +45,14 @@ public final class LanguageModel: TrainableModel {
     /// rows whose Σ_j W falls below eps approach 0).
     public var attentionRowSum: [Double] { stack.attentionRowSum }
 
-    public init(config: LMConfig, maxBatch: Int, threads: Int = 1) {
+    /// `outputChunk`: rows per block of the full-softmax output (default: about 8 MB of logits).
+    public init(config: LMConfig, maxBatch: Int, threads: Int = 1, outputChunk: Int? = nil) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         self.config = config
         self.maxBatch = maxBatch
+        let rows = maxBatch * config.context
+        let chunk = outputChunk ?? crossEntropyChunkRows(rows: rows, vocabulary: config.vocabSize)
+        self.outputChunk = min(rows, max(1, chunk))
         self.threads = max(1, threads)
         rowLoss = .allocate(capacity: maxBatch * config.context)
         let C = config.dModel, V = config.vocabSize, T = config.context
@@ -85,7 +91,8 @@ public final class LanguageModel: TrainableModel {
         let a = arena
         let hEmb = a.reserve(BT * C), hEmbMask = a.reserve(BT * C)
         let hLnf = a.reserve(BT * C), hLnfM = a.reserve(BT), hLnfR = a.reserve(BT)
-        let hLogits = a.reserve(config.adaptive == nil ? BT * V : 0), hPos = a.reserve(T * C), hHead = a.reserve(BT * C)
+        let hLogits = a.reserve(config.adaptive == nil ? self.outputChunk * V : 0)
+        let hPos = a.reserve(T * C), hHead = a.reserve(BT * C)
         let hTok = a.reserve(BT)
         a.commit()
         embOut = a.pointer(hEmb); embMask = a.pointer(hEmbMask)
@@ -138,14 +145,16 @@ public final class LanguageModel: TrainableModel {
         /// Evaluation: no dropout, no gradient.
         case eval
         /// Training: dropout keyed by `dropoutKeys` (one per sequence, so the masks of a sample do
-        /// not depend on which rank or micro-batch it lands in); logits are replaced by the
-        /// gradient of `lossScale * loss` for the following `backward`.
+        /// not depend on which rank or micro-batch it lands in). The gradient of `lossScale * loss`
+        /// is for the following `backward`; a full-softmax output adds its weights' share to
+        /// `grads` during this forward already (its logits exist only one block at a time).
         case train(lossScale: Float, dropoutKeys: UnsafePointer<UInt64>)
     }
 
     /// Runs the model on tokens (B, T) and returns the summed cross-entropy (nats) over targets
     /// (B, T); a target < 0 is ignored.
-    public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch B: Int, mode: Mode) -> Double {
+    public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch B: Int,
+                        mode: Mode) -> Double {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the model's allocation \(maxBatch)")
         let T = config.context, C = config.dModel, V = config.vocabSize, BT = B * T
         let p = params.pointer
@@ -160,7 +169,9 @@ public final class LanguageModel: TrainableModel {
         // Embedding.
         let embScale: Float = config.scaleEmbeddings ? Float(C).squareRoot() : 1
         if let adaptiveInput {
-            for i in 0..<BT { precondition(tokens[i] >= 0 && Int(tokens[i]) < V, "token \(tokens[i]) outside the vocabulary (\(V))") }
+            for i in 0..<BT {
+                precondition(tokens[i] >= 0 && Int(tokens[i]) < V, "token \(tokens[i]) outside the vocabulary (\(V))")
+            }
             adaptiveInput.forward(tokens: tokens, M: BT, out: embOut)
         }
         for b in 0..<B {
@@ -184,8 +195,14 @@ public final class LanguageModel: TrainableModel {
         if let adaptiveOutput {
             return adaptiveOutput.forward(hidden: final, targets: targets, M: BT, lossScale: scale)
         }
-        linearForward(logits, final, p + head, nil, M: BT, K: C, N: V)
-        return crossEntropy(logits: logits, targets: targets, M: BT, V: V, dscale: scale, rowLoss: rowLoss, threads: threads)
+        // The head's gradient is complete here (see linearCrossEntropy); backward takes d(final) from dHead.
+        var gradient: LinearCrossEntropyGradient?
+        if let scale {
+            dHead.update(repeating: 0, count: BT * C)
+            gradient = LinearCrossEntropyGradient(scale: scale, dx: dHead, dweight: grads.pointer + head)
+        }
+        return linearCrossEntropy(x: final, weight: p + head, targets: targets, M: BT, K: C, V: V, chunk: outputChunk,
+                                  scratch: logits, rowLoss: rowLoss, gradient: gradient, threads: threads)
     }
 
     /// Multiplies the embeddings (B,T,C) in place by a fresh dropout mask and keeps it for backward.
@@ -214,24 +231,25 @@ public final class LanguageModel: TrainableModel {
     }
 
     /// Accumulates into `grads` the gradient of `lossScale * loss` of the preceding `.train` forward.
+    /// With the full-softmax output, that forward has already added the output weights' share.
     /// `onStageDone(k)` is called as soon as stage k of `gradientStages` holds its final gradient.
     public func backward(onStageDone: ((Int) throws -> Void)? = nil) rethrows {
         precondition(lastTrain, "backward needs a preceding forward in .train mode")
-        let B = lastBatch, T = config.context, C = config.dModel, V = config.vocabSize, BT = B * T
+        let B = lastBatch, T = config.context, C = config.dModel, BT = B * T
         let p = params.pointer, g = grads.pointer
 
-        // Head: logits now hold dlogits (B,T,V).
         let blockOut = stack.layerOutput(config.layers - 1)
         let dOut = stack.outputGradient
-        dOut.update(repeating: 0, count: BT * C)
-        // d(final hidden) into dHead (pre-LN) or straight into the blocks' output gradient.
-        let dFinal = lnfW != nil ? dHead : dOut
-        if lnfW != nil { dHead.update(repeating: 0, count: BT * C) }
+        // d(final hidden) in dHead (pre-LN, or any full-softmax output) or straight in dOut.
         if let adaptiveOutput {
+            dOut.update(repeating: 0, count: BT * C)
+            let dFinal = lnfW != nil ? dHead : dOut
+            if lnfW != nil { dHead.update(repeating: 0, count: BT * C) }
             adaptiveOutput.backward(dhidden: dFinal)
+        } else if lnfW == nil {
+            dOut.update(from: dHead, count: BT * C)
         } else {
-            linearBackward(dinp: dFinal, dweight: g + head, dbias: nil, dout: logits, inp: lnfW != nil ? lnfOut : blockOut,
-                           weight: p + head, M: BT, K: C, N: V)
+            dOut.update(repeating: 0, count: BT * C)
         }
         if let lnfW, let lnfB {
             layerNormBackward(dx: dOut, dweight: g + lnfW, dbias: g + lnfB, dy: dHead, x: blockOut, weight: p + lnfW,

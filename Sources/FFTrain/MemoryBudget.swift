@@ -7,9 +7,10 @@ public enum MemoryBudget {
     /// moments (and the weight average), the main activations of a micro-batch and the logits.
     /// In Double, so that absurd sizes cannot overflow. `tokens`: positions per sample;
     /// `outputs`: vocabulary or classes; `inputs`: floats per token entering the first layer
-    /// (the patch window for a ViT; 0 for an LM, whose embedding is counted in `outputs`).
+    /// (the patch window for a ViT; 0 for an LM, whose embedding is counted in `outputs`);
+    /// `outputRows`: rows of logits held at once (all positions unless the output works by blocks).
     public static func estimate(_ config: TrainConfig, microBatch: Int, tokens: Int, outputs: Int,
-                                inputs: Int = 0) -> Double {
+                                inputs: Int = 0, outputRows: Int? = nil) -> Double {
         let m = config.model
         let (c, f, l) = (Double(m.dModel), Double(m.dFF), Double(m.layers))
         let perLayer = 4 * c * c + 2 * c * f + 9 * c + f
@@ -17,7 +18,8 @@ public enum MemoryBudget {
         let parameters = l * perLayer + embeddings
         let copies = 4.0 + (config.train.ema > 0 ? 2 : 0)
         let positions = Double(microBatch) * Double(tokens)
-        let activations = positions * (l * (8 * c + 2 * f) + Double(outputs))
+        let logits = Double(outputRows ?? microBatch * tokens) * Double(outputs)
+        let activations = positions * l * (8 * c + 2 * f) + logits
         let attention = m.attention == .softmax ? Double(config.train.threads) * Double(tokens) * Double(tokens) : 0
         return 4 * (copies * parameters + activations + attention)
     }

@@ -90,7 +90,8 @@ public final class LanguageModelWorkload: ModelWorkload {
             for shard in corpus.shards {
                 let mx = shard.maxToken()
                 guard Int(mx) < vocab.size else {
-                    throw DataError(shard.path, "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
+                    throw DataError(shard.path,
+                                    "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
                 }
             }
             return try LMDataset(corpus: corpus, context: T)
@@ -100,8 +101,9 @@ public final class LanguageModelWorkload: ModelWorkload {
         test = try open(config.data.testShards)
         let lm = config.model.lmConfig(vocabSize: vocab.size)
         if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
-        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: T, outputs: vocab.size),
-                               source: config.source)
+        let outputRows = lm.adaptive == nil ? crossEntropyChunkRows(rows: microBatch * T, vocabulary: vocab.size) : nil
+        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: T, outputs: vocab.size,
+                                                     outputRows: outputRows), source: config.source)
         model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
         inputs = .allocate(capacity: microBatch * T)
         targets = .allocate(capacity: microBatch * T)
@@ -116,7 +118,8 @@ public final class LanguageModelWorkload: ModelWorkload {
     public var modelJSON: String { config.modelJSON(outputs: vocab.size) }
     public var evalSplits: [String] { ["valid", "test"] }
 
-    public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double {
+    public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>,
+                             lossScale: Float) -> Double {
         let T = config.model.context
         for (row, sample) in samples.enumerated() {
             train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
@@ -136,7 +139,8 @@ public final class LanguageModelWorkload: ModelWorkload {
     /// Perplexity on independent segments of the context length (every token but the first
     /// predicted once). With `stride` (< context) the windows overlap and each scores only its new
     /// tokens, so every token is predicted with at least context − stride tokens of history.
-    public func evaluate(split: String, step: Int, comm: Communicator, maxBatches: Int, stride: Int?) throws -> EvalResult {
+    public func evaluate(split: String, step: Int, comm: Communicator, maxBatches: Int,
+                         stride: Int?) throws -> EvalResult {
         let data = dataset(split)
         let T = config.model.context
         let stride = min(max(stride ?? T, 1), T)
@@ -146,7 +150,9 @@ public final class LanguageModelWorkload: ModelWorkload {
         var batches = 0
         while first < segments && (maxBatches == 0 || batches < maxBatches) {
             let n = min(microBatch, segments - first)
-            for row in 0..<n { data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T) }
+            for row in 0..<n {
+                data.windowSample(first + row, stride: stride, inputs: inputs + row * T, targets: targets + row * T)
+            }
             nll += model.forward(tokens: inputs, targets: targets, batch: n, mode: .eval)
             for i in 0..<(n * T) where targets[i] >= 0 {
                 count += 1

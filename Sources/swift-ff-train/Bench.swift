@@ -10,7 +10,7 @@ import FFData
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (not tests): collectives and kernels, timed in this process.",
-        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self])
+        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self, BenchBLAS.self])
 }
 
 /// Times a raw MPI_Allreduce of the model's gradient bytes next to the bucketed `GradientSync`
@@ -380,8 +380,31 @@ struct BenchStep: ParsableCommand {
                 json("sgemm_gflops", peak, "%.2f"), json("mfu", mfu, "%.3f"),
                 json("fma_probe_gflops", median(probes), "%.2f"), json("mfu_hw", mfuHW, "%.3f"),
                 "\"blas_core\":\"\(blasCoreName())\"",
+                // This process's VmHWM, what the trainer counts it holds, and the step per CPU second.
+                json("peak_rss_mb", peakRSSMegabytes(), "%.1f"),
+                json("estimate_mb", Double(trainer.memoryBytes) / 1e6, "%.1f"),
+                json("cpu_step_seconds", median(cpuTimes), "%.4f"),
+                json("model_gflops_cpu", flopsPerToken * tokensPerStep / median(cpuTimes) / 1e9, "%.2f"),
             ]
             print("{" + fields.joined(separator: ",") + "}")
         } catch { fail(error) }
+    }
+}
+
+/// sgemm of every kernel family this CPU supports, each in its own process (OpenBLAS reads
+/// OPENBLAS_CORETYPE only when it loads), next to the library's own pick.
+struct BenchBLAS: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "blas",
+        abstract: "sgemm GFLOP/s (one thread) and the self-test of each OpenBLAS kernel family this CPU supports.")
+
+    func run() throws {
+        let candidates: [String?] = [nil] + BLASKernelCandidate.supported(by: CPUInfo.flags)
+        for r in probeBLASKernels(candidates) {
+            let status = r.rejection.map { "\"rejected: \($0)\"" } ?? "\"ok\""
+            print(String(format: "{\"provider\":\"%@\",\"library\":\"%@\",\"kernels\":\"%@\",\"loaded\":\"%@\","
+                         + "\"gflops\":%.2f,\"self_test_error\":%.3g,\"status\":%@}",
+                         BLASLibrary.config, BLASLibrary.path, r.requested, r.loaded, r.gflops, r.selfTestError,
+                         status))
+        }
     }
 }
