@@ -67,7 +67,7 @@ let blasLinking: [LinkerSetting] = scipyBLASDir.map {
 //   swift-ff-train -> FFTrain, FFFuzz
 //   FFTrain    -> FFAnalysis, FFFormats, FFDistributed, FFData, FFModel  (the loop and collectives)
 //   FFAnalysis -> FFFormats, FFModel     (attention health and maps, SVG charts)
-//   FFFormats  -> FFModel                (safetensors, checkpoint layout and verification; no MPI)
+//   FFFormats  -> FFModel, Crypto        (safetensors, checkpoint layout and verification; no MPI)
 //   FFFuzz     -> FFFormats, FFData      (hostile-input probes of every reader)
 //   FFModel    -> FFKernels -> FFCore    (layers and models; SIMD kernels on OpenBLAS)
 //   FFData     -> FFCore, CZlib          (datasets, tokenizers)
@@ -82,6 +82,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         blasTarget,
@@ -98,7 +99,9 @@ let package = Package(
         .target(name: "FFModel", dependencies: ["FFCore", "FFKernels"], swiftSettings: simd),
         .target(name: "FFData", dependencies: ["FFCore", "CZlib"]),
         .target(name: "FFDistributed", dependencies: ["CMPI"]),
-        .target(name: "FFFormats", dependencies: ["FFCore", "FFKernels", "FFModel"]),
+        .target(name: "FFFormats", dependencies: [
+            "FFCore", "FFKernels", "FFModel", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "FFAnalysis", dependencies: ["FFKernels", "FFModel", "FFFormats"]),
         .target(name: "FFTrain", dependencies: [
             "FFCore", "FFKernels", "FFModel", "FFData", "FFDistributed", "FFFormats", "FFAnalysis", "Yams",

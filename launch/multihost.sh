@@ -5,8 +5,11 @@
 # the others through an rsh agent that enters their namespace instead of ssh; ranks talk TCP
 # (btl self,tcp), so the job takes the same path as on a real cluster.
 #
-#   launch/multihost.sh [-H HOSTS] [-n RANKS_PER_HOST] [-p PREFIX] -- TRAINER_ARGS...
+#   launch/multihost.sh [-H HOSTS] [-n RANKS_PER_HOST] [-p PREFIX] [-P DIR] -- TRAINER_ARGS...
 #   launch/multihost.sh -H 2 -n 2 -- --config configs/lm-debug.yaml
+#
+# -P DIR: every host but host 0 mounts an empty tmpfs of its own over DIR (in a mount namespace
+# of its own), as if DIR were on each node's local disk instead of a shared file system.
 #
 # Needs root, `ip` (iproute2) and `unshare` (util-linux). The namespaces, the bridge and the
 # hosts files are removed on exit, whatever the job's outcome; the job's exit code is returned.
@@ -15,14 +18,15 @@
 # Environment: SWIFT_FF_TRAIN (the trainer binary), MULTIHOST_MPIRUN_ARGS (extra mpirun flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HOSTS=2; PER_HOST=1; PREFIX="ff$$"
+HOSTS=2; PER_HOST=1; PREFIX="ff$$"; PRIVATE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -H) HOSTS=$2; shift 2;;
     -n) PER_HOST=$2; shift 2;;
     -p) PREFIX=$2; shift 2;;
+    -P) PRIVATE=$(realpath -m "$2"); mkdir -p "$PRIVATE"; shift 2;;
     --) shift; break;;
-    *) echo "usage: $0 [-H HOSTS] [-n RANKS_PER_HOST] [-p PREFIX] -- TRAINER_ARGS" >&2; exit 2;;
+    *) echo "usage: $0 [-H HOSTS] [-n RANKS_PER_HOST] [-p PREFIX] [-P DIR] -- TRAINER_ARGS" >&2; exit 2;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then echo "multihost: needs root (network namespaces)" >&2; exit 77; fi
@@ -72,12 +76,19 @@ for ((i = 0; i < HOSTS; i++)); do
 done
 
 # Open MPI calls the agent as: AGENT [ssh-like options] HOST COMMAND...
-cat > "$WORK/agent" <<'AGENT'
-#!/usr/bin/env bash
+{
+  echo '#!/usr/bin/env bash'
+  printf 'private=%q\n' "$PRIVATE"
+  cat <<'AGENT'
 while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
 ns=$1; shift
+if [ -n "$private" ]; then
+  exec ip netns exec "$ns" unshare --uts --mount sh -c \
+    "mount -t tmpfs multihost-private '$private' && hostname $ns && exec $*"
+fi
 exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; exec $*"
 AGENT
+} > "$WORK/agent"
 chmod +x "$WORK/agent"
 
 set +e

@@ -22,6 +22,9 @@ public protocol Communicator: AnyObject {
     /// receives `recvCounts[j]` floats from rank j at `recv + recvOffsets[j]`.
     func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
                    _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws
+    /// In place: rank r contributes bytes `r * count ..< (r + 1) * count` of `buffer` (size × count
+    /// bytes), and every rank ends with all of them.
+    func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws
     /// Starts an in-place sum over ranks of `count` floats; it completes in `waitPending`.
     func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Starts a sum over ranks of `count` floats into rank `root`'s `buffer` (in place there; the
@@ -56,6 +59,7 @@ public final class SingleProcess: Communicator {
                           _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws {
         (recv + recvOffsets[0]).update(from: send + sendOffsets[0], count: sendCounts[0])
     }
+    public func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws {}
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func progressPending() throws {}

@@ -14,11 +14,13 @@ public struct MPIError: Error, CustomStringConvertible {
 ///
 /// Every blocking collective is issued non-blocking and waited on with a watchdog: if it has not
 /// completed within `watchdogSeconds`, the rank prints which collective, at which step, and which
-/// ranks on its node hold it up, then aborts the whole job (exit code 3). The node-local view
-/// comes from a shared-memory window in which every rank publishes how many collectives it has
-/// entered and when it last polled one it waits in, so it can be read even when the other rank is
-/// stuck or dead. A rank that waits is a victim however far behind it is (it may wait for the
-/// stalled rank to relay an earlier collective); the culprit is the rank that does not poll.
+/// ranks (with their hosts) hold it up, then aborts the whole job (exit code 3). The view of the
+/// ranks on its own node comes from a shared-memory window in which every rank publishes how many
+/// collectives it has entered and when it last polled one it waits in, so it can be read even when
+/// the other rank is stuck or dead; ranks on other nodes publish the same slots as heartbeat files
+/// in a shared folder (`publishHeartbeats(in:)`, see `HeartbeatBoard` for why). Neither depends on
+/// the stuck collective. A rank that waits is a victim however far behind it is (it may wait for
+/// the stalled rank to relay an earlier collective); the culprit is the rank that does not poll.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
@@ -41,6 +43,11 @@ public final class MPICommunicator: Communicator {
     var entered: Int64 = 0
     /// Called right after entering a collective, with its number (fault injection in tests).
     public var afterEnter: ((Int64) -> Void)?
+    /// Every rank's host name, by world rank.
+    public private(set) var hostNames: [String] = []
+    /// Rank 0's random number, the same on every rank: marks this job's heartbeat files.
+    var jobToken: UInt64 = 0
+    var heartbeats: HeartbeatBoard?
 
     /// True when this process was started by mpirun / an MPI launcher.
     public static var launchedByMPI: Bool {
@@ -66,6 +73,7 @@ public final class MPICommunicator: Communicator {
         try check(rc, "MPI_Init_thread")
         try check(MPI_Comm_set_errhandler(world, cmpi_errors_return()), "MPI_Comm_set_errhandler")
         try setUpBoard()
+        try shareHostNames()
     }
 
     deinit { finalize() }
@@ -75,6 +83,8 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         guard !finalized else { return }
         finalized = true
+        heartbeats?.stop()
+        heartbeats = nil
         if boardWindow != nil { MPI_Win_free(&boardWindow) }
         if nodeComm != nil { MPI_Comm_free(&nodeComm) }
         MPI_Finalize()
@@ -122,6 +132,36 @@ public final class MPICommunicator: Communicator {
         nodeWorldRanks = [Int32](repeating: 0, count: Int(ns))
         try check(MPI_Allgather(&me, 1, cmpi_int32(), &nodeWorldRanks, 1, cmpi_int32(), node), "MPI_Allgather")
         MPI_Barrier(node)
+    }
+
+    /// Every rank learns every rank's host name (for watchdog messages) and rank 0's job token.
+    private func shareHostNames() throws {
+        let width = 64
+        var mine = [UInt8](repeating: 0, count: width)
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let bytes = Array(String(cString: name).utf8.prefix(width - 1))
+        mine.replaceSubrange(0..<bytes.count, with: bytes)
+        var all = [UInt8](repeating: 0, count: width * size)
+        try check(MPI_Allgather(&mine, Int32(width), cmpi_uint8(), &all, Int32(width), cmpi_uint8(), world),
+                  "MPI_Allgather")
+        hostNames = (0..<size).map { r in
+            let slice = all[(r * width)..<((r + 1) * width)].prefix { $0 != 0 }
+            return String(decoding: slice, as: UTF8.self)
+        }
+        jobToken = rank == 0 ? UInt64.random(in: 1...UInt64.max) : 0
+        try check(MPI_Bcast(&jobToken, 1, cmpi_int64(), 0, world), "MPI_Bcast")
+    }
+
+    /// Starts publishing this rank's watchdog slots as a heartbeat file in `folder`, which must be
+    /// the same folder, on a file system every host sees, on every rank (the run folder's
+    /// `heartbeats`). Without it, a watchdog can judge only the ranks on its own node.
+    public func publishHeartbeats(in folder: String) throws {
+        guard heartbeats == nil, let board else { return }
+        let hb = HeartbeatBoard(folder: folder, rank: rank, size: size, host: hostNames[rank], token: jobToken,
+                                slots: board)
+        try hb.start()
+        heartbeats = hb
     }
 
     /// Marks entry into a collective on the progress board.
@@ -195,45 +235,6 @@ public final class MPICommunicator: Communicator {
         abort(code: 3)
     }
 
-    /// The first verdict on this node stands: once a rank has aborted the job, the stalled rank may
-    /// wake (the abort's SIGTERM ends a sleep) and look like it waits, so later watchdogs repeat
-    /// the rank the first one named.
-    func verdict() -> String {
-        for (i, slot) in slots.enumerated() where i != nodeRank && slot[2] > 0 {
-            return "waiting for rank(s) \(slot[2] - 1) "
-                + "(named by rank \(nodeWorldRanks[i])'s watchdog, which fired first)"
-        }
-        let (text, first) = suspects()
-        if let first { board?[2] = Int64(first) + 1 }
-        return text
-    }
-
-    /// The ranks on this node that hold the collective up: those not polling a collective (stalled
-    /// in computation, or inside a collective without progressing it). Ranks that wait are only
-    /// listed when nobody on the node is stalled.
-    func suspects() -> (text: String, first: Int32?) {
-        guard !slots.isEmpty else { return ("no progress board; the stalled rank is unknown", nil) }
-        let now = Self.nowMillis()
-        var stalled: [String] = [], waiting: [String] = [], first: Int32?
-        for (i, wr) in nodeWorldRanks.enumerated() where i != nodeRank {
-            let n = slots[i][0], poll = slots[i][1]
-            if poll > 0 && now - poll < 1000 {
-                waiting.append("\(wr) (waiting in its collective \(n))")
-                continue
-            }
-            first = first ?? wr
-            if n < entered {
-                stalled.append("\(wr) (entered \(n) of my \(entered) collectives, not waiting in one)")
-            } else {
-                stalled.append("\(wr) (inside collective \(n) but not progressing it)")
-            }
-        }
-        if !stalled.isEmpty { return ("waiting for rank(s) " + stalled.joined(separator: ", "), first) }
-        return ("no rank on this node is stalled ("
-            + (waiting.isEmpty ? "it has no other rank" : waiting.joined(separator: ", "))
-            + "); the missing rank(s) are on another node", nil)
-    }
-
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
@@ -290,6 +291,14 @@ public final class MPICommunicator: Communicator {
         let rc = recvCounts.map { Int32($0) }, rd = recvOffsets.map { Int32($0) }
         try check(MPI_Ialltoallv(send, sc, sd, cmpi_float(), recv, rc, rd, cmpi_float(), world, &req), "MPI_Ialltoallv")
         try wait(&req, "alltoallv(\(recvCounts.reduce(0, +)) floats)")
+    }
+
+    public func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws {
+        enter()
+        var req: MPI_Request? = nil
+        try check(MPI_Iallgather(cmpi_in_place(), 0, cmpi_uint8(), buffer, Int32(count), cmpi_uint8(), world, &req),
+                  "MPI_Iallgather")
+        try wait(&req, "allgather(\(count * size) bytes)")
     }
 
     /// A barrier that gives up after `seconds` instead of aborting: lets every rank finish

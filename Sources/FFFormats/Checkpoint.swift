@@ -279,7 +279,7 @@ public enum Checkpoint {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw CheckpointError("\(path): missing (listed in \(stateFile))")
             }
-            let actual = try SHA256.file(path)
+            let actual = try FileDigest.sha256(file: path)
             guard actual == sum else {
                 throw CheckpointError("\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the file is corrupt or was changed")
             }
@@ -313,7 +313,7 @@ extension Checkpoint {
         for (f, sum) in state.files.sorted(by: { $0.key < $1.key }) {
             let p = (dir as NSString).appendingPathComponent(f)
             let size = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? -1
-            let ok = size >= 0 && (try? SHA256.file(p)) == sum
+            let ok = size >= 0 && (try? FileDigest.sha256(file: p)) == sum
             files.append((f, size, ok))
         }
         var tensors: [(String, [Int], String)] = []

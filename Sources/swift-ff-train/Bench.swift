@@ -10,7 +10,8 @@ import FFData
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (not tests): collectives and kernels, timed in this process.",
-        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self, BenchBLAS.self])
+        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self, BenchBLAS.self,
+                      BenchHash.self])
 }
 
 /// Times a raw MPI_Allreduce of the model's gradient bytes next to the bucketed `GradientSync`

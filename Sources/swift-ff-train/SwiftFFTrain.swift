@@ -154,6 +154,11 @@ struct Train: ParsableCommand {
             let cfg = try agree(comm, "reading the config") { try TrainConfig.load(path: config, overrides: overrides) }
             try checkSameConfig(comm, cfg)
             mpi?.watchdogSeconds = cfg.dist.watchdogSeconds
+            if let mpi {
+                // In the run folder, which every host must share for checkpoints anyway.
+                let folder = (cfg.runDirectory as NSString).appendingPathComponent("heartbeats")
+                try agree(comm, "creating the watchdog's heartbeat folder") { try mpi.publishHeartbeats(in: folder) }
+            }
             let trainer = try agree(comm, "start-up") { try Trainer(config: cfg, comm: comm) }
             let lm = trainer.workload as? LanguageModelWorkload
             stepBitsPerNat = lm?.vocab.tokenizer == .byte ? 1 / log(2) : nil

@@ -32,16 +32,25 @@ final class CheckpointUnitTests: XCTestCase {
         }
     }
 
-    func testSHA256KnownAnswers() {
-        var a = SHA256()
-        XCTAssertEqual(a.finalize(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        var b = SHA256()
-        b.update(Data("abc".utf8))
-        XCTAssertEqual(b.finalize(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        var c = SHA256() // 1,000,000 x "a", fed in uneven pieces
-        let chunk = Data(repeating: 0x61, count: 999)
-        for _ in 0..<1001 { c.update(chunk) }
-        c.update(Data(repeating: 0x61, count: 1_000_000 - 999 * 1001))
-        XCTAssertEqual(c.finalize(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    func testSHA256OfFilesKnownAnswers() throws {
+        let dir = NSTemporaryDirectory() + "digest-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func digest(_ data: Data, chunk: Int = 4 << 20) throws -> String {
+            let path = dir + "/f"
+            try data.write(to: URL(fileURLWithPath: path))
+            return try FileDigest.sha256(file: path, chunkBytes: chunk)
+        }
+        XCTAssertEqual(try digest(Data()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(try digest(Data("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(FileDigest.sha256(Data("abc".utf8)),
+                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        // 1,000,000 x "a", read in pieces that do not divide it (nor the 64-byte block).
+        let million = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        XCTAssertEqual(try digest(Data(repeating: 0x61, count: 1_000_000), chunk: 999), million)
+        XCTAssertEqual(try digest(Data(repeating: 0x61, count: 1_000_000)), million)
+        XCTAssertThrowsError(try FileDigest.sha256(file: dir + "/missing")) { e in
+            XCTAssertTrue("\(e)".contains("/missing: cannot open to checksum"), "\(e)")
+        }
     }
 }
