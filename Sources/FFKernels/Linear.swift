@@ -1,4 +1,5 @@
 import COpenBLAS
+import FFCore
 
 // Shapes: M rows (tokens), K inputs, N outputs. Weights are stored [N, K] row-major, as
 // PyTorch's nn.Linear stores them, so exported tensors need no transpose.
@@ -15,11 +16,12 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 }
 
 /// Accumulates dinp(M,K) += dout·W, dweight(N,K) += doutᵀ·inp, dbias(N) += Σ_m dout.
-/// `dinp` may be nil when the input needs no gradient.
+/// `dinp` may be nil when the input needs no gradient. The bias sum is split over output columns
+/// on `threads` workers, each column still summed over the rows in order (the same bits).
 public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                            dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                            inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                           M: Int, K: Int, N: Int) {
+                           M: Int, K: Int, N: Int, threads: Int = 1) {
     if let dinp {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(K), Int32(N),
                     1, dout, Int32(N), weight, Int32(K), 1, dinp, Int32(K))
@@ -27,9 +29,11 @@ public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(N), Int32(K), Int32(M),
                 1, dout, Int32(N), inp, Int32(K), 1, dweight, Int32(K))
     if let dbias {
-        for m in 0..<M {
-            let row = dout + m * N
-            for n in 0..<N { dbias[n] += row[n] }
+        parallelRanges(N, threads: M * N >= 4096 * threads ? threads : 1, grain: 8) { cols in
+            for m in 0..<M {
+                let row = dout + m * N
+                for n in cols { dbias[n] += row[n] }
+            }
         }
     }
 }

@@ -64,6 +64,9 @@ public struct StackConfig: Sendable, Equatable {
 public final class TransformerStack {
     public let config: StackConfig
     public let maxBatch: Int
+    /// Workers for the attention kernels and for the row-wise and element-wise loops between the
+    /// matrix products (layer norms, activations, masks, residuals, bias sums).
+    let threads: Int
     let kernels: AttentionKernels
 
     struct BlockParams {
@@ -126,6 +129,7 @@ public final class TransformerStack {
     public init(config: StackConfig, maxBatch: Int, layout: inout ParameterLayout, threads: Int) {
         self.config = config
         self.maxBatch = maxBatch
+        self.threads = max(1, threads)
         let C = config.dModel, F = config.dFF, T = config.seq, H = config.heads
         var bps: [BlockParams] = []
         for l in 0..<config.layers {
@@ -138,7 +142,8 @@ public final class TransformerStack {
             b.projW = layout.add(p + "attn.proj.weight", [C, C], decays: true).offset
             b.projB = layout.add(p + "attn.proj.bias", [C], decays: false).offset
             if case .fourier(let spec, _) = config.attention {
-                b.R = layout.add(p + "attn.R", [spec.rMode.count(heads: H, headDim: config.headDim)], decays: false).offset
+                b.R = layout.add(p + "attn.R", [spec.rMode.count(heads: H, headDim: config.headDim)],
+                                 decays: false).offset
             }
             b.ln2w = layout.add(p + "ln2.weight", [C], decays: false).offset
             b.ln2b = layout.add(p + "ln2.bias", [C], decays: false).offset
@@ -150,7 +155,8 @@ public final class TransformerStack {
         }
         blockParams = bps
         kernels = AttentionKernels(maxSeq: T, headDim: config.headDim, threads: threads)
-        kernels.reserve(AttentionShape(batch: maxBatch, seq: T, heads: H, headDim: config.headDim, causal: config.causal),
+        kernels.reserve(AttentionShape(batch: maxBatch, seq: T, heads: H, headDim: config.headDim,
+                                       causal: config.causal),
                         for: config.attention == .softmax ? .softmax : .fourier)
 
         let BT = maxBatch * T
@@ -172,6 +178,19 @@ public final class TransformerStack {
     public var activationBytes: Int { arena.floats * 4 + kernels.workspaceBytes }
 
     var anyMask: Bool { config.dropout > 0 || config.dropPath > 0 }
+
+    /// Runs an element-wise loop over 0..<n on the stack's workers: with one thread all the loops
+    /// between two matrix products would run on one core while the others idle.
+    func elementwise(_ n: Int, _ body: (Range<Int>) -> Void) {
+        parallelRanges(n, threads: threads, grain: 16_384, body)
+    }
+
+    /// dst(n) = src(n) * mask(n), or a copy of src without a mask.
+    func maskedCopy(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, mask: UnsafePointer<Float>?,
+                    count n: Int) {
+        guard let mask else { dst.update(from: src, count: n); return }
+        elementwise(n) { r in for i in r { dst[i] = src[i] * mask[i] } }
+    }
 
     /// Names of the residual-branch output projections (initialised with a smaller std).
     public static func isResidualOutput(_ name: String) -> Bool {
@@ -201,7 +220,8 @@ public final class TransformerStack {
         let rate = config.dropout, pathRate = config.dropPathRate(l)
         let n = config.seq * config.dModel
         let keep = rate > 0 ? 1 / (1 - rate) : 1
-        for b in 0..<B {
+        // Each sample's mask comes from its own key: samples can be masked on any worker.
+        parallelFor(B, threads: threads) { b, _ in
             let m = mask + b * n, xs = x + b * n
             var path: Float = 1
             if pathRate > 0 {
@@ -223,11 +243,13 @@ public final class TransformerStack {
         let T = config.seq, C = config.dModel, F = config.dFF, BT = B * T
         let w = blockParams[l], a = acts[l]
         let pre = config.norm == .pre
-        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim, causal: config.causal)
+        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim,
+                                   causal: config.causal)
 
         var attnIn = x
         if pre {
-            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, x, weight: p + w.ln1w, bias: p + w.ln1b, M: BT, C: C)
+            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, x, weight: p + w.ln1w, bias: p + w.ln1b,
+                             M: BT, C: C, threads: threads)
             attnIn = a.ln1Out
         }
         linearForward(a.qkv, attnIn, p + w.qkvW, p + w.qkvB, M: BT, K: C, N: 3 * C)
@@ -245,24 +267,27 @@ public final class TransformerStack {
         }
         linearForward(a.proj, a.att, p + w.projW, p + w.projB, M: BT, K: C, N: C)
         applyBranchMask(a.proj, mask: a.projMask, layer: l, site: UInt64(2 * l + 1), keys: keys, B: B)
-        for i in 0..<(BT * C) { a.res1[i] = x[i] + a.proj[i] }
+        elementwise(BT * C) { r in for i in r { a.res1[i] = x[i] + a.proj[i] } }
         var h = a.res1
         if !pre {
-            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, a.res1, weight: p + w.ln1w, bias: p + w.ln1b, M: BT, C: C)
+            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, a.res1, weight: p + w.ln1w,
+                             bias: p + w.ln1b, M: BT, C: C, threads: threads)
             h = a.ln1Out
         }
         var ffIn = h
         if pre {
-            layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, h, weight: p + w.ln2w, bias: p + w.ln2b, M: BT, C: C)
+            layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, h, weight: p + w.ln2w, bias: p + w.ln2b,
+                             M: BT, C: C, threads: threads)
             ffIn = a.ln2Out
         }
         linearForward(a.fc1, ffIn, p + w.fc1W, p + w.fc1B, M: BT, K: C, N: F)
-        activationForward(config.activation, a.act, a.fc1, count: BT * F)
+        activationForward(config.activation, a.act, a.fc1, count: BT * F, threads: threads)
         linearForward(a.fc2, a.act, p + w.fc2W, p + w.fc2B, M: BT, K: F, N: C)
         applyBranchMask(a.fc2, mask: a.fc2Mask, layer: l, site: UInt64(2 * l + 2), keys: keys, B: B)
-        for i in 0..<(BT * C) { a.res2[i] = h[i] + a.fc2[i] }
+        elementwise(BT * C) { r in for i in r { a.res2[i] = h[i] + a.fc2[i] } }
         if pre { return a.res2 }
-        layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: p + w.ln2w, bias: p + w.ln2b, M: BT, C: C)
+        layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: p + w.ln2w, bias: p + w.ln2b,
+                         M: BT, C: C, threads: threads)
         return a.ln2Out
     }
 
@@ -332,24 +357,27 @@ public final class TransformerStack {
         } else {
             dRes.update(repeating: 0, count: n)
             layerNormBackward(dx: dRes, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dy, x: a.res2, weight: p + w.ln2w,
-                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C)
+                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
             dres2 = dRes
         }
         dH.update(from: dres2, count: n)                    // residual path
-        if masked { for i in 0..<n { dTmp[i] = dres2[i] * a.fc2Mask[i] } } else { dTmp.update(from: dres2, count: n) }
+        maskedCopy(dTmp, dres2, mask: masked ? a.fc2Mask : nil, count: n)
         dF2.update(repeating: 0, count: BT * F)
-        linearBackward(dinp: dF2, dweight: g + w.fc2W, dbias: g + w.fc2B, dout: dTmp, inp: a.act, weight: p + w.fc2W, M: BT, K: F, N: C)
+        linearBackward(dinp: dF2, dweight: g + w.fc2W, dbias: g + w.fc2B, dout: dTmp, inp: a.act, weight: p + w.fc2W,
+                       M: BT, K: F, N: C, threads: threads)
         dF1.update(repeating: 0, count: BT * F)
-        activationBackward(config.activation, dx: dF1, dy: dF2, x: a.fc1, count: BT * F)
+        activationBackward(config.activation, dx: dF1, dy: dF2, x: a.fc1, count: BT * F, threads: threads)
         let h = pre ? a.res1 : a.ln1Out
         let ffIn = pre ? a.ln2Out : h
         if pre {
             dTmp.update(repeating: 0, count: n)
-            linearBackward(dinp: dTmp, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn, weight: p + w.fc1W, M: BT, K: C, N: F)
+            linearBackward(dinp: dTmp, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
+                           weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
             layerNormBackward(dx: dH, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dTmp, x: h, weight: p + w.ln2w,
-                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C)
+                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
         } else {
-            linearBackward(dinp: dH, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn, weight: p + w.fc1W, M: BT, K: C, N: F)
+            linearBackward(dinp: dH, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
+                           weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
         }
     }
 
@@ -361,7 +389,8 @@ public final class TransformerStack {
         let pre = config.norm == .pre
         let masked = anyMask && lastKeys != nil
         let x = layerInput(l)
-        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim, causal: config.causal)
+        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim,
+                                   causal: config.causal)
 
         // h = pre ? res1 : LN1(res1), res1 = x + drop(proj(att(qkv(attnIn)))).
         let dres1: UnsafeMutablePointer<Float>
@@ -370,13 +399,14 @@ public final class TransformerStack {
         } else {
             dRes.update(repeating: 0, count: n)
             layerNormBackward(dx: dRes, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dH, x: a.res1, weight: p + w.ln1w,
-                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C)
+                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
             dres1 = dRes
         }
         dx.update(from: dres1, count: n)                   // residual path
-        if masked { for i in 0..<n { dTmp[i] = dres1[i] * a.projMask[i] } } else { dTmp.update(from: dres1, count: n) }
+        maskedCopy(dTmp, dres1, mask: masked ? a.projMask : nil, count: n)
         dAtt.update(repeating: 0, count: n)
-        linearBackward(dinp: dAtt, dweight: g + w.projW, dbias: g + w.projB, dout: dTmp, inp: a.att, weight: p + w.projW, M: BT, K: C, N: C)
+        linearBackward(dinp: dAtt, dweight: g + w.projW, dbias: g + w.projB, dout: dTmp, inp: a.att,
+                       weight: p + w.projW, M: BT, K: C, N: C, threads: threads)
         dQKV.update(repeating: 0, count: 3 * n)
         switch config.attention {
         case .softmax:
@@ -387,11 +417,13 @@ public final class TransformerStack {
         }
         if pre {
             dTmp.update(repeating: 0, count: n)
-            linearBackward(dinp: dTmp, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: a.ln1Out, weight: p + w.qkvW, M: BT, K: C, N: 3 * C)
+            linearBackward(dinp: dTmp, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: a.ln1Out,
+                           weight: p + w.qkvW, M: BT, K: C, N: 3 * C, threads: threads)
             layerNormBackward(dx: dx, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dTmp, x: x, weight: p + w.ln1w,
-                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C)
+                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
         } else {
-            linearBackward(dinp: dx, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: x, weight: p + w.qkvW, M: BT, K: C, N: 3 * C)
+            linearBackward(dinp: dx, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: x, weight: p + w.qkvW,
+                           M: BT, K: C, N: 3 * C, threads: threads)
         }
     }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Hybrid parallelism on one machine: 1 rank x 2 threads (train.threads: 2) against 2 ranks x 1
+# thread: lm-debug (Fourier) in tokens/s, vit-fashion-debug in images/s (Fourier and softmax).
+# The two layouts alternate run by run (the machine's speed moves; a ratio of runs taken apart moves with it);
+# each run's rate is the median of its logged windows after the first, and the table gives the
+# median over rounds of the per-round ratio 1x2 / 2x1.
+#   launch/bench-hybrid.sh          ROUNDS=3 STEPS=50 by default (STEPS >= 30: the first 10 are left out)
+#   BIN=/path/to/other/swift-ff-train launch/bench-hybrid.sh     (e.g. an older build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}; STEPS=${STEPS:-50}
+if [ -z "${BIN:-}" ]; then swift build -c release >/dev/null; BIN=.build/release/swift-ff-train; fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+rate() { # METRICS.jsonl: median tokens/s or images/s of the logged windows after the first
+  python3 - "$1" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+r = [o.get("tokens_per_s") or o.get("images_per_s") for o in rows if o.get("step", 0) > 10 and "grad_norm" in o]
+print(round(statistics.median([x for x in r if x]), 1))
+PY
+}
+
+run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
+  local name=$1 config=$2 layout=$3 round=$4
+  local args=(--config "$config" --set run.dir="$WORK" --set run.name="$name-$layout-$round"
+              --set train.steps="$STEPS" --set train.log_every=10 --set train.eval_every=0
+              --set train.eval_batches=1 --set checkpoint.every=0)
+  if [ "$layout" = 1x2 ]; then
+    "$BIN" "${args[@]}" --set train.threads=2 >/dev/null
+  else
+    mpirun --allow-run-as-root -n 2 --bind-to none -x OPENBLAS_NUM_THREADS=1 \
+      "$BIN" "${args[@]}" --set train.threads=1 >/dev/null
+  fi
+  rate "$WORK/$name-$layout-$round/metrics.jsonl"
+}
+
+echo "model        attention  round  1x2      2x1      ratio"
+for round in $(seq 1 "$ROUNDS"); do
+  for spec in lm:configs/lm-debug.yaml:fourier \
+              vit:configs/vit-fashion-debug.yaml:fourier vit:configs/vit-fashion-debug-softmax.yaml:softmax; do
+    IFS=: read -r model config attention <<< "$spec"
+    # Which layout goes first alternates too.
+    if [ $((round % 2)) = 1 ]; then a=$(run "$model" "$config" 1x2 "$round"); b=$(run "$model" "$config" 2x1 "$round")
+    else b=$(run "$model" "$config" 2x1 "$round"); a=$(run "$model" "$config" 1x2 "$round"); fi
+    printf '%-12s %-10s %-6s %-8s %-8s %.3f\n' "$model" "$attention" "$round" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+  done
+done
