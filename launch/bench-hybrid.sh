@@ -25,8 +25,8 @@ PY
 run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
   local name=$1 config=$2 layout=$3 round=$4
   local args=(--config "$config" --set run.dir="$WORK" --set run.name="$name-$layout-$round"
-              --set train.steps="$STEPS" --set train.log_every=10 --set train.eval_every=0
-              --set train.eval_batches=1 --set checkpoint.every=0)
+              --set train.log_every=10 --set train.eval_every=0 --set checkpoint.every=0
+              --debug-stop-at-step "$STEPS")   # stops as on SIGTERM: no final evaluation
   if [ "$layout" = 1x2 ]; then
     "$BIN" "${args[@]}" --set train.threads=2 >/dev/null
   else
