@@ -6,6 +6,7 @@
 # median over rounds of the per-round ratio 1x2 / 2x1.
 #   launch/bench-hybrid.sh          ROUNDS=3 STEPS=50 by default (STEPS >= 30: the first 10 are left out)
 #   BIN=/path/to/other/swift-ff-train launch/bench-hybrid.sh     (e.g. an older build)
+#   LM_DATA=DIR: the language model's data folder (default: the config's, data/wiki)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; STEPS=${STEPS:-50}
@@ -27,6 +28,7 @@ run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
   local args=(--config "$config" --set run.dir="$WORK" --set run.name="$name-$layout-$round"
               --set train.log_every=10 --set train.eval_every=0 --set checkpoint.every=0
               --debug-stop-at-step "$STEPS")   # stops as on SIGTERM: no final evaluation
+  [ "$name" = lm ] && [ -n "${LM_DATA:-}" ] && args+=(--set data.dir="$LM_DATA")
   if [ "$layout" = 1x2 ]; then
     "$BIN" "${args[@]}" --set train.threads=2 >/dev/null
   else

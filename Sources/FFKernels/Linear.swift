@@ -4,6 +4,37 @@ import FFCore
 // Shapes: M rows (tokens), K inputs, N outputs. Weights are stored [N, K] row-major, as
 // PyTorch's nn.Linear stores them, so exported tensors need no transpose.
 
+/// Rows of a product per worker below which it stays on one thread.
+let linearGrain = 64
+
+/// Runs `body` with OpenBLAS single-threaded, for products that our own workers split. OpenBLAS's
+/// threads spin for a while after each call, waiting for the next one; with as many workers as
+/// cores, that spinning takes a core from our workers in the loops between the products (and the
+/// attention kernels), so a rank with 2 threads ran well below 2 ranks of 1. One pool of workers
+/// for everything avoids it.
+func withOurWorkers(_ body: () -> Void) {
+    let before = openblas_get_num_threads()
+    if before != 1 { openblas_set_num_threads(1) }
+    body()
+    if before != 1 { openblas_set_num_threads(before) }
+}
+
+/// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N), the rows split over `threads` workers (each
+/// row is one single-threaded product of its own, so any split gives the same rows).
+public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                          M: Int, K: Int, N: Int, threads: Int) {
+    guard threads > 1, M >= 2 * linearGrain else {
+        linearForward(out, inp, weight, bias, M: M, K: K, N: N)
+        return
+    }
+    withOurWorkers {
+        parallelRanges(M, threads: threads, grain: linearGrain) { r in
+            linearForward(out + r.lowerBound * N, inp + r.lowerBound * K, weight, bias, M: r.count, K: K, N: N)
+        }
+    }
+}
+
 /// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N).
 public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                           _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
@@ -22,12 +53,27 @@ public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
                            dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                            inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            M: Int, K: Int, N: Int, threads: Int = 1) {
-    if let dinp {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(K), Int32(N),
-                    1, dout, Int32(N), weight, Int32(K), 1, dinp, Int32(K))
+    // dinp rows m0..<m1 (independent rows) and dweight rows n0..<n1 (each still a sum over all M
+    // rows of dout in one product).
+    func slice(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
+        if let dinp, m1 > m0 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m1 - m0), Int32(K), Int32(N),
+                        1, dout + m0 * N, Int32(N), weight, Int32(K), 1, dinp + m0 * K, Int32(K))
+        }
+        if n1 > n0 {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n1 - n0), Int32(K), Int32(M),
+                        1, dout + n0, Int32(N), inp, Int32(K), 1, dweight + n0 * K, Int32(K))
+        }
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(N), Int32(K), Int32(M),
-                1, dout, Int32(N), inp, Int32(K), 1, dweight, Int32(K))
+    if threads > 1 && M >= 2 * linearGrain && N >= 16 {
+        withOurWorkers {
+            parallelFor(threads, threads: threads) { w, _ in
+                slice(w * M / threads, (w + 1) * M / threads, w * N / threads, (w + 1) * N / threads)
+            }
+        }
+    } else {
+        slice(0, M, 0, N)
+    }
     if let dbias {
         parallelRanges(N, threads: M * N >= 4096 * threads ? threads : 1, grain: 8) { cols in
             for m in 0..<M {

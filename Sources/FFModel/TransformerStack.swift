@@ -252,7 +252,7 @@ public final class TransformerStack {
                              M: BT, C: C, threads: threads)
             attnIn = a.ln1Out
         }
-        linearForward(a.qkv, attnIn, p + w.qkvW, p + w.qkvB, M: BT, K: C, N: 3 * C)
+        linearForward(a.qkv, attnIn, p + w.qkvW, p + w.qkvB, M: BT, K: C, N: 3 * C, threads: threads)
         switch config.attention {
         case .softmax:
             kernels.softmaxForward(out: a.att, rowLSE: a.attStat, qkv: a.qkv, shape: shape)
@@ -265,7 +265,7 @@ public final class TransformerStack {
             for i in 0..<n { let S = a.attStat[i]; s += S > 0 ? Double((S - spec.eps) / S) : 0 }
             attentionRowSum[l] = s / Double(n)
         }
-        linearForward(a.proj, a.att, p + w.projW, p + w.projB, M: BT, K: C, N: C)
+        linearForward(a.proj, a.att, p + w.projW, p + w.projB, M: BT, K: C, N: C, threads: threads)
         applyBranchMask(a.proj, mask: a.projMask, layer: l, site: UInt64(2 * l + 1), keys: keys, B: B)
         elementwise(BT * C) { r in for i in r { a.res1[i] = x[i] + a.proj[i] } }
         var h = a.res1
@@ -280,9 +280,9 @@ public final class TransformerStack {
                              M: BT, C: C, threads: threads)
             ffIn = a.ln2Out
         }
-        linearForward(a.fc1, ffIn, p + w.fc1W, p + w.fc1B, M: BT, K: C, N: F)
+        linearForward(a.fc1, ffIn, p + w.fc1W, p + w.fc1B, M: BT, K: C, N: F, threads: threads)
         activationForward(config.activation, a.act, a.fc1, count: BT * F, threads: threads)
-        linearForward(a.fc2, a.act, p + w.fc2W, p + w.fc2B, M: BT, K: F, N: C)
+        linearForward(a.fc2, a.act, p + w.fc2W, p + w.fc2B, M: BT, K: F, N: C, threads: threads)
         applyBranchMask(a.fc2, mask: a.fc2Mask, layer: l, site: UInt64(2 * l + 2), keys: keys, B: B)
         elementwise(BT * C) { r in for i in r { a.res2[i] = h[i] + a.fc2[i] } }
         if pre { return a.res2 }
