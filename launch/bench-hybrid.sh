@@ -24,8 +24,9 @@ PY
 }
 
 run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
-  local name=$1 config=$2 layout=$3 round=$4
-  local args=(--config "$config" --set run.dir="$WORK" --set run.name="$name-$layout-$round"
+  local name=$1 config=$2 layout=$3 round=$4 run
+  run="$name-$(basename "$config" .yaml)-$layout-$round"
+  local args=(--config "$config" --set run.dir="$WORK" --set run.name="$run"
               --set train.log_every=10 --set train.eval_every=0 --set checkpoint.every=0
               --debug-stop-at-step "$STEPS")   # stops as on SIGTERM: no final evaluation
   [ "$name" = lm ] && [ -n "${LM_DATA:-}" ] && args+=(--set data.dir="$LM_DATA")
@@ -35,7 +36,7 @@ run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
     mpirun --allow-run-as-root -n 2 --bind-to none -x OPENBLAS_NUM_THREADS=1 \
       "$BIN" "${args[@]}" --set train.threads=1 >/dev/null
   fi
-  rate "$WORK/$name-$layout-$round/metrics.jsonl"
+  rate "$WORK/$run/metrics.jsonl"
 }
 
 echo "model        attention  round  1x2      2x1      ratio"
