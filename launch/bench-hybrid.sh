@@ -29,7 +29,7 @@ run() { # NAME CONFIG LAYOUT ROUND: prints the run's rate
   local args=(--config "$config" --set run.dir="$WORK" --set run.name="$run"
               --set train.log_every=10 --set train.eval_every=0 --set checkpoint.every=0
               --debug-stop-at-step "$STEPS")   # stops as on SIGTERM: no final evaluation
-  [ "$name" = lm ] && [ -n "${LM_DATA:-}" ] && args+=(--set data.dir="$LM_DATA")
+  if [ "$name" = lm ] && [ -n "${LM_DATA:-}" ]; then args+=(--set data.dir="$LM_DATA"); fi
   if [ "$layout" = 1x2 ]; then
     "$BIN" "${args[@]}" --set train.threads=2 >/dev/null
   else
