@@ -9,6 +9,9 @@ python3 -c "import safetensors.numpy" 2>/dev/null || pip install -q numpy safete
 python3 -c "import tiktoken" 2>/dev/null || pip install -q tiktoken
 bash launch/fetch-data.sh data
 bash launch/fetch-gpt2-ranks.sh data
+# Style gates: lines and functions within bounds, every import declared in Package.swift.
+python3 launch/check_style.py
+python3 launch/check_imports.py
 swift build --build-tests
 # XCTest only (the suite has no swift-testing tests); end with the plain "N passed, N failed" line.
 log=$(mktemp)

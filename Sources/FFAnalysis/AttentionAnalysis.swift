@@ -61,7 +61,9 @@ public struct AttentionReport: Codable, Sendable {
             self.entropy = entropy; self.meanRowSum = meanRowSum; self.collapsedRows = collapsedRows
         }
         enum CodingKeys: String, CodingKey {
-            case entropy, meanRowSum = "mean_row_sum", collapsedRows = "collapsed_rows"
+            case entropy
+            case meanRowSum = "mean_row_sum"
+            case collapsedRows = "collapsed_rows"
         }
     }
     public struct Layer: Codable, Sendable {
@@ -73,7 +75,9 @@ public struct AttentionReport: Codable, Sendable {
             self.layer = layer; self.meanPairwiseHeadDistance = meanPairwiseHeadDistance; self.heads = heads; self.r = r
         }
         enum CodingKeys: String, CodingKey {
-            case layer, heads, r = "R", meanPairwiseHeadDistance = "mean_pairwise_head_distance"
+            case layer, heads
+            case r = "R"
+            case meanPairwiseHeadDistance = "mean_pairwise_head_distance"
         }
     }
     public var attention: String
@@ -89,8 +93,10 @@ public struct AttentionReport: Codable, Sendable {
 extension AttentionReport {
     /// Averages the attention statistics per layer and head over the `samples` sequences (segments or
     /// images) the stack last ran forward; `onMaps(layer, maps)` sees the first sequence's maps.
-    public static func measure(stack: TransformerStack, params: FlatBuffer, samples n: Int, attention: String,
-                               split: String, onMaps: (Int, [[Double]]) -> Void = { _, _ in }) -> AttentionReport {
+    public static func measure(
+        stack: TransformerStack, params: FlatBuffer, samples n: Int, attention: String,
+        split: String, onMaps: (Int, [[Double]]) -> Void = { _, _ in }
+    ) -> AttentionReport {
         let p = params.pointer
         let T = stack.config.seq, H = stack.config.heads, L = stack.config.layers
         var layers: [AttentionReport.Layer] = []
@@ -108,8 +114,10 @@ extension AttentionReport {
                     heads[h].collapsedRows += health.collapsed / Double(n)
                 }
             }
-            layers.append(.init(layer: l, meanPairwiseHeadDistance: distance, heads: heads,
-                                r: stack.rValues(layer: l, params: p)))
+            layers.append(
+                .init(
+                    layer: l, meanPairwiseHeadDistance: distance, heads: heads,
+                    r: stack.rValues(layer: l, params: p)))
         }
         return AttentionReport(attention: attention, split: split, sequences: n, layers: layers)
     }
@@ -120,7 +128,9 @@ extension AttentionReport {
 public func attentionHeatmapSVG(_ maps: [[Double]], T: Int, title: String) -> String {
     let cells = min(T, 64), f = Double(T) / Double(cells), size = 4, gap = 12
     let width = maps.count * (cells * size + gap) + gap, height = cells * size + 40
-    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    var svg =
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" "
+        + "font-family=\"sans-serif\" font-size=\"11\">\n"
     svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(gap)\" y=\"14\">\(title)</text>\n"
     for (h, m) in maps.enumerated() {
         let x0 = gap + h * (cells * size + gap)
@@ -133,7 +143,9 @@ public func attentionHeatmapSVG(_ maps: [[Double]], T: Int, title: String) -> St
             // Cells under 1e-4 of the peak would be drawn white anyway: leaving them out keeps files small.
             for c in 0..<cells where pooled[r * cells + c] > 1e-4 * peak {
                 let shade = Int(255 * (1 - (pooled[r * cells + c] / peak).squareRoot()))
-                svg += "<rect x=\"\(x0 + c * size)\" y=\"\(36 + r * size)\" width=\"\(size)\" height=\"\(size)\" fill=\"rgb(\(shade),\(shade),255)\"/>\n"
+                svg +=
+                    "<rect x=\"\(x0 + c * size)\" y=\"\(36 + r * size)\" width=\"\(size)\" height=\"\(size)\" "
+                    + "fill=\"rgb(\(shade),\(shade),255)\"/>\n"
             }
         }
     }
@@ -158,13 +170,19 @@ public func attentionBarChartSVG(_ report: AttentionReport, title: String) -> St
     }
     let L = report.layers.count, bar = 22, gap = 8, plotH = 120, panelW = L * (bar + gap) + gap, margin = 16
     let width = panels.count * (panelW + margin) + margin, height = plotH + 80
-    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"10\">\n"
-    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(margin)\" y=\"14\" font-size=\"12\">\(title)</text>\n"
+    var svg =
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" "
+        + "font-family=\"sans-serif\" font-size=\"10\">\n"
+    svg +=
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(margin)\" y=\"14\" "
+        + "font-size=\"12\">\(title)</text>\n"
     for (p, (name, values)) in panels.enumerated() {
         let x0 = margin + p * (panelW + margin), top = 50
         let peak = max(values.max() ?? 0, 1e-12)
         svg += "<text x=\"\(x0)\" y=\"32\">\(name)</text>\n"
-        svg += "<line x1=\"\(x0)\" y1=\"\(top + plotH)\" x2=\"\(x0 + panelW)\" y2=\"\(top + plotH)\" stroke=\"black\"/>\n"
+        svg +=
+            "<line x1=\"\(x0)\" y1=\"\(top + plotH)\" x2=\"\(x0 + panelW)\" y2=\"\(top + plotH)\" "
+            + "stroke=\"black\"/>\n"
         for (l, v) in values.enumerated() {
             let h = max(0, Int(Double(plotH) * v / peak)), x = x0 + gap + l * (bar + gap)
             svg += "<rect x=\"\(x)\" y=\"\(top + plotH - h)\" width=\"\(bar)\" height=\"\(h)\" fill=\"steelblue\"/>\n"

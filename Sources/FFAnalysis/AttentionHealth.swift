@@ -19,7 +19,9 @@ public struct LayerHealth: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case layer, r, u10, u50, u90, collapsed
-        case qNorm = "q_norm", kNorm = "k_norm", rowSum = "row_sum"
+        case qNorm = "q_norm"
+        case kNorm = "k_norm"
+        case rowSum = "row_sum"
     }
 
     /// Every layer's health after a forward pass of `stack` (empty for softmax attention).
@@ -58,11 +60,12 @@ public struct LayerHealth: Codable, Sendable, Equatable {
                 sumA += S > 0 ? w / S : 0
                 if w < Double(spec.eps) { dead += 1 }
             }
-            return LayerHealth(layer: l, r: R.reduce(0.0) { $0 + Double($1) } / Double(R.count),
-                               qNorm: (q2 / Double(B * T * H)).squareRoot(),
-                               kNorm: (k2 / Double(B * T * H)).squareRoot(),
-                               u10: quantile(us, 0.1), u50: quantile(us, 0.5), u90: quantile(us, 0.9),
-                               rowSum: sumA / Double(rows), collapsed: Double(dead) / Double(rows))
+            return LayerHealth(
+                layer: l, r: R.reduce(0.0) { $0 + Double($1) } / Double(R.count),
+                qNorm: (q2 / Double(B * T * H)).squareRoot(),
+                kNorm: (k2 / Double(B * T * H)).squareRoot(),
+                u10: quantile(us, 0.1), u50: quantile(us, 0.5), u90: quantile(us, 0.9),
+                rowSum: sumA / Double(rows), collapsed: Double(dead) / Double(rows))
         }
     }
 }
@@ -123,13 +126,17 @@ public struct Collapse: Codable, Sendable, Equatable {
     public var threshold: Double
     public var alarm = "attention_collapse"
 
-    enum CodingKeys: String, CodingKey { case step, layer, since, threshold, alarm, rowSum = "row_sum" }
+    enum CodingKeys: String, CodingKey {
+        case step, layer, since, threshold, alarm
+        case rowSum = "row_sum"
+    }
 
     /// The one-line warning the command line prints.
     public var message: String {
-        String(format: "attention layer %d is collapsing: mean row-sum of A %.3f < %.2f at every logged step "
-               + "since step %d (Σ_j W has fallen below eps in most rows, so they pass almost nothing on). "
-               + "Remedy: model.attention.r_init: auto, or a smaller r_init, or a lower train.lr",
-               layer, rowSum, threshold, since)
+        String(
+            format: "attention layer %d is collapsing: mean row-sum of A %.3f < %.2f at every logged step "
+                + "since step %d (Σ_j W has fallen below eps in most rows, so they pass almost nothing on). "
+                + "Remedy: model.attention.r_init: auto, or a smaller r_init, or a lower train.lr",
+            layer, rowSum, threshold, since)
     }
 }

@@ -19,8 +19,11 @@ extension TransformerStack {
             case .fourier(let spec, _):
                 let R = p + rOffset(layer: layer)!
                 let r: [Double] = (0..<D).map { d in Double(R[spec.rMode.index(head: h, dim: d)]) }
-                maps.append(FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: spec.p,
-                                                     eps: Double(spec.eps), causal: config.causal).a)
+                maps.append(
+                    FourierReference.forward(
+                        q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: spec.p,
+                        eps: Double(spec.eps), causal: config.causal
+                    ).a)
             case .softmax:
                 var a = [Double](repeating: 0, count: T * T)
                 let scale = 1 / Double(D).squareRoot()

@@ -46,6 +46,6 @@ public struct SplitMix64: Sendable, Equatable {
     /// Uniform integer in 0..<n.
     public mutating func nextInt(below n: Int) -> Int {
         precondition(n > 0)
-        return Int(next() % UInt64(n)) // bias < n / 2^64: negligible for data orders
+        return Int(next() % UInt64(n))  // bias < n / 2^64: negligible for data orders
     }
 }

@@ -42,8 +42,10 @@ public final class ImagePipeline {
     /// Scratch for a mixing partner's pixels.
     let partner: UnsafeMutablePointer<Float>
 
-    public init(data: ImageDataset, classes: Int, mean: [Float], std: [Float], augment: Augmentation,
-                seed: UInt64, partnerPool: [Int]) {
+    public init(
+        data: ImageDataset, classes: Int, mean: [Float], std: [Float], augment: Augmentation,
+        seed: UInt64, partnerPool: [Int]
+    ) {
         precondition(mean.count == data.channels && std.count == data.channels)
         self.data = data; self.classes = classes; self.mean = mean; self.std = std
         self.augment = augment; self.seed = seed; self.partnerPool = partnerPool
@@ -65,8 +67,10 @@ public final class ImagePipeline {
 
     /// Training sample `i` (a dataset index) of `epoch`: augmented, mixed, erased, normalised;
     /// target smoothed and mixed.
-    public func trainSample(_ i: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>,
-                            target: UnsafeMutablePointer<Float>) {
+    public func trainSample(
+        _ i: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>,
+        target: UnsafeMutablePointer<Float>
+    ) {
         let a = augment
         var rng = SplitMix64(seed: SplitMix64.key(seed, UInt64(epoch), UInt64(i)) ^ 0xA06_7E47)
         geometric(i, epoch: epoch, into: pixels)

@@ -60,7 +60,8 @@ public final class GPT2BPE: @unchecked Sendable {
             if out.count == count { break }
             let fields = line.split(separator: 32)
             guard fields.count == 2, let bytes = Data(base64Encoded: Data(fields[0])),
-                  let rank = Int(String(decoding: fields[1], as: UTF8.self)) else {
+                let rank = Int(String(decoding: fields[1], as: UTF8.self))
+            else {
                 throw DataError(path, "line \(n + 1) is not 'BASE64 RANK'")
             }
             guard rank == n else { throw DataError(path, "line \(n + 1) has rank \(rank), expected \(n)") }
@@ -92,7 +93,7 @@ public final class GPT2BPE: @unchecked Sendable {
         var rank = (0..<(parts.count - 1)).map { pairRank(parts[$0], parts[$0 + 1]) }
         while true {
             var best = Int32.max, at = -1
-            for (i, r) in rank.enumerated() where r < best { best = r; at = i } // leftmost on ties
+            for (i, r) in rank.enumerated() where r < best { best = r; at = i }  // leftmost on ties
             if at < 0 { break }
             parts[at] = best
             parts.remove(at: at + 1)
@@ -128,8 +129,10 @@ public final class GPT2BPE: @unchecked Sendable {
     case 0x800..<0x10000:
         bytes += [UInt8(0xE0 | v >> 12), UInt8(0x80 | v >> 6 & 0x3F), UInt8(0x80 | v & 0x3F)]
     default:
-        bytes += [UInt8(0xF0 | v >> 18), UInt8(0x80 | v >> 12 & 0x3F), UInt8(0x80 | v >> 6 & 0x3F),
-                  UInt8(0x80 | v & 0x3F)]
+        bytes += [
+            UInt8(0xF0 | v >> 18), UInt8(0x80 | v >> 12 & 0x3F), UInt8(0x80 | v >> 6 & 0x3F),
+            UInt8(0x80 | v & 0x3F),
+        ]
     }
 }
 

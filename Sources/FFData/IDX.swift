@@ -17,8 +17,9 @@ public struct IDXArray: Sendable {
 
     public init(dims: [Int], bytes: Data, type: UInt8 = 0x08) {
         precondition(IDXArray.elementBytes[type] != nil, "IDX element type \(type) not supported")
-        precondition(dims.reduce(1, *) * IDXArray.elementBytes[type]! == bytes.count,
-                     "IDX dims \(dims) do not match \(bytes.count) bytes")
+        precondition(
+            dims.reduce(1, *) * IDXArray.elementBytes[type]! == bytes.count,
+            "IDX dims \(dims) do not match \(bytes.count) bytes")
         self.dims = dims
         self.type = type
         self.bytes = bytes
@@ -39,10 +40,11 @@ public struct IDXArray: Sendable {
             return stride(from: 0, to: b.count, by: 2).map { i in
                 Int(Int16(bitPattern: UInt16(b[i]) << 8 | UInt16(b[i + 1])))
             }
-        case 0x0C: return stride(from: 0, to: b.count, by: 4).map { i in
-            let word = UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
-            return Int(Int32(bitPattern: word))
-        }
+        case 0x0C:
+            return stride(from: 0, to: b.count, by: 4).map { i in
+                let word = UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
+                return Int(Int32(bitPattern: word))
+            }
         default: return b.map { Int($0) }
         }
     }
@@ -67,8 +69,11 @@ public struct IDXArray: Sendable {
             throw DataError(path, "not an IDX file (magic bytes \(magic), expected 00 00)")
         }
         guard let width = elementBytes[h[2]] else {
-            throw DataError(path, String(format: "IDX element type 0x%02x is not supported "
-                                         + "(0x08 unsigned byte, 0x0B int16, 0x0C int32)", h[2]))
+            throw DataError(
+                path,
+                String(
+                    format: "IDX element type 0x%02x is not supported "
+                        + "(0x08 unsigned byte, 0x0B int16, 0x0C int32)", h[2]))
         }
         let n = Int(h[3])
         guard (1...4).contains(n) else { throw DataError(path, "IDX with \(n) dimensions (expected 1 to 4)") }
@@ -86,8 +91,9 @@ public struct IDXArray: Sendable {
         }
         let body = 4 + 4 * n
         guard data.count - body == total else {
-            throw DataError(path,
-                            "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
+            throw DataError(
+                path,
+                "IDX dimensions \(dims) need \(total) bytes of data, the file has \(data.count - body)")
         }
         return IDXArray(dims: dims, bytes: data.subdata(in: (data.startIndex + body)..<data.endIndex), type: h[2])
     }

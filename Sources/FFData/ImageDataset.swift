@@ -14,8 +14,10 @@ public struct ImageDataset: Sendable {
         let im = try IDXArray.read(path: images)
         let lb = try IDXArray.read(path: labels)
         guard im.dims.count == 3 || im.dims.count == 4 else {
-            throw DataError(images, "IDX images must have 3 dimensions (N, H, W) or 4 (N, H, W, channels); "
-                                    + "this one has \(im.dims)")
+            throw DataError(
+                images,
+                "IDX images must have 3 dimensions (N, H, W) or 4 (N, H, W, channels); "
+                    + "this one has \(im.dims)")
         }
         guard lb.dims.count == 1 else {
             throw DataError(labels, "IDX labels must have 1 dimension (N); this one has \(lb.dims)")

@@ -50,8 +50,10 @@ extension LMDataset {
         return 1 + max(0, n - context + stride - 1) / stride
     }
 
-    public func windowSample(_ w: Int, stride: Int, inputs: UnsafeMutablePointer<Int32>,
-                             targets: UnsafeMutablePointer<Int32>) {
+    public func windowSample(
+        _ w: Int, stride: Int, inputs: UnsafeMutablePointer<Int32>,
+        targets: UnsafeMutablePointer<Int32>
+    ) {
         let start = w * stride
         let n = max(0, min(context, shard.count - 1 - start))
         shard.copy(from: start, count: n, into: inputs)

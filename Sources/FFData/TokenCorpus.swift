@@ -36,7 +36,7 @@ public final class TokenCorpus: @unchecked Sendable {
 
     @inline(__always) func locate(_ i: Int) -> Int {
         if shards.count == 1 { return 0 }
-        var lo = 0, hi = shards.count - 1 // the last shard k with starts[k] <= i
+        var lo = 0, hi = shards.count - 1  // the last shard k with starts[k] <= i
         while lo < hi {
             let mid = (lo + hi + 1) / 2
             if starts[mid] <= i { lo = mid } else { hi = mid - 1 }

@@ -17,7 +17,7 @@ public func writeTokenShard(_ tokens: [Int32], to path: String) throws {
     header[1] = wide ? 2 : 1
     header[2] = Int32(tokens.count)
     var data = Data(capacity: TokenShardFormat.headerBytes + tokens.count * (wide ? 4 : 2))
-    header.withUnsafeBytes { data.append(contentsOf: $0) } // x86-64 and arm64 are little-endian
+    header.withUnsafeBytes { data.append(contentsOf: $0) }  // x86-64 and arm64 are little-endian
     if wide {
         tokens.map { UInt32(bitPattern: $0) }.withUnsafeBytes { data.append(contentsOf: $0) }
     } else {
@@ -48,8 +48,9 @@ public final class TokenShard: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else { throw DataError(path, "cannot stat token shard") }
         let size = Int(st.st_size)
         guard size >= TokenShardFormat.headerBytes else {
-            throw DataError(path,
-                            "file is \(size) bytes, shorter than the \(TokenShardFormat.headerBytes)-byte shard header")
+            throw DataError(
+                path,
+                "file is \(size) bytes, shorter than the \(TokenShardFormat.headerBytes)-byte shard header")
         }
         guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
             throw DataError(path, "cannot map token shard")

@@ -150,7 +150,7 @@ public struct Vocabulary: Sendable, Codable, Equatable {
         var nll = 0.0
         for id in ids {
             let c = Double(counts[Int(id)])
-            nll -= log(max(c, 0.5) / total) // a token unseen in training gets half a count
+            nll -= log(max(c, 0.5) / total)  // a token unseen in training gets half a count
         }
         return exp(nll / Double(max(ids.count, 1)))
     }

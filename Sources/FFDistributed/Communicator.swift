@@ -20,8 +20,9 @@ public protocol Communicator: AnyObject {
     func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
     /// Rank r sends `sendCounts[j]` floats from `send + sendOffsets[j]` to every rank j, and
     /// receives `recvCounts[j]` floats from rank j at `recv + recvOffsets[j]`.
-    func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
-                   _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws
+    func alltoallv(
+        _ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+        _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws
     /// In place: rank r contributes bytes `r * count ..< (r + 1) * count` of `buffer` (size × count
     /// bytes), and every rank ends with all of them.
     func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws
@@ -50,13 +51,17 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {}
     public func barrier() throws {}
-    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
-                                 counts: [Int]) throws {
+    public func reduceScatterSum(
+        _ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
+        counts: [Int]
+    ) throws {
         recv.update(from: send, count: counts[0])
     }
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
-    public func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
-                          _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws {
+    public func alltoallv(
+        _ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+        _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]
+    ) throws {
         (recv + recvOffsets[0]).update(from: send + sendOffsets[0], count: sendCounts[0])
     }
     public func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws {}

@@ -86,14 +86,15 @@ final class HeartbeatBoard {
         while running { stopLock.wait() }
         stopLock.unlock()
         unlink(path(rank))
-        rmdir(folder) // succeeds once the last rank's file is gone
+        rmdir(folder)  // succeeds once the last rank's file is gone
     }
 
     /// Writes this rank's file in place (a fixed-size record, so a reader never sees it empty).
     /// Open, write, close each time: on NFS, close is what makes the data visible to other hosts.
     func publish() {
         beats += 1
-        var line = "ff-heartbeat token=\(String(token, radix: 16)) rank=\(rank) host=\(host) entered=\(slots[0]) "
+        var line =
+            "ff-heartbeat token=\(String(token, radix: 16)) rank=\(rank) host=\(host) entered=\(slots[0]) "
             + "poll=\(slots[1]) named=\(slots[2]) beat=\(beats)"
         line = line.padding(toLength: 255, withPad: " ", startingAt: 0) + "\n"
         let fd = open(path(rank), O_WRONLY | O_CREAT, 0o644)
@@ -105,15 +106,16 @@ final class HeartbeatBoard {
     /// Rank `r`'s current beat, or nil when its file is missing, unreadable or from another job.
     func read(_ r: Int) -> Beat? {
         guard let data = FileManager.default.contents(atPath: path(r)),
-              let text = String(data: data, encoding: .utf8), text.hasPrefix("ff-heartbeat ") else { return nil }
+            let text = String(data: data, encoding: .utf8), text.hasPrefix("ff-heartbeat ")
+        else { return nil }
         var fields: [String: String] = [:]
         for part in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
             let kv = part.split(separator: "=", maxSplits: 1)
             if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
         }
         guard fields["token"] == String(token, radix: 16), fields["rank"] == String(r), let host = fields["host"],
-              let entered = fields["entered"].flatMap({ Int64($0) }), let poll = fields["poll"].flatMap({ Int64($0) }),
-              let named = fields["named"].flatMap({ Int64($0) }), let beat = fields["beat"].flatMap({ Int64($0) })
+            let entered = fields["entered"].flatMap({ Int64($0) }), let poll = fields["poll"].flatMap({ Int64($0) }),
+            let named = fields["named"].flatMap({ Int64($0) }), let beat = fields["beat"].flatMap({ Int64($0) })
         else { return nil }
         return Beat(rank: r, host: host, entered: entered, poll: poll, named: named, beat: beat)
     }

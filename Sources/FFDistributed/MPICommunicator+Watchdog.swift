@@ -33,13 +33,16 @@ extension MPICommunicator {
             case .unknown(let r, let d): unknown.append("\(r) (on \(host(r)), \(d))")
             }
         }
-        let culprits = seen.compactMap { s -> Int? in if case .stalled(let r, _) = s { return r }; return nil }
+        let culprits = seen.compactMap { s -> Int? in
+            if case .stalled(let r, _) = s { return r }; return nil
+        }
         if let first = culprits.first {
             board?[2] = Int64(first) + 1
             heartbeats?.publish()
             return "waiting for rank(s) " + stalled.joined(separator: ", ")
         }
-        var text = "no rank is known to be stalled ("
+        var text =
+            "no rank is known to be stalled ("
             + (waiting.isEmpty ? "no other rank waits" : "waiting: " + waiting.joined(separator: ", ")) + ")"
         if !unknown.isEmpty { text += "; cannot judge rank(s) " + unknown.joined(separator: ", ") }
         return text
@@ -48,7 +51,9 @@ extension MPICommunicator {
     func host(_ r: Int) -> String { r < hostNames.count ? "host \(hostNames[r])" : "an unknown host" }
 
     private func rankOf(_ s: Seen) -> Int {
-        switch s { case .waiting(let r, _), .stalled(let r, _), .unknown(let r, _): return r }
+        switch s {
+        case .waiting(let r, _), .stalled(let r, _), .unknown(let r, _): return r
+        }
     }
 
     private func named(_ culprit: Int, by reporter: Int) -> String {
@@ -57,8 +62,9 @@ extension MPICommunicator {
 
     /// What a rank that does not poll was doing, from the collectives it entered.
     private func stalledDetail(entered n: Int64) -> String {
-        n < entered ? "entered \(n) of my \(entered) collectives, not waiting in one"
-                    : "inside collective \(n) but not progressing it"
+        n < entered
+            ? "entered \(n) of my \(entered) collectives, not waiting in one"
+            : "inside collective \(n) but not progressing it"
     }
 
     /// The other ranks on this node, from the shared-memory board: a rank waits when it polled

@@ -106,17 +106,20 @@ public final class MPICommunicator: Communicator {
 
     private func setUpBoard() throws {
         var node: MPI_Comm? = nil
-        try check(MPI_Comm_split_type(world, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node),
-                  "MPI_Comm_split_type")
+        try check(
+            MPI_Comm_split_type(world, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node),
+            "MPI_Comm_split_type")
         nodeComm = node
         var nr: Int32 = 0, ns: Int32 = 0
         MPI_Comm_rank(node, &nr); MPI_Comm_size(node, &ns)
         nodeRank = Int(nr)
         var base: UnsafeMutableRawPointer? = nil
         var win: MPI_Win? = nil
-        try check(MPI_Win_allocate_shared(MPI_Aint(3 * MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size),
-                                          cmpi_info_null(), node, &base, &win),
-                  "MPI_Win_allocate_shared")
+        try check(
+            MPI_Win_allocate_shared(
+                MPI_Aint(3 * MemoryLayout<Int64>.size), Int32(MemoryLayout<Int64>.size),
+                cmpi_info_null(), node, &base, &win),
+            "MPI_Win_allocate_shared")
         boardWindow = win
         // Each node rank's own segment, asked for one by one: Open MPI may pad segments, so
         // slot 0's address plus an offset is not another rank's segment.
@@ -143,8 +146,9 @@ public final class MPICommunicator: Communicator {
         let bytes = Array(String(cString: name).utf8.prefix(width - 1))
         mine.replaceSubrange(0..<bytes.count, with: bytes)
         var all = [UInt8](repeating: 0, count: width * size)
-        try check(MPI_Allgather(&mine, Int32(width), cmpi_uint8(), &all, Int32(width), cmpi_uint8(), world),
-                  "MPI_Allgather")
+        try check(
+            MPI_Allgather(&mine, Int32(width), cmpi_uint8(), &all, Int32(width), cmpi_uint8(), world),
+            "MPI_Allgather")
         hostNames = (0..<size).map { r in
             let slice = all[(r * width)..<((r + 1) * width)].prefix { $0 != 0 }
             return String(decoding: slice, as: UTF8.self)
@@ -158,8 +162,9 @@ public final class MPICommunicator: Communicator {
     /// `heartbeats`). Without it, a watchdog can judge only the ranks on its own node.
     public func publishHeartbeats(in folder: String) throws {
         guard heartbeats == nil, let board else { return }
-        let hb = HeartbeatBoard(folder: folder, rank: rank, size: size, host: hostNames[rank], token: jobToken,
-                                slots: board)
+        let hb = HeartbeatBoard(
+            folder: folder, rank: rank, size: size, host: hostNames[rank], token: jobToken,
+            slots: board)
         try hb.start()
         heartbeats = hb
     }
@@ -208,8 +213,9 @@ public final class MPICommunicator: Communicator {
         defer { heartbeat(0) }
         while true {
             heartbeat(Self.nowMillis())
-            try check(MPI_Testall(Int32(requests.count), &requests, &done, cmpi_statuses_ignore()),
-                      "MPI_Testall(\(what()))")
+            try check(
+                MPI_Testall(Int32(requests.count), &requests, &done, cmpi_statuses_ignore()),
+                "MPI_Testall(\(what()))")
             if done != 0 { return }
             let elapsed = Date().timeIntervalSince(start)
             if elapsed > watchdogSeconds { watchdogFire(what(), elapsed) }
@@ -224,12 +230,14 @@ public final class MPICommunicator: Communicator {
 
     /// A plain blocking MPI_Allreduce (no watchdog): the yardstick for benchmarks.
     public func rawAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        try check(MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world),
-                  "MPI_Allreduce")
+        try check(
+            MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world),
+            "MPI_Allreduce")
     }
 
     private func watchdogFire(_ what: String, _ elapsed: Double) -> Never {
-        let msg = "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within "
+        let msg =
+            "rank \(rank): watchdog: collective \(what) at \(where_()) did not complete within "
             + "\(String(format: "%.0f", watchdogSeconds)) s; \(verdict()). Aborting the job.\n"
         FileHandle.standardError.write(Data(msg.utf8))
         abort(code: 3)
@@ -238,16 +246,18 @@ public final class MPICommunicator: Communicator {
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
-                  "MPI_Iallreduce")
+        try check(
+            MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
+            "MPI_Iallreduce")
         try wait(&req, "allreduce(\(count) floats)")
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), world, &req),
-                  "MPI_Iallreduce")
+        try check(
+            MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), world, &req),
+            "MPI_Iallreduce")
         try wait(&req, "allreduce(\(count) doubles)")
     }
 
@@ -262,8 +272,10 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "broadcast(\(count) bytes)")
     }
 
-    public func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
-                                 counts: [Int]) throws {
+    public func reduceScatterSum(
+        _ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
+        counts: [Int]
+    ) throws {
         enter()
         var req: MPI_Request? = nil
         let c = counts.map { Int32($0) }
@@ -278,13 +290,16 @@ public final class MPICommunicator: Communicator {
         var displs: [Int32] = []
         var off: Int32 = 0
         for x in c { displs.append(off); off += x }
-        try check(MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buffer, c, displs, cmpi_float(), world, &req),
-                  "MPI_Iallgatherv")
+        try check(
+            MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buffer, c, displs, cmpi_float(), world, &req),
+            "MPI_Iallgatherv")
         try wait(&req, "allgather(\(counts.reduce(0, +)) floats)")
     }
 
-    public func alltoallv(_ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
-                          _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]) throws {
+    public func alltoallv(
+        _ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],
+        _ recv: UnsafeMutablePointer<Float>, recvCounts: [Int], recvOffsets: [Int]
+    ) throws {
         enter()
         var req: MPI_Request? = nil
         let sc = sendCounts.map { Int32($0) }, sd = sendOffsets.map { Int32($0) }
@@ -296,8 +311,9 @@ public final class MPICommunicator: Communicator {
     public func allgather(bytes buffer: UnsafeMutableRawPointer, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallgather(cmpi_in_place(), 0, cmpi_uint8(), buffer, Int32(count), cmpi_uint8(), world, &req),
-                  "MPI_Iallgather")
+        try check(
+            MPI_Iallgather(cmpi_in_place(), 0, cmpi_uint8(), buffer, Int32(count), cmpi_uint8(), world, &req),
+            "MPI_Iallgather")
         try wait(&req, "allgather(\(count * size) bytes)")
     }
 
@@ -332,8 +348,9 @@ public final class MPICommunicator: Communicator {
     public func startAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         enter()
         var req: MPI_Request? = nil
-        try check(MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
-                  "MPI_Iallreduce")
+        try check(
+            MPI_Iallreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), world, &req),
+            "MPI_Iallreduce")
         pending.append(req)
     }
 
@@ -342,8 +359,9 @@ public final class MPICommunicator: Communicator {
         var req: MPI_Request? = nil
         // The root sums in place; the others' buffers are the send side only.
         let send: UnsafeRawPointer? = rank == root ? UnsafeRawPointer(cmpi_in_place()) : UnsafeRawPointer(buffer)
-        try check(MPI_Ireduce(send, buffer, Int32(count), cmpi_float(), cmpi_sum(), Int32(root), world, &req),
-                  "MPI_Ireduce")
+        try check(
+            MPI_Ireduce(send, buffer, Int32(count), cmpi_float(), cmpi_sum(), Int32(root), world, &req),
+            "MPI_Ireduce")
         pending.append(req)
     }
 

@@ -24,16 +24,25 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// before it was recorded.
     public var recipe: [String: String]? = nil
 
-    public init(step: Int, epoch: Int, samplesSeen: Int, globalBatch: Int, worldSize: Int, shards: Int, seed: UInt64,
-                configHash: String, modelConfig: String, files: [String: String], recipe: [String: String]? = nil) {
+    public init(
+        step: Int, epoch: Int, samplesSeen: Int, globalBatch: Int, worldSize: Int, shards: Int, seed: UInt64,
+        configHash: String, modelConfig: String, files: [String: String], recipe: [String: String]? = nil
+    ) {
         self.step = step; self.epoch = epoch; self.samplesSeen = samplesSeen; self.globalBatch = globalBatch
         self.worldSize = worldSize; self.shards = shards; self.seed = seed; self.configHash = configHash
         self.modelConfig = modelConfig; self.files = files; self.recipe = recipe
     }
 
     enum CodingKeys: String, CodingKey {
-        case formatVersion = "format_version", step, epoch, samplesSeen = "samples_seen", globalBatch = "global_batch"
-        case worldSize = "world_size", shards, seed, configHash = "config_hash", modelConfig = "model_config", files
+        case formatVersion = "format_version"
+        case step, epoch
+        case samplesSeen = "samples_seen"
+        case globalBatch = "global_batch"
+        case worldSize = "world_size"
+        case shards, seed
+        case configHash = "config_hash"
+        case modelConfig = "model_config"
+        case files
         case recipe
     }
 }
@@ -47,8 +56,12 @@ public enum Checkpoint {
     public static let indexFile = "model.safetensors.index.json"
 
     public static func folderName(step: Int) -> String { String(format: "step-%08d", step) }
-    public static func modelFile(_ i: Int, of n: Int) -> String { String(format: "model-%05d-of-%05d.safetensors", i + 1, n) }
-    public static func optimizerFile(_ i: Int, of n: Int) -> String { String(format: "optimizer-%05d-of-%05d.safetensors", i + 1, n) }
+    public static func modelFile(_ i: Int, of n: Int) -> String {
+        String(format: "model-%05d-of-%05d.safetensors", i + 1, n)
+    }
+    public static func optimizerFile(_ i: Int, of n: Int) -> String {
+        String(format: "optimizer-%05d-of-%05d.safetensors", i + 1, n)
+    }
 
     /// Splits the tensors, in layout order, into `n` contiguous groups of about equal size; the
     /// same split serves checkpoint shards and ZeRO-1 partitions.
@@ -75,16 +88,24 @@ public enum Checkpoint {
     public static func prepareFolder(_ dir: String) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: (dir as NSString).appendingPathComponent(stateFile)) {
-            throw CheckpointError("\(dir): already a committed checkpoint; refusing to write into it "
-                + "(resume from it, or move it aside)")
+            throw CheckpointError(
+                "\(dir): already a committed checkpoint; refusing to write into it "
+                    + "(resume from it, or move it aside)")
         }
         if fm.fileExists(atPath: dir) { try fm.removeItem(atPath: dir) }
     }
 
     /// Tensor `t` of a buffer that holds the elements from `base` on.
-    public static func view(_ t: TensorInfo, _ buf: FlatBuffer, base: Int = 0, suffix: String = "") -> Safetensors.Tensor {
-        precondition(t.offset - base >= 0 && t.offset - base + t.count <= buf.count, "tensor \(t.name) outside the buffer")
-        return Safetensors.Tensor(name: t.name + suffix, shape: t.shape, data: UnsafeBufferPointer(start: buf.pointer + t.offset - base, count: t.count))
+    public static func view(
+        _ t: TensorInfo, _ buf: FlatBuffer, base: Int = 0, suffix: String = ""
+    ) -> Safetensors.Tensor {
+        precondition(
+            t.offset - base >= 0 && t.offset - base + t.count <= buf.count,
+            "tensor \(t.name) outside the "
+                + "buffer")
+        return Safetensors.Tensor(
+            name: t.name + suffix, shape: t.shape,
+            data: UnsafeBufferPointer(start: buf.pointer + t.offset - base, count: t.count))
     }
 
     /// Committed checkpoint folders under `root`, oldest first.
@@ -93,7 +114,8 @@ public enum Checkpoint {
         return names.compactMap { name -> (Int, String)? in
             guard name.hasPrefix("step-"), let s = Int(name.dropFirst(5)) else { return nil }
             let p = (root as NSString).appendingPathComponent(name)
-            return FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile)) ? (s, p) : nil
+            return FileManager.default.fileExists(atPath: (p as NSString).appendingPathComponent(stateFile))
+                ? (s, p) : nil
         }.sorted { $0.0 < $1.0 }
     }
 
@@ -108,7 +130,7 @@ public enum Checkpoint {
             guard let s = Int(name.dropFirst(5)) else { continue }
             let isCommitted = done.contains { $0.step == s }
             if isCommitted && (keep.contains(s) || (keepEvery > 0 && s % keepEvery == 0)) { continue }
-            if !isCommitted && s >= (done.last?.step ?? -1) { continue } // may be in progress elsewhere
+            if !isCommitted && s >= (done.last?.step ?? -1) { continue }  // may be in progress elsewhere
             try? FileManager.default.removeItem(atPath: p)
         }
     }
@@ -129,15 +151,19 @@ public enum Checkpoint {
     /// `m` and `v` hold the optimizer state of the elements `owned` (all, or a ZeRO-1 partition,
     /// which may start and end inside tensors): each moment tensor's overlap with it is kept, the
     /// rest is checked but not kept.
-    public static func load(_ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
-                            ema: FlatBuffer? = nil, owned: Range<Int>? = nil) throws -> TrainerState {
+    public static func load(
+        _ dir: String, layout: ParameterLayout, params: FlatBuffer, m: FlatBuffer?, v: FlatBuffer?,
+        ema: FlatBuffer? = nil, owned: Range<Int>? = nil
+    ) throws -> TrainerState {
         let owned = owned ?? 0..<layout.count
         let state = try readState(dir)
         try verify(dir, state)
         try checkIndex(dir, state, layout: layout)
         var seen = Set<String>()
         for i in 0..<state.shards {
-            for (file, isOptimizer) in [(modelFile(i, of: state.shards), false), (optimizerFile(i, of: state.shards), true)] {
+            for (file, isOptimizer) in [
+                (modelFile(i, of: state.shards), false), (optimizerFile(i, of: state.shards), true),
+            ] {
                 if isOptimizer && m == nil { continue }
                 let path = (dir as NSString).appendingPathComponent(file)
                 let (tensors, _) = try Safetensors.read(path: path)
@@ -149,15 +175,23 @@ public enum Checkpoint {
                             base = String(name.dropLast(4)); full = true
                             guard let ema else { seen.insert(name); continue }
                             target = ema
-                        } else if name.hasSuffix(".exp_avg_sq") { base = String(name.dropLast(11)); target = v! }
-                        else if name.hasSuffix(".exp_avg") { base = String(name.dropLast(8)); target = m! }
-                        else { throw CheckpointError("\(path): unexpected tensor '\(name)' in an optimizer shard") }
+                        } else if name.hasSuffix(".exp_avg_sq") {
+                            base = String(name.dropLast(11)); target = v!
+                        } else if name.hasSuffix(".exp_avg") {
+                            base = String(name.dropLast(8)); target = m!
+                        } else {
+                            throw CheckpointError("\(path): unexpected tensor '\(name)' in an optimizer shard")
+                        }
                     }
                     guard let info = layout[base] else {
-                        throw CheckpointError("\(path): tensor '\(base)' is not part of this model (does the config match the checkpoint?)")
+                        throw CheckpointError(
+                            "\(path): tensor '\(base)' is not part of this model (does the config "
+                                + "match the checkpoint?)")
                     }
                     guard info.shape == t.shape else {
-                        throw CheckpointError("\(path): tensor '\(base)' has shape \(t.shape), this model needs \(info.shape)")
+                        throw CheckpointError(
+                            "\(path): tensor '\(base)' has shape \(t.shape), this model needs "
+                                + "\(info.shape)")
                     }
                     seen.insert(name)
                     let lo = full ? info.offset : max(info.offset, owned.lowerBound)
@@ -171,7 +205,8 @@ public enum Checkpoint {
             }
         }
         for t in layout.tensors {
-            for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"]) + (ema == nil ? [] : [t.name + ".ema"])
+            for name in [t.name] + (m == nil ? [] : [t.name + ".exp_avg", t.name + ".exp_avg_sq"])
+                + (ema == nil ? [] : [t.name + ".ema"])
             where !seen.contains(name) {
                 throw CheckpointError("\(dir): tensor '\(name)' missing from the checkpoint (does the config match?)")
             }
@@ -184,7 +219,11 @@ public enum Checkpoint {
     public static func readState(_ dir: String) throws -> TrainerState {
         let path = (dir as NSString).appendingPathComponent(stateFile)
         let attrs = try? FileManager.default.attributesOfItem(atPath: path)
-        guard let size = attrs?[.size] as? Int else { throw CheckpointError("\(dir): not a committed checkpoint (no \(stateFile))") }
+        guard let size = attrs?[.size] as? Int else {
+            throw CheckpointError(
+                "\(dir): not a committed checkpoint (no "
+                    + "\(stateFile))")
+        }
         guard size <= 64 << 20 else { throw FormatError("\(path): \(size) bytes, too large for a trainer state") }
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError("\(path): cannot read") }
         return try parseState(data, path: path)
@@ -199,8 +238,16 @@ public enum Checkpoint {
         }
         func bad(_ m: String) -> FormatError { FormatError("\(path): invalid trainer state: \(m)") }
         guard state.formatVersion == 1 else { throw bad("format_version \(state.formatVersion), this build reads 1") }
-        guard state.step >= 0, state.epoch >= 0, state.samplesSeen >= 0 else { throw bad("negative step, epoch or samples_seen") }
-        guard (1...1_000_000).contains(state.globalBatch) else { throw bad("global_batch \(state.globalBatch) out of range") }
+        guard state.step >= 0, state.epoch >= 0, state.samplesSeen >= 0 else {
+            throw bad(
+                "negative step, epoch or "
+                    + "samples_seen")
+        }
+        guard (1...1_000_000).contains(state.globalBatch) else {
+            throw bad(
+                "global_batch \(state.globalBatch) out of "
+                    + "range")
+        }
         guard (1...100_000).contains(state.worldSize), (1...100_000).contains(state.shards) else {
             throw bad("world_size \(state.worldSize) / shards \(state.shards) out of range")
         }
@@ -243,7 +290,9 @@ public enum Checkpoint {
     /// The number as written after `"key":` (for messages: JSON parsers round 1e30 to 1e+30).
     static func rawNumber(_ data: Data, key: String) -> String? {
         let text = String(decoding: data.prefix(1 << 20), as: UTF8.self)
-        guard let r = text.range(of: "\"\(key)\"\\s*:\\s*-?[0-9][0-9.eE+-]*", options: .regularExpression) else { return nil }
+        guard let r = text.range(of: "\"\(key)\"\\s*:\\s*-?[0-9][0-9.eE+-]*", options: .regularExpression) else {
+            return nil
+        }
         return text[r].split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces)
     }
 
@@ -254,20 +303,24 @@ public enum Checkpoint {
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError("\(path): missing") }
         let map = try parseIndex(data, path: path, shards: state.shards)
         for t in layout.tensors where map[t.name] == nil {
-            throw FormatError("\(path): weight_map has no entry for '\(t.name)' (does the config match the checkpoint?)")
+            throw FormatError(
+                "\(path): weight_map has no entry for '\(t.name)' (does the config match the checkpoint?)")
         }
     }
 
     /// Decodes an index file's weight_map, accepting only this checkpoint's shard names.
     public static func parseIndex(_ data: Data, path: String, shards: Int) throws -> [String: String] {
         guard data.count <= 64 << 20,
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let map = obj["weight_map"] as? [String: String] else {
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let map = obj["weight_map"] as? [String: String]
+        else {
             throw FormatError("\(path): not a safetensors index (a JSON object with a weight_map of strings)")
         }
         let allowed = Set((0..<min(shards, 100_000)).map { modelFile($0, of: shards) })
         for (tensor, file) in map where !allowed.contains(file) {
-            throw FormatError("\(path): tensor '\(tensor)' maps to '\(file)', not one of this checkpoint's \(shards) model shards")
+            throw FormatError(
+                "\(path): tensor '\(tensor)' maps to '\(file)', not one of this checkpoint's \(shards) "
+                    + "model shards")
         }
         return map
     }
@@ -281,7 +334,9 @@ public enum Checkpoint {
             }
             let actual = try FileDigest.sha256(file: path)
             guard actual == sum else {
-                throw CheckpointError("\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the file is corrupt or was changed")
+                throw CheckpointError(
+                    "\(path): checksum mismatch: sha256 \(actual), \(stateFile) records \(sum); the "
+                        + "file is corrupt or was changed")
             }
         }
         for i in 0..<state.shards where state.files[modelFile(i, of: state.shards)] == nil {
@@ -350,11 +405,13 @@ extension Checkpoint {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try values.withUnsafeBufferPointer { buf in
             let tensors = names.indices.map { k in
-                Safetensors.Tensor(name: names[k], shape: shapes[k],
-                                   data: UnsafeBufferPointer(rebasing: buf[offsets[k]..<(offsets[k] + shapes[k].reduce(1, *))]))
+                Safetensors.Tensor(
+                    name: names[k], shape: shapes[k],
+                    data: UnsafeBufferPointer(rebasing: buf[offsets[k]..<(offsets[k] + shapes[k].reduce(1, *))]))
             }
-            try Safetensors.write(tensors, metadata: ["format": "pt", "config": state.modelConfig],
-                                  to: (out as NSString).appendingPathComponent("model.safetensors"))
+            try Safetensors.write(
+                tensors, metadata: ["format": "pt", "config": state.modelConfig],
+                to: (out as NSString).appendingPathComponent("model.safetensors"))
         }
         try writeAtomically(Data(state.modelConfig.utf8), to: (out as NSString).appendingPathComponent("config.json"))
     }

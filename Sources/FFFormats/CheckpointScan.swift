@@ -7,8 +7,10 @@ extension Checkpoint {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
         let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !name.contains("\0") else {
-            throw CheckpointError("\(file): names '\(name)', not a folder inside \(root); latest must be a plain folder "
-                + "name such as step-00000500 (fix or delete it)")
+            throw CheckpointError(
+                "\(file): names '\(name)', not a folder inside \(root); latest must be a plain "
+                    + "folder "
+                    + "name such as step-00000500 (fix or delete it)")
         }
         return name
     }
@@ -74,9 +76,12 @@ extension Checkpoint {
         }
         guard let chosen else {
             if damaged.isEmpty { return (nil, notes) }
-            throw CheckpointError("\(root): no committed checkpoint verifies (" + damaged.map {
-                "\(($0.0 as NSString).lastPathComponent): \($0.1)" }.joined(separator: "; ")
-                + "); refusing to start fresh over them: repair them, or pass --resume fresh to move them aside")
+            throw CheckpointError(
+                "\(root): no committed checkpoint verifies ("
+                    + damaged.map {
+                        "\(($0.0 as NSString).lastPathComponent): \($0.1)"
+                    }.joined(separator: "; ")
+                    + "); refusing to start fresh over them: repair them, or pass --resume fresh to move them aside")
         }
         for (path, why) in damaged {
             let moved = try setAside(path, suffix: "damaged")

@@ -21,7 +21,8 @@ public enum Safetensors {
         for t in tensors {
             precondition(t.shape.reduce(1, *) == t.data.count, "shape/data mismatch for \(t.name)")
             let bytes = t.data.count * 4
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            header[t.name] =
+                ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
             offset += bytes
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
@@ -36,16 +37,23 @@ public enum Safetensors {
 
     /// Reads every F32 tensor of a file: name -> (shape, values). Every offset is checked against
     /// the file size.
-    public static func read(path: String) throws -> (tensors: [String: (shape: [Int], values: [Float])], metadata: [String: String]) {
+    public static func read(
+        path: String
+    ) throws -> (tensors: [String: (shape: [Int], values: [Float])], metadata: [String: String]) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw FormatError("\(path): cannot read safetensors file")
         }
         func fail(_ m: String) -> FormatError { FormatError("\(path): not a valid safetensors file: \(m)") }
         guard data.count >= 8 else { throw fail("\(data.count) bytes, shorter than the 8-byte header length") }
         let n = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard n <= UInt64(data.count - 8), n <= 100_000_000 else { throw fail("header length \(n) exceeds the file (\(data.count) bytes)") }
+        guard n <= UInt64(data.count - 8), n <= 100_000_000 else {
+            throw fail(
+                "header length \(n) exceeds the file "
+                    + "(\(data.count) bytes)")
+        }
         let dataStart = 8 + Int(n)
-        guard let obj = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any] else {
+        guard let obj = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any]
+        else {
             throw fail("header is not a JSON object")
         }
         var tensors: [String: (shape: [Int], values: [Float])] = [:]
@@ -60,7 +68,12 @@ public enum Safetensors {
                 continue
             }
             guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
-                  let offs = d["data_offsets"] as? [Int], offs.count == 2 else { throw fail("tensor '\(name)' has a malformed entry") }
+                let offs = d["data_offsets"] as? [Int], offs.count == 2
+            else {
+                throw fail(
+                    "tensor '\(name)' has a "
+                        + "malformed entry")
+            }
             guard dtype == "F32" else { throw fail("tensor '\(name)' has dtype \(dtype); only F32 is read") }
             var count = 1
             for s in shape {
@@ -76,7 +89,9 @@ public enum Safetensors {
             }
             spans.append((name, b, e))
             let values = data.subdata(in: (dataStart + b)..<(dataStart + e)).withUnsafeBytes { raw in
-                (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+                (0..<count).map {
+                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+                }
             }
             tensors[name] = (shape, values)
         }
@@ -86,12 +101,22 @@ public enum Safetensors {
 
     /// As the reference library requires: the tensors' byte ranges, in order, follow each other
     /// with no gap or overlap and end exactly where the file does.
-    static func checkCoverage(_ spans: [(name: String, begin: Int, end: Int)], dataBytes: Int,
-                              fail: (String) -> FormatError) throws {
+    static func checkCoverage(
+        _ spans: [(name: String, begin: Int, end: Int)], dataBytes: Int,
+        fail: (String) -> FormatError
+    ) throws {
         var at = 0, previous = "the start of the data"
         for s in spans.sorted(by: { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }) {
-            if s.begin > at { throw fail("tensor '\(s.name)' starts at byte \(s.begin), leaving a gap after \(previous) (\(at))") }
-            if s.begin < at { throw fail("tensor '\(s.name)' starts at byte \(s.begin), overlapping \(previous) (ends at \(at))") }
+            if s.begin > at {
+                throw fail(
+                    "tensor '\(s.name)' starts at byte \(s.begin), leaving a gap after "
+                        + "\(previous) (\(at))")
+            }
+            if s.begin < at {
+                throw fail(
+                    "tensor '\(s.name)' starts at byte \(s.begin), overlapping \(previous) (ends "
+                        + "at \(at))")
+            }
             at = s.end; previous = "'\(s.name)'"
         }
         guard at == dataBytes else {

@@ -21,8 +21,9 @@ public struct SavedModel: Sendable {
     public static func locate(_ path: String) throws -> SavedModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw FormatError("\(path): no such file or folder (expected weights: a run folder, a checkpoint or "
-                + "a .safetensors file)")
+            throw FormatError(
+                "\(path): no such file or folder (expected weights: a run folder, a checkpoint or "
+                    + "a .safetensors file)")
         }
         guard isDir.boolValue else { return try file(path) }
         let join = { (name: String) in (path as NSString).appendingPathComponent(name) }
@@ -46,7 +47,8 @@ public struct SavedModel: Sendable {
             let folder = (path as NSString).deletingLastPathComponent
             let summary = (folder as NSString).appendingPathComponent("summary.json")
             if let data = FileManager.default.contents(atPath: summary),
-               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            {
                 step = obj["steps"] as? Int
             }
         }
@@ -105,8 +107,9 @@ extension LMConfig {
         guard (obj["kind"] as? String) == "lm" else {
             throw FormatError("\(source): not a language model (kind \(obj["kind"] ?? "missing"))")
         }
-        self.init(vocabSize: try int("vocab_size"), layers: try int("layers"), dModel: try int("d_model"),
-                  heads: try int("heads"), dFF: try int("d_ff"), context: try int("context"))
+        self.init(
+            vocabSize: try int("vocab_size"), layers: try int("layers"), dModel: try int("d_model"),
+            heads: try int("heads"), dFF: try int("d_ff"), context: try int("context"))
         norm = NormPlacement(rawValue: obj["norm"] as? String ?? "") ?? .post
         positions = PositionKind(rawValue: obj["positions"] as? String ?? "") ?? .sinusoidal
         activation = Activation(rawValue: obj["activation"] as? String ?? "") ?? .relu
@@ -117,9 +120,10 @@ extension LMConfig {
             guard let a = obj["adaptive"] as? [String: Any], let cutoffs = a["cutoffs"] as? [Int] else {
                 throw FormatError("\(source): an adaptive output without adaptive.cutoffs")
             }
-            adaptive = AdaptiveSoftmaxConfig(vocabSize: vocabSize, dModel: dModel, cutoffs: cutoffs,
-                                             divVal: Float(a["div_val"] as? Double ?? 1), tieWeights: tieEmbeddings,
-                                             tieProjections: tieEmbeddings && (a["tie_projections"] as? Bool ?? true))
+            adaptive = AdaptiveSoftmaxConfig(
+                vocabSize: vocabSize, dModel: dModel, cutoffs: cutoffs,
+                divVal: Float(a["div_val"] as? Double ?? 1), tieWeights: tieEmbeddings,
+                tieProjections: tieEmbeddings && (a["tie_projections"] as? Bool ?? true))
         }
         let a = obj["attention"] as? [String: Any] ?? [:]
         switch a["kind"] as? String {
@@ -127,7 +131,7 @@ extension LMConfig {
         case "fourier":
             let mode = RMode(rawValue: a["r_mode"] as? String ?? "scalar") ?? .scalar
             let spec = FourierSpec(p: a["p"] as? Int ?? 4, eps: Float(a["eps"] as? Double ?? 1e-6), rMode: mode)
-            attention = .fourier(spec, rInit: Float(a["r_init"] as? Double ?? 1)) // R comes from the weights
+            attention = .fourier(spec, rInit: Float(a["r_init"] as? Double ?? 1))  // R comes from the weights
         default: throw FormatError("\(source): model config has no attention kind")
         }
         if let p = problems().first { throw FormatError("\(source): \(p)") }

@@ -6,15 +6,17 @@ public enum Activation: String, Sendable, CaseIterable {
     case relu, gelu
 }
 
-private let geluC: Float = 0.7978845608028654 // sqrt(2/pi)
+private let geluC: Float = 0.7978845608028654  // sqrt(2/pi)
 
 /// Elements handled per task when an activation is split over threads: a multiple of the vector
 /// width, so that every element takes the same (vector or scalar) path as in one serial loop.
 let activationBlock = 4096
 
 /// y(n) = act(x(n)), split over `threads` workers in blocks (the same bits for any thread count).
-public func activationForward(_ kind: Activation, _ y: UnsafeMutablePointer<Float>,
-                              _ x: UnsafePointer<Float>, count n: Int, threads: Int) {
+public func activationForward(
+    _ kind: Activation, _ y: UnsafeMutablePointer<Float>,
+    _ x: UnsafePointer<Float>, count n: Int, threads: Int
+) {
     let blocks = (n + activationBlock - 1) / activationBlock
     parallelRanges(blocks, threads: threads, grain: 2) { r in
         let lo = r.lowerBound * activationBlock, hi = min(n, r.upperBound * activationBlock)
@@ -23,8 +25,10 @@ public func activationForward(_ kind: Activation, _ y: UnsafeMutablePointer<Floa
 }
 
 /// dx(n) += dy(n) * act'(x(n)), split over `threads` workers in blocks.
-public func activationBackward(_ kind: Activation, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
-                               x: UnsafePointer<Float>, count n: Int, threads: Int) {
+public func activationBackward(
+    _ kind: Activation, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+    x: UnsafePointer<Float>, count n: Int, threads: Int
+) {
     let blocks = (n + activationBlock - 1) / activationBlock
     parallelRanges(blocks, threads: threads, grain: 2) { r in
         let lo = r.lowerBound * activationBlock, hi = min(n, r.upperBound * activationBlock)
@@ -33,12 +37,14 @@ public func activationBackward(_ kind: Activation, dx: UnsafeMutablePointer<Floa
 }
 
 /// y(n) = act(x(n)).
-public func activationForward(_ kind: Activation, _ y: UnsafeMutablePointer<Float>,
-                              _ x: UnsafePointer<Float>, count n: Int) {
+public func activationForward(
+    _ kind: Activation, _ y: UnsafeMutablePointer<Float>,
+    _ x: UnsafePointer<Float>, count n: Int
+) {
     switch kind {
     case .relu:
         for i in 0..<n { y[i] = max(x[i], 0) }
-    case .gelu: // tanh approximation, as GPT-2 and PyTorch's approximate="tanh"
+    case .gelu:  // tanh approximation, as GPT-2 and PyTorch's approximate="tanh"
         let chunks = n / 8
         let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
         for c in 0..<chunks {
@@ -55,8 +61,10 @@ public func activationForward(_ kind: Activation, _ y: UnsafeMutablePointer<Floa
 }
 
 /// dx(n) += dy(n) * act'(x(n)).
-public func activationBackward(_ kind: Activation, dx: UnsafeMutablePointer<Float>,
-                               dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
+public func activationBackward(
+    _ kind: Activation, dx: UnsafeMutablePointer<Float>,
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int
+) {
     switch kind {
     case .relu:
         for i in 0..<n where x[i] > 0 { dx[i] += dy[i] }
@@ -72,8 +80,9 @@ public func activationBackward(_ kind: Activation, dx: UnsafeMutablePointer<Floa
             let half: SIMD8<Float> = 0.5 * (1 + t)
             let d: SIMD8<Float> = half + 0.5 * v * (1 - t * t) * slope
             let g = rd.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
-            rd.storeBytes(of: g + ry.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) * d,
-                          toByteOffset: c * 32, as: SIMD8<Float>.self)
+            rd.storeBytes(
+                of: g + ry.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self) * d,
+                toByteOffset: c * 32, as: SIMD8<Float>.self)
         }
         for i in (chunks * 8)..<n {
             let v = x[i]

@@ -66,11 +66,11 @@ public struct AttentionShape: Sendable, Equatable {
 }
 
 #if FF_AVX512
-typealias FV = SIMD16<Float>
-typealias FVBits = SIMD16<UInt32>
+    typealias FV = SIMD16<Float>
+    typealias FVBits = SIMD16<UInt32>
 #else
-typealias FV = SIMD8<Float>
-typealias FVBits = SIMD8<UInt32>
+    typealias FV = SIMD8<Float>
+    typealias FVBits = SIMD8<UInt32>
 #endif
 /// Floats per kernel vector: 16 with AVX-512, else 8 (`FV`, used by the Fourier kernel and sinCos).
 let lanes = FV.scalarCount
@@ -85,22 +85,22 @@ let lanes = FV.scalarCount
 /// costs about 10 cycles of one port, this 3 cheap operations.
 @_transparent func reciprocal(_ x: FV) -> FV {
     #if FF_AVX512
-    ff_reciprocal16(x)
+        ff_reciprocal16(x)
     #elseif FF_AVX2
-    ff_reciprocal8(x)
+        ff_reciprocal8(x)
     #else
-    1 / x
+        1 / x
     #endif
 }
 
 /// a · b − c per lane, one rounding.
 @_transparent func multiplySubtract(_ a: FV, _ b: FV, _ c: FV) -> FV {
     #if FF_AVX512
-    ff_fmsub16(a, b, c)
+        ff_fmsub16(a, b, c)
     #elseif FF_AVX2
-    ff_fmsub8(a, b, c)
+        ff_fmsub8(a, b, c)
     #else
-    (-c).addingProduct(a, b)
+        (-c).addingProduct(a, b)
     #endif
 }
 
@@ -108,9 +108,9 @@ let lanes = FV.scalarCount
 /// lanes, its high half of b's. Two accumulators then take one vector of memory.
 @_transparent func foldPair(_ a: FV, _ b: FV) -> FV {
     #if FF_AVX512
-    ff_fold_pair16(a, b)
+        ff_fold_pair16(a, b)
     #else
-    FV(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
+        FV(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
     #endif
 }
 
@@ -118,14 +118,14 @@ let lanes = FV.scalarCount
 @inline(__always) func halfLaneSums(_ v: UnsafePointer<FV>, count: Int, into out: UnsafeMutablePointer<Float>) {
     let p = UnsafeRawPointer(v).assumingMemoryBound(to: Float.self)
     #if FF_AVX512
-    ff_lane_sums8(p, count, out)
+        ff_lane_sums8(p, count, out)
     #else
-    let h = lanes / 2
-    for k in 0..<count {
-        var s: Float = 0
-        for l in 0..<h { s += p[k * h + l] }
-        out[k] = s
-    }
+        let h = lanes / 2
+        for k in 0..<count {
+            var s: Float = 0
+            for l in 0..<h { s += p[k * h + l] }
+            out[k] = s
+        }
     #endif
 }
 

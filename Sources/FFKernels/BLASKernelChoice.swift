@@ -24,8 +24,9 @@ public struct BLASKernelCandidate: Sendable, Equatable {
             BLASKernelCandidate(name: "Zen", flags: avx2),
             BLASKernelCandidate(name: "SkylakeX", flags: avx512),
             BLASKernelCandidate(name: "Cooperlake", flags: avx512.union(["avx512_bf16"])),
-            BLASKernelCandidate(name: "SapphireRapids",
-                                flags: avx512.union(["avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"])),
+            BLASKernelCandidate(
+                name: "SapphireRapids",
+                flags: avx512.union(["avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"])),
         ]
     }()
 
@@ -66,12 +67,17 @@ public struct BLASProbeResult: Codable, Sendable, Equatable {
     /// The fastest candidate that loaded what was asked and passed its self-test; `preferred`
     /// (the library's own pick, which needs no re-execution) unless another beats it by more than
     /// `margin`, a fraction within which timings on a shared machine do not tell families apart.
-    public static func best(_ results: [BLASProbeResult], preferring preferred: String? = nil,
-                            margin: Double = 0.05) -> BLASProbeResult? {
+    public static func best(
+        _ results: [BLASProbeResult], preferring preferred: String? = nil,
+        margin: Double = 0.05
+    ) -> BLASProbeResult? {
         let usable = results.filter { $0.rejection == nil }
         guard let fastest = usable.max(by: { $0.gflops < $1.gflops }) else { return nil }
         if let own = usable.first(where: { $0.requested.lowercased() == preferred?.lowercased() }),
-           fastest.gflops <= own.gflops * (1 + margin) { return own }
+            fastest.gflops <= own.gflops * (1 + margin)
+        {
+            return own
+        }
         return fastest
     }
 
@@ -90,9 +96,11 @@ public struct BLASProbeResult: Codable, Sendable, Equatable {
 
 /// A row-major sgemm, C(M,N) = op(A) · op(B), as the self-test calls it (the real one, or a broken
 /// one in tests).
-public typealias SgemmFunction = (_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int,
-                                  _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                  _ c: UnsafeMutablePointer<Float>) -> Void
+public typealias SgemmFunction = (
+    _ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int,
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+    _ c: UnsafeMutablePointer<Float>
+) -> Void
 
 /// Products of awkward sizes in the three layouts the models use, checked against a float64 loop.
 public enum BLASSelfTest {
@@ -109,8 +117,9 @@ public enum BLASSelfTest {
 
     /// The library's own sgemm.
     public static let library: SgemmFunction = { tA, tB, M, N, K, a, b, c in
-        sgemm(transA: tA, transB: tB, M: M, N: N, K: K, alpha: 1, a, lda: tA ? M : K, b, ldb: tB ? K : N,
-              beta: 0, c, ldc: N)
+        sgemm(
+            transA: tA, transB: tB, M: M, N: N, K: K, alpha: 1, a, lda: tA ? M : K, b, ldb: tB ? K : N,
+            beta: 0, c, ldc: N)
     }
 
     /// The worst relative error of `gemm` over the cases (NaN counts as infinite).
@@ -192,8 +201,8 @@ public struct BLASKernelCache: Codable, Sendable, Equatable {
     /// another key (a stale or foreign file is measured again, never trusted).
     public static func load(directory: String, key: String) -> BLASKernelCache? {
         guard let data = FileManager.default.contents(atPath: path(directory: directory, key: key)),
-              let cache = try? JSONDecoder().decode(BLASKernelCache.self, from: data),
-              cache.key == key, cache.results.contains(where: { $0.requested == cache.kernels && $0.rejection == nil })
+            let cache = try? JSONDecoder().decode(BLASKernelCache.self, from: data),
+            cache.key == key, cache.results.contains(where: { $0.requested == cache.kernels && $0.rejection == nil })
         else { return nil }
         return cache
     }

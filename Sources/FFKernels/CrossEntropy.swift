@@ -7,9 +7,11 @@ import Foundation
 /// non-nil, the logits are overwritten by their gradient, `dscale * (softmax - onehot)`; rows with
 /// target < 0 get a zero gradient. `rowLoss` (M) is scratch for the per-row losses, summed in row
 /// order so the result does not depend on `threads`.
-public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-                         M: Int, V: Int, dscale: Float?, rowLoss: UnsafeMutablePointer<Double>,
-                         threads: Int = 1) -> Double {
+public func crossEntropy(
+    logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
+    M: Int, V: Int, dscale: Float?, rowLoss: UnsafeMutablePointer<Double>,
+    threads: Int = 1
+) -> Double {
     let chunks = V / 8
     parallelFor(M, threads: threads) { m, _ in
         let row = logits + m * V
@@ -81,7 +83,7 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
     let magic = SIMD8<Float>(repeating: 12_582_912)
     let t = y + magic
     let n = t - magic
-    let f = y - n // [-0.5, 0.5]
+    let f = y - n  // [-0.5, 0.5]
     // 2^f = exp(f ln2): Taylor coefficients of exp scaled by powers of ln 2.
     let c6: Float = 1.5403530393381606e-4, c5: Float = 1.3333558146428443e-3, c4: Float = 9.618129107628477e-3
     let c3: Float = 5.550410866482158e-2, c2: Float = 0.2402265069591007, c1: Float = 0.6931471805599453
@@ -102,8 +104,10 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
 /// Cross-entropy of logits(M,V) against soft targets(M,V) (class probabilities: smoothed or mixed
 /// labels), fused with its backward: the summed loss −Σ_m Σ_v y_mv log softmax(z_m)_v (nats, in
 /// Double). With `dscale`, the logits are overwritten by `dscale * ((Σ_v y_mv) softmax(z_m) − y_m)`.
-public func softCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Float>,
-                             M: Int, V: Int, dscale: Float, rowLoss: UnsafeMutablePointer<Double>) -> Double {
+public func softCrossEntropy(
+    logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Float>,
+    M: Int, V: Int, dscale: Float, rowLoss: UnsafeMutablePointer<Double>
+) -> Double {
     for m in 0..<M {
         let row = logits + m * V, y = targets + m * V
         var dot = 0.0, mass: Float = 0
@@ -120,8 +124,10 @@ public func softCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: Unsaf
 }
 
 /// The loss of `softCrossEntropy` without touching the logits (evaluation).
-public func softTargetLoss(logits: UnsafePointer<Float>, targets: UnsafePointer<Float>, M: Int, V: Int,
-                           rowLoss: UnsafeMutablePointer<Double>) -> Double {
+public func softTargetLoss(
+    logits: UnsafePointer<Float>, targets: UnsafePointer<Float>, M: Int, V: Int,
+    rowLoss: UnsafeMutablePointer<Double>
+) -> Double {
     var total = 0.0
     for m in 0..<M {
         let row = logits + m * V, y = targets + m * V

@@ -17,27 +17,27 @@ public struct FMAThroughput: Sendable {
     /// anything else the machine does can only slow a run down.
     public static func measure(seconds: Double = 0.02, repeats: Int = 5) -> FMAThroughput {
         #if arch(x86_64)
-        #if FF_AVX512
-        let (width, chains, probe) = (16, 16, ff_fma_probe16)
-        #elseif FF_AVX2
-        let (width, chains, probe) = (8, 12, ff_fma_probe8)
+            #if FF_AVX512
+                let (width, chains, probe) = (16, 16, ff_fma_probe16)
+            #elseif FF_AVX2
+                let (width, chains, probe) = (8, 12, ff_fma_probe8)
+            #else
+                let (width, chains, probe) = (4, 12, ff_fma_probe4)
+            #endif
+            // Timed in this thread's CPU time: on a shared machine the wall clock also counts the
+            // time the thread waits for the core, which says nothing about the core's peak.
+            func time(_ rounds: Int) -> Double {
+                let t0 = threadCPUSeconds()
+                blackHole(probe(rounds))
+                return threadCPUSeconds() - t0
+            }
+            var rounds = 1 << 16
+            while time(rounds) < seconds / 4 { rounds *= 2 }
+            rounds = max(1, Int(Double(rounds) * seconds / max(time(rounds), 1e-9)))
+            let best = (0..<max(repeats, 1)).map { _ in time(rounds) }.min()!
+            return FMAThroughput(lanes: width, laneFMAsPerSecond: Double(rounds * chains * width) / best)
         #else
-        let (width, chains, probe) = (4, 12, ff_fma_probe4)
-        #endif
-        // Timed in this thread's CPU time: on a shared machine the wall clock also counts the
-        // time the thread waits for the core, which says nothing about the core's peak.
-        func time(_ rounds: Int) -> Double {
-            let t0 = threadCPUSeconds()
-            blackHole(probe(rounds))
-            return threadCPUSeconds() - t0
-        }
-        var rounds = 1 << 16
-        while time(rounds) < seconds / 4 { rounds *= 2 }
-        rounds = max(1, Int(Double(rounds) * seconds / max(time(rounds), 1e-9)))
-        let best = (0..<max(repeats, 1)).map { _ in time(rounds) }.min()!
-        return FMAThroughput(lanes: width, laneFMAsPerSecond: Double(rounds * chains * width) / best)
-        #else
-        return FMAThroughput(lanes: 1, laneFMAsPerSecond: .nan)
+            return FMAThroughput(lanes: 1, laneFMAsPerSecond: .nan)
         #endif
     }
 }

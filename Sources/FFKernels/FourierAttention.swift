@@ -68,7 +68,8 @@ final class FourierScratch {
         Tp = (T + lanes - 1) / lanes * lanes; Tr = (T + rowTile - 1) / rowTile * rowTile
         Dv = (D + lanes - 1) / lanes * lanes
         let keySize = D * Tp, querySize = T * D
-        floatCount = 6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
+        floatCount =
+            6 * keySize + 3 * querySize + (querySize + Tp * Dv + Tr * D + querySize) + 2 * Tr
             + rowTile * lanes + rowTile * Dv + rowTile * (D + 1) + 2 * D + 3 * rowTile * D
         base = .allocate(capacity: floatCount)
         base.initialize(repeating: 0, count: floatCount)
@@ -109,7 +110,7 @@ final class FourierScratch {
             rq.advanced(by: t * D).update(from: row, count: D)
             kRows.advanced(by: t * D).update(from: row + C, count: D)
             vRows.advanced(by: t * Dv).update(from: row + 2 * C, count: D)
-            if forward { for d in D..<Dv { vRows[t * Dv + d] = 0 } }   // backward puts dv here at stride D
+            if forward { for d in D..<Dv { vRows[t * Dv + d] = 0 } }  // backward puts dv here at stride D
         }
         for d in 0..<D { mean[d] = 0 }
         for t in 0..<T { for d in 0..<D { mean[d] += kRows[t &* D &+ d] } }
@@ -200,8 +201,10 @@ struct FourierTables {
             y0 *= n0 * n0 * guardedReciprocal(x0); y1 *= n1 * n1 * guardedReciprocal(x1)
             y2 *= n2 * n2 * guardedReciprocal(x2); y3 *= n3 * n3 * guardedReciprocal(x3)
         }
-        return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
-                maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
+        return (
+            maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
+            maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3])
+        )
     }
 
     /// `weights4` (bit-identical), and psi(u_d) = cot u_d − 1/u_d = psiNum_d / x_d of each pair
@@ -212,11 +215,13 @@ struct FourierTables {
     /// L1). Stores bound this function, so the prefix products are not stored apart (a store and a
     /// load more per pair and dimension).
     /// Where the guard zeroes 1/Π x, psi is 0 too (W is).
-    @inline(__always) func weightsAndPsi4(_ j0: Int, _ e: SIMD4<Int>, p: Int,
-                                          psi: UnsafeMutablePointer<FV>,
-                                          work: UnsafeMutablePointer<FV>) -> (FV, FV, FV, FV) {
+    @inline(__always) func weightsAndPsi4(
+        _ j0: Int, _ e: SIMD4<Int>, p: Int,
+        psi: UnsafeMutablePointer<FV>,
+        work: UnsafeMutablePointer<FV>
+    ) -> (FV, FV, FV, FV) {
         let one = FV(repeating: 1)
-        let xs = work   // one block of dimensions per row
+        let xs = work  // one block of dimensions per row
         var y0 = one, y1 = one, y2 = one, y3 = one
         var d = 0
         while d < D {
@@ -238,8 +243,10 @@ struct FourierTables {
             finishPsi(r2, psiFrom: 2 &* D &+ start, workFrom: 2 &* dimBlock, count: end &- start, psi: psi, xs: xs)
             finishPsi(r3, psiFrom: 3 &* D &+ start, workFrom: 3 &* dimBlock, count: end &- start, psi: psi, xs: xs)
         }
-        return (maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
-                maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3]))
+        return (
+            maskedPower(y0, p: p, j0: j0, jEnd: e[0]), maskedPower(y1, p: p, j0: j0, jEnd: e[1]),
+            maskedPower(y2, p: p, j0: j0, jEnd: e[2]), maskedPower(y3, p: p, j0: j0, jEnd: e[3])
+        )
     }
 }
 
@@ -252,8 +259,10 @@ struct FourierTables {
     let q = t.qTile + (d &* rowTile &+ i) &* 3
     let sqd = FV(repeating: q[1]), cqd = FV(repeating: q[2])
     let skd = t.keys(t.sk, d, j0), ckd = t.keys(t.ck, d, j0)
-    return (FV(repeating: q[0]) - t.keys(t.rk, d, j0),
-            multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd))
+    return (
+        FV(repeating: q[0]) - t.keys(t.rk, d, j0),
+        multiplySubtract(sqd, ckd, cqd * skd), (cqd * ckd).addingProduct(sqd, skd)
+    )
 }
 
 /// The sinc factors of u (and sin u): sinc u = root² / x with x = u sin u, root = sin u, on the
@@ -270,16 +279,21 @@ struct FourierTables {
 }
 
 /// The forward's factors of dimension d for query i and keys j0..<j0+lanes (`sincFactors`).
-@_transparent func forwardFactors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int)
-    -> (root: FV, x: FV, u2: FV, regular: SIMDMask<FVBits.MaskStorage>) {
+@_transparent func forwardFactors(
+    _ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int
+)
+    -> (root: FV, x: FV, u2: FV, regular: SIMDMask<FVBits.MaskStorage>)
+{
     let (u, su, _) = pair(t, i, d, j0)
     return sincFactors(u, su)
 }
 
 /// One row's forward factors of dimension d into the block products; x enters only on the
 /// regular lanes (elsewhere it is 1).
-@_transparent func forwardTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, _ root: inout FV,
-                                _ prod: inout FV) {
+@_transparent func forwardTerms(
+    _ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, _ root: inout FV,
+    _ prod: inout FV
+) {
     let f = forwardFactors(t, i, d, j0)
     root *= f.root
     prod = prod.replacing(with: prod * f.x, where: f.regular)
@@ -290,14 +304,18 @@ struct FourierTables {
 @_transparent func factors(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int) -> (root: FV, x: FV, psiNum: FV) {
     let (u, su, cu) = pair(t, i, d, j0)
     let f = sincFactors(u, su), small = .!f.regular
-    return (f.root, f.x.replacing(with: FV(repeating: 1), where: small),
-            multiplySubtract(u, cu, su).replacing(with: psiSeries(u, f.u2), where: small))
+    return (
+        f.root, f.x.replacing(with: FV(repeating: 1), where: small),
+        multiplySubtract(u, cu, su).replacing(with: psiSeries(u, f.u2), where: small)
+    )
 }
 
 /// One row's factors of dimension d into the block products; psiNum times the running product
 /// of x (Π_{l<d} x_l within the block) into slot k of psi, and x into slot w of xs.
-@_transparent func psiTerms(_ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ root: inout FV,
-                            _ prod: inout FV, psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+@_transparent func psiTerms(
+    _ t: FourierTables, _ i: Int, _ d: Int, _ j0: Int, k: Int, w: Int, _ root: inout FV,
+    _ prod: inout FV, psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>
+) {
     let f = factors(t, i, d, j0)
     root *= f.root
     psi[k] = f.psiNum * prod
@@ -327,23 +345,25 @@ struct FourierTables {
 
 /// psi[first + k] = psiNum / x_k for k in 0..<n, from the guarded 1 / Π x over the block and
 /// psi's prefix products (see `weightsAndPsi4`).
-@_transparent func finishPsi(_ inverse: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
-                             psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>) {
+@_transparent func finishPsi(
+    _ inverse: FV, psiFrom first: Int, workFrom wFirst: Int, count n: Int,
+    psi: UnsafeMutablePointer<FV>, xs: UnsafeMutablePointer<FV>
+) {
     var after = inverse
     var k = n
     while k > 0 {
         k &-= 1
         psi[first &+ k] *= after
-        after *= xs[wFirst &+ k]     // now Π_{l>=k} x_l / Π x
+        after *= xs[wFirst &+ k]  // now Π_{l>=k} x_l / Π x
     }
 }
 
 /// Whether every lane of x (>= 0) is 0, by halving sums: SIMD's == is a generic lane loop here.
 @_transparent func allZero(_ x: FV) -> Bool {
     #if FF_AVX512
-    let a = x.lowHalf + x.highHalf
+        let a = x.lowHalf + x.highHalf
     #else
-    let a = x
+        let a = x
     #endif
     let b = a.lowHalf + a.highHalf
     let c = b.lowHalf + b.highHalf
@@ -385,8 +405,10 @@ struct FourierTables {
 /// the reduction: each output vector stays in a register across the block's keys, and the weights
 /// are broadcast from memory (lanes over keys kept every output in memory: 4 loads and 4 stores
 /// per 4 FMAs, and a lane sum per output at the end).
-@inline(__always) func addWeightedValues(_ outputs: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>,
-                                         values: UnsafePointer<Float>, width: Int) {
+@inline(__always) func addWeightedValues(
+    _ outputs: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>,
+    values: UnsafePointer<Float>, width: Int
+) {
     var c = 0
     // Two vectors of columns at a time: 8 accumulation chains, enough to cover the FMA latency.
     while c &+ 2 &* lanes <= width {
@@ -448,8 +470,10 @@ extension FourierScratch {
     /// c_i = g_i · o_i and 1 / S_i into `rowStats` (0 for the rows past T that the last tile
     /// repeats, so they add nothing), and the dk, dv accumulators zeroed.
     /// - Parameter rowSum: (T) this head's S_i from the forward.
-    func stageGradients(dout: UnsafePointer<Float>, out: UnsafePointer<Float>, rowSum: UnsafePointer<Float>,
-                        _ s: AttentionShape, b: Int, h: Int) {
+    func stageGradients(
+        dout: UnsafePointer<Float>, out: UnsafePointer<Float>, rowSum: UnsafePointer<Float>,
+        _ s: AttentionShape, b: Int, h: Int
+    ) {
         let T = s.seq, C = s.width
         for i in 0..<T {
             gRows.advanced(by: i * D).update(from: dout + (b * T + i) * C + h * D, count: D)
@@ -488,8 +512,10 @@ extension FourierScratch {
     /// `load`), then one pass adds dq, dk, dv to the head's rows of dqkv (B, T, 3C). Finishes this
     /// head's dR_d: dR_d R_d = Σ_ij zp_ijd (rq_id − rk_jd) = Σ_i rq_id Σ_j zp_ijd − Σ_j rk_jd Σ_i
     /// zp_ijd, the row sums being dq's and the column sums dk's, both summed in fp64.
-    func writeGradients(_ dqkv: UnsafeMutablePointer<Float>, _ s: AttentionShape, b: Int, h: Int,
-                        dR: UnsafeMutablePointer<Double>) {
+    func writeGradients(
+        _ dqkv: UnsafeMutablePointer<Float>, _ s: AttentionShape, b: Int, h: Int,
+        dR: UnsafeMutablePointer<Double>
+    ) {
         let T = s.seq, C = s.width
         let dkRows = kRows, dvRows = vRows, dqRows = oRows
         for j in 0..<T {
@@ -559,8 +585,10 @@ func backwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, spec
 
 /// G_r = g_r · v_j per lane for the tile's rows r (g: (rowTile, D)), returned; and
 /// dv_j += Σ_r A_rj g_r for keys j0..<j0 + lanes.
-@inline(__always) func valueGradients(_ t: FourierTables, dv: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
-                                      _ j0: Int, _ a0: FV, _ a1: FV, _ a2: FV, _ a3: FV) -> (FV, FV, FV, FV) {
+@inline(__always) func valueGradients(
+    _ t: FourierTables, dv: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
+    _ j0: Int, _ a0: FV, _ a1: FV, _ a2: FV, _ a3: FV
+) -> (FV, FV, FV, FV) {
     let D = t.D
     var G0 = FV(), G1 = FV(), G2 = FV(), G3 = FV()
     for d in 0..<D {
@@ -578,9 +606,11 @@ func backwardTile(_ t: FourierTables, _ f: FourierScratch, _ tile: RowTile, spec
 /// per lane, and each row's dq accumulators take a pair of dimensions per vector (`foldPair`):
 /// one vector per dimension and row is 16 KB at D = 64 with AVX-512, and with psi it no longer
 /// fits L1 beside the key tables.
-@inline(__always) func keyQueryGradients(_ t: FourierTables, dk: UnsafeMutablePointer<Float>,
-                                         acc: UnsafeMutablePointer<FV>, psi: UnsafeMutablePointer<FV>,
-                                         _ j0: Int, _ z0: FV, _ z1: FV, _ z2: FV, _ z3: FV) {
+@inline(__always) func keyQueryGradients(
+    _ t: FourierTables, dk: UnsafeMutablePointer<Float>,
+    acc: UnsafeMutablePointer<FV>, psi: UnsafeMutablePointer<FV>,
+    _ j0: Int, _ z0: FV, _ z1: FV, _ z2: FV, _ z3: FV
+) {
     let D = t.D, pairs = (D + 1) / 2
     var d = 0, k = 0
     while d < D {
@@ -615,9 +645,11 @@ extension AttentionKernels {
     ///   - out: (B, T, C) attention output, overwritten.
     ///   - rowSum: (B, H, T) receives S_i = Σ_j W_ij + eps for backward and health metrics.
     ///   - qkv: (B, T, 3C); R: the layer's R (1, D or H entries by `spec.rMode`).
-    public func fourierForward(out: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>,
-                               qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                               spec: FourierSpec, shape s: AttentionShape) {
+    public func fourierForward(
+        out: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>,
+        qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
+        spec: FourierSpec, shape s: AttentionShape
+    ) {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
         if spec.kernel == .plain {
             return plainFourierForward(out: out, rowSum: rowSum, qkv: qkv, R: R, spec: spec, shape: s)
@@ -653,14 +685,17 @@ extension AttentionKernels {
     /// - Parameters:
     ///   - dout: (B, T, C) gradient of the output; out: (B, T, C) the forward output.
     ///   - rowSum: (B, H, T) saved by the forward.
-    public func fourierBackward(dqkv: UnsafeMutablePointer<Float>, dR: UnsafeMutablePointer<Float>,
-                                dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                                qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                                rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape) {
+    public func fourierBackward(
+        dqkv: UnsafeMutablePointer<Float>, dR: UnsafeMutablePointer<Float>,
+        dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
+        qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
+        rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape
+    ) {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
         if spec.kernel == .plain {
-            return plainFourierBackward(dqkv: dqkv, dR: dR, dout: dout, out: out, qkv: qkv, R: R,
-                                        rowSum: rowSum, spec: spec, shape: s)
+            return plainFourierBackward(
+                dqkv: dqkv, dR: dR, dout: dout, out: out, qkv: qkv, R: R,
+                rowSum: rowSum, spec: spec, shape: s)
         }
         let T = s.seq, D = s.headDim
         let tasks = s.batch * s.heads
@@ -668,7 +703,7 @@ extension AttentionKernels {
         let partial = dRPartial
         let scratch = fourierScratch
         parallelFor(tasks, threads: threads) { task, w in
-            let fpMode = ff_flush_denormals()   // as in forward, and W must equal forward's
+            let fpMode = ff_flush_denormals()  // as in forward, and W must equal forward's
             defer { ff_restore_fp_mode(fpMode) }
             let b = task / s.heads, h = task % s.heads
             let f = scratch[w]

@@ -23,15 +23,17 @@ import Foundation
 
 extension AttentionKernels {
     /// Forward of Fourier attention by the plain loops; same contract as `fourierForward`.
-    func plainFourierForward(out: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>,
-                             qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                             spec: FourierSpec, shape s: AttentionShape) {
+    func plainFourierForward(
+        out: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>,
+        qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
+        spec: FourierSpec, shape s: AttentionShape
+    ) {
         let T = s.seq, C = s.width, D = s.headDim
         parallelFor(s.batch * s.heads, threads: threads) { task, _ in
             let b = task / s.heads, h = task % s.heads
             func q(_ t: Int) -> UnsafePointer<Float> { qkv + (b * T + t) * 3 * C + h * D }
             for i in 0..<T {
-                let o = out + (b * T + i) * C + h * D          // (D)
+                let o = out + (b * T + i) * C + h * D  // (D)
                 for e in 0..<D { o[e] = 0 }
                 var S: Float = 0
                 for j in 0..<(s.causal ? i + 1 : T) {
@@ -55,23 +57,25 @@ extension AttentionKernels {
 
     /// Backward of Fourier attention by the plain loops; same contract as `fourierBackward`
     /// (accumulates into dqkv and dR). W is recomputed pair by pair.
-    func plainFourierBackward(dqkv: UnsafeMutablePointer<Float>, dR: UnsafeMutablePointer<Float>,
-                              dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                              qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
-                              rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape) {
+    func plainFourierBackward(
+        dqkv: UnsafeMutablePointer<Float>, dR: UnsafeMutablePointer<Float>,
+        dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
+        qkv: UnsafePointer<Float>, R: UnsafePointer<Float>,
+        rowSum: UnsafePointer<Float>, spec: FourierSpec, shape s: AttentionShape
+    ) {
         let T = s.seq, C = s.width, D = s.headDim
         let tasks = s.batch * s.heads
         reserveDR(tasks * D)
         let partial = dRPartial, pf = Float(spec.p)
         parallelFor(tasks, threads: threads) { task, _ in
             let b = task / s.heads, h = task % s.heads
-            let dRTask = partial + task * D                     // dR_d of this (b, h), in fp64
+            let dRTask = partial + task * D  // dR_d of this (b, h), in fp64
             for d in 0..<D { dRTask[d] = 0 }
             func row(_ t: Int) -> Int { (b * T + t) * 3 * C + h * D }
             for i in 0..<T {
                 let q = qkv + row(i), dq = dqkv + row(i)
                 let g = dout + (b * T + i) * C + h * D, o = out + (b * T + i) * C + h * D
-                var c: Float = 0                                // c_i = g_i · O_i
+                var c: Float = 0  // c_i = g_i · O_i
                 for e in 0..<D { c += g[e] * o[e] }
                 let invS = 1 / rowSum[task * T + i]
                 for j in 0..<(s.causal ? i + 1 : T) {
@@ -80,13 +84,13 @@ extension AttentionKernels {
                     var y: Float = 1
                     for d in 0..<D { y *= plainSinc(R[spec.rMode.index(head: h, dim: d)] * (q[d] - k[d])) }
                     let a = power(y, spec.p) * invS
-                    if a == 0 { continue }                      // also where sin u = 0: psi is inf
-                    var G: Float = 0                            // G_ij = g_i · v_j
+                    if a == 0 { continue }  // also where sin u = 0: psi is inf
+                    var G: Float = 0  // G_ij = g_i · v_j
                     for e in 0..<D {
                         G += g[e] * v[e]
                         dv[e] += a * g[e]
                     }
-                    let z = pf * a * (G - c)                    // dL/d log W_ij, times p
+                    let z = pf * a * (G - c)  // dL/d log W_ij, times p
                     for d in 0..<D {
                         let r = R[spec.rMode.index(head: h, dim: d)]
                         let delta = q[d] - k[d]
@@ -103,8 +107,10 @@ extension AttentionKernels {
 
     /// Adds the per-(b, h) partial dR_d (B·H rows of D, fp64) into dR by R's sharing mode, in
     /// task order so that the result does not depend on the thread count.
-    func reduceDR(_ dR: UnsafeMutablePointer<Float>, partial: UnsafePointer<Double>,
-                  spec: FourierSpec, shape s: AttentionShape) {
+    func reduceDR(
+        _ dR: UnsafeMutablePointer<Float>, partial: UnsafePointer<Double>,
+        spec: FourierSpec, shape s: AttentionShape
+    ) {
         let D = s.headDim, tasks = s.batch * s.heads
         switch spec.rMode {
         case .scalar:

@@ -13,8 +13,10 @@ public enum FourierReference {
     }
 
     /// q, k (T, D), v (T, Dv), r (D): the per-dimension R of this head. Returns O (T, Dv) and A (T, T).
-    public static func forward(q: [Double], k: [Double], v: [Double], r: [Double], T: Int, D: Int, Dv: Int,
-                               p: Int, eps: Double, causal: Bool) -> (o: [Double], a: [Double]) {
+    public static func forward(
+        q: [Double], k: [Double], v: [Double], r: [Double], T: Int, D: Int, Dv: Int,
+        p: Int, eps: Double, causal: Bool
+    ) -> (o: [Double], a: [Double]) {
         var w = [Double](repeating: 0, count: T * T)
         for i in 0..<T {
             for j in 0..<T where !(causal && j > i) {
@@ -36,9 +38,12 @@ public enum FourierReference {
     }
 
     /// Gradients for g = dL/dO: dq, dk (T, D), dv (T, Dv), dR per dimension (D).
-    public static func backward(q: [Double], k: [Double], v: [Double], r: [Double], g: [Double],
-                                T: Int, D: Int, Dv: Int, p: Int, eps: Double, causal: Bool)
-        -> (dq: [Double], dk: [Double], dv: [Double], dRd: [Double]) {
+    public static func backward(
+        q: [Double], k: [Double], v: [Double], r: [Double], g: [Double],
+        T: Int, D: Int, Dv: Int, p: Int, eps: Double, causal: Bool
+    )
+        -> (dq: [Double], dk: [Double], dv: [Double], dRd: [Double])
+    {
         let (o, a) = forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: Dv, p: p, eps: eps, causal: causal)
         var dq = [Double](repeating: 0, count: T * D), dk = dq, dRd = [Double](repeating: 0, count: D)
         var dv = [Double](repeating: 0, count: T * Dv)

@@ -5,19 +5,23 @@ let layerNormGrain = 32
 
 /// y(M,C) = (x - mean) * rstd * weight + bias, over the last dimension. Saves mean(M), rstd(M).
 /// Rows are split over `threads` workers; each row is computed as on one thread.
-public func layerNormForward(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
-                             rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                             weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                             M: Int, C: Int, eps: Float = 1e-5, threads: Int = 1) {
+public func layerNormForward(
+    _ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+    rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    M: Int, C: Int, eps: Float = 1e-5, threads: Int = 1
+) {
     parallelRanges(M, threads: threads, grain: layerNormGrain) { rows in
         layerNormRows(y, mean: mean, rstd: rstd, x, weight: weight, bias: bias, rows: rows, C: C, eps: eps)
     }
 }
 
-private func layerNormRows(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
-                           rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                           rows: Range<Int>, C: Int, eps: Float) {
+private func layerNormRows(
+    _ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+    rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    rows: Range<Int>, C: Int, eps: Float
+) {
     for m in rows {
         let xr = x + m * C, yr = y + m * C
         var s: Float = 0
@@ -35,11 +39,13 @@ private func layerNormRows(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutable
 /// Accumulates dx(M,C), dweight(C), dbias(C) from dy(M,C) and the saved x, mean, rstd.
 /// dx is split over rows and dweight, dbias over columns, each column still summed over the rows
 /// in order: the result has the same bits for any number of `threads`.
-public func layerNormBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
-                              dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
-                              x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                              mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, M: Int, C: Int,
-                              threads: Int = 1) {
+public func layerNormBackward(
+    dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, M: Int, C: Int,
+    threads: Int = 1
+) {
     parallelRanges(M, threads: threads, grain: layerNormGrain) { rows in
         for m in rows {
             let xr = x + m * C, dyr = dy + m * C, dxr = dx + m * C

@@ -21,9 +21,11 @@ func withOurWorkers(_ body: () -> Void) {
 
 /// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N), the rows split over `threads` workers (each
 /// row is one single-threaded product of its own, so any split gives the same rows).
-public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                          M: Int, K: Int, N: Int, threads: Int) {
+public func linearForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+    M: Int, K: Int, N: Int, threads: Int
+) {
     guard threads > 1, M >= 2 * linearGrain else {
         linearForward(out, inp, weight, bias, M: M, K: K, N: N)
         return
@@ -36,33 +38,40 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 }
 
 /// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N).
-public func linearForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                          M: Int, K: Int, N: Int) {
+public func linearForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+    M: Int, K: Int, N: Int
+) {
     if let bias {
         for m in 0..<M { (out + m * N).update(from: bias, count: N) }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(N), Int32(K),
-                1, inp, Int32(K), weight, Int32(K), bias == nil ? 0 : 1, out, Int32(N))
+    cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(N), Int32(K),
+        1, inp, Int32(K), weight, Int32(K), bias == nil ? 0 : 1, out, Int32(N))
 }
 
 /// Accumulates dinp(M,K) += dout·W, dweight(N,K) += doutᵀ·inp, dbias(N) += Σ_m dout.
 /// `dinp` may be nil when the input needs no gradient. The bias sum is split over output columns
 /// on `threads` workers, each column still summed over the rows in order (the same bits).
-public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
-                           dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-                           inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                           M: Int, K: Int, N: Int, threads: Int = 1) {
+public func linearBackward(
+    dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+    inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    M: Int, K: Int, N: Int, threads: Int = 1
+) {
     // dinp rows m0..<m1 (independent rows) and dweight rows n0..<n1 (each still a sum over all M
     // rows of dout in one product).
     func slice(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
         if let dinp, m1 > m0 {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m1 - m0), Int32(K), Int32(N),
-                        1, dout + m0 * N, Int32(N), weight, Int32(K), 1, dinp + m0 * K, Int32(K))
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m1 - m0), Int32(K), Int32(N),
+                1, dout + m0 * N, Int32(N), weight, Int32(K), 1, dinp + m0 * K, Int32(K))
         }
         if n1 > n0 {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n1 - n0), Int32(K), Int32(M),
-                        1, dout + n0, Int32(N), inp, Int32(K), 1, dweight + n0 * K, Int32(K))
+            cblas_sgemm(
+                CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n1 - n0), Int32(K), Int32(M),
+                1, dout + n0, Int32(N), inp, Int32(K), 1, dweight + n0 * K, Int32(K))
         }
     }
     if threads > 1 && M >= 2 * linearGrain && N >= 16 {
@@ -86,11 +95,14 @@ public func linearBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
 
 /// Plain sgemm, row-major: C(M,N) = alpha · op(A) · op(B) + beta · C. Used by benchmarks to
 /// measure the machine's peak in the same process.
-public func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
-                  _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                  beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(M), Int32(N), Int32(K), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+public func sgemm(
+    transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+    _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    cblas_sgemm(
+        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+        Int32(M), Int32(N), Int32(K), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// Sets the number of threads OpenBLAS uses in this process.

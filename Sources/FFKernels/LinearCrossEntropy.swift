@@ -26,25 +26,31 @@ public struct LinearCrossEntropyGradient {
 /// arithmetic than the unfused layer (a backward on its own would have to recompute the logits).
 /// Returns the summed loss in nats; `rowLoss` (M) receives the per-row losses, summed in row
 /// order so that the result depends on neither `chunk` nor `threads`.
-public func linearCrossEntropy(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
-                               M: Int, K: Int, V: Int, chunk: Int, scratch: UnsafeMutablePointer<Float>,
-                               rowLoss: UnsafeMutablePointer<Double>, gradient: LinearCrossEntropyGradient?,
-                               threads: Int = 1) -> Double {
+public func linearCrossEntropy(
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+    M: Int, K: Int, V: Int, chunk: Int, scratch: UnsafeMutablePointer<Float>,
+    rowLoss: UnsafeMutablePointer<Double>, gradient: LinearCrossEntropyGradient?,
+    threads: Int = 1
+) -> Double {
     precondition(chunk > 0, "chunk must be positive")
     var start = 0
     while start < M {
         let rows = min(chunk, M - start)
         let xs = x + start * K
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(V), Int32(K),
-                    1, xs, Int32(K), weight, Int32(K), 0, scratch, Int32(V))
-        _ = crossEntropy(logits: scratch, targets: targets + start, M: rows, V: V, dscale: gradient?.scale,
-                         rowLoss: rowLoss + start, threads: threads)
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(V), Int32(K),
+            1, xs, Int32(K), weight, Int32(K), 0, scratch, Int32(V))
+        _ = crossEntropy(
+            logits: scratch, targets: targets + start, M: rows, V: V, dscale: gradient?.scale,
+            rowLoss: rowLoss + start, threads: threads)
         if let g = gradient {
             // scratch now holds dlogits (rows,V).
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(K), Int32(V),
-                        1, scratch, Int32(V), weight, Int32(K), 1, g.dx + start * K, Int32(K))
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(V), Int32(K), Int32(rows),
-                        1, scratch, Int32(V), xs, Int32(K), 1, g.dweight, Int32(K))
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(K), Int32(V),
+                1, scratch, Int32(V), weight, Int32(K), 1, g.dx + start * K, Int32(K))
+            cblas_sgemm(
+                CblasRowMajor, CblasTrans, CblasNoTrans, Int32(V), Int32(K), Int32(rows),
+                1, scratch, Int32(V), xs, Int32(K), 1, g.dweight, Int32(K))
         }
         start += rows
     }

@@ -39,13 +39,15 @@ private let piOver2Part3 = Float(halfPi - Double(piOver2Part1) - Double(piOver2P
     var sinX = s.replacing(with: c, where: odd)
     var cosX = c.replacing(with: s, where: odd)
     sinX.replace(with: -sinX, where: q .>= 2)
-    cosX.replace(with: -cosX, where: (q - 1.5) * (q - 1.5) .< 0.5) // q = 1 or 2
+    cosX.replace(with: -cosX, where: (q - 1.5) * (q - 1.5) .< 0.5)  // q = 1 or 2
     return (sinX, cosX)
 }
 
 /// sin and cos of x[0..<n] into s and c (any of them may not alias).
-public func sinCos(_ x: UnsafePointer<Float>, sin s: UnsafeMutablePointer<Float>,
-                   cos c: UnsafeMutablePointer<Float>, count n: Int) {
+public func sinCos(
+    _ x: UnsafePointer<Float>, sin s: UnsafeMutablePointer<Float>,
+    cos c: UnsafeMutablePointer<Float>, count n: Int
+) {
     let chunks = n / lanes, bytes = lanes * 4
     let rx = UnsafeRawPointer(x), rs = UnsafeMutableRawPointer(s), rc = UnsafeMutableRawPointer(c)
     var outOfRange = FV()

@@ -13,9 +13,11 @@ public struct AdamW: Sendable, Equatable {
     /// One update of `count` consecutive elements (a tensor, or a rank's ZeRO-1 partition). The four
     /// pointers point at the first element of the span in their own buffers; `t` is the 1-based
     /// step; `gradScale` multiplies the gradient first (the clipping factor).
-    public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
-                       m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                       count: Int, decays: Bool, lr: Float, step t: Int, gradScale: Float) {
+    public func update(
+        params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count: Int, decays: Bool, lr: Float, step t: Int, gradScale: Float
+    ) {
         let bc1 = 1 - pow(beta1, Float(t)), bc2 = 1 - pow(beta2, Float(t))
         let stepSize = lr / bc1
         let decay = decays ? 1 - lr * weightDecay : 1
@@ -34,24 +36,30 @@ public struct AdamW: Sendable, Equatable {
     /// flag, and AdamW is element-wise, so any split gives the same result as whole tensors.
     /// `grads`, `m` and `v` hold the elements from `base` on (0 for full buffers; the range's first
     /// element otherwise); `params` is the full buffer.
-    public func update(layout: ParameterLayout, elements: Range<Int>, params: UnsafeMutablePointer<Float>,
-                       grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                       base: Int, lr: Float, step t: Int, gradScale: Float) {
+    public func update(
+        layout: ParameterLayout, elements: Range<Int>, params: UnsafeMutablePointer<Float>,
+        grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        base: Int, lr: Float, step t: Int, gradScale: Float
+    ) {
         for tensor in layout.tensors {
             let lo = max(tensor.offset, elements.lowerBound)
             let hi = min(tensor.offset + tensor.count, elements.upperBound)
             guard lo < hi else { continue }
             let o = lo - base
-            update(params: params + lo, grads: grads + o, m: m + o, v: v + o, count: hi - lo,
-                   decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
+            update(
+                params: params + lo, grads: grads + o, m: m + o, v: v + o, count: hi - lo,
+                decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
         }
     }
 
     /// One update of every tensor of `layout` over full buffers.
-    public func update(layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
-                       lr: Float, step t: Int, gradScale: Float) {
-        update(layout: layout, elements: 0..<layout.count, params: params.pointer, grads: grads.pointer,
-               m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale)
+    public func update(
+        layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
+        lr: Float, step t: Int, gradScale: Float
+    ) {
+        update(
+            layout: layout, elements: 0..<layout.count, params: params.pointer, grads: grads.pointer,
+            m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale)
     }
 }
 

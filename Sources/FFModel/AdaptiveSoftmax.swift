@@ -51,8 +51,10 @@ public struct AdaptiveSoftmaxConfig: Sendable, Equatable {
     /// `tieProjections` the softmax head applies the same matrix to the hidden state.
     public var projectShortlist: Bool
 
-    public init(vocabSize: Int, dModel: Int, cutoffs: [Int], divVal: Float = 1, tieWeights: Bool = false,
-                tieProjections: Bool = false, projectShortlist: Bool = false) {
+    public init(
+        vocabSize: Int, dModel: Int, cutoffs: [Int], divVal: Float = 1, tieWeights: Bool = false,
+        tieProjections: Bool = false, projectShortlist: Bool = false
+    ) {
         self.vocabSize = vocabSize; self.dModel = dModel; self.cutoffs = cutoffs; self.divVal = divVal
         self.tieWeights = tieWeights; self.tieProjections = tieProjections; self.projectShortlist = projectShortlist
     }
@@ -107,7 +109,9 @@ public struct AdaptiveSoftmaxConfig: Sendable, Equatable {
             p.append("adaptive.div_val must be a finite number >= 1 (got \(divVal))")
         }
         if tieProjections && !tieWeights {
-            p.append("adaptive.tie_projections needs adaptive.tie_weights: projections are shared only between tied tables")
+            p.append(
+                "adaptive.tie_projections needs adaptive.tie_weights: projections are shared only between tied "
+                    + "tables")
         }
         return p
     }
@@ -194,16 +198,20 @@ public final class AdaptiveEmbedding {
 
     private let partition: RowPartition
     private let arena = Arena()
-    private let tokensBuf: UnsafeMutablePointer<Int32>   // (M) tokens of the last forward
-    private let gathered: UnsafeMutablePointer<Float>    // Σ_k r_k d_k <= M·C: table rows of projected clusters, grouped
-    private let dGathered: UnsafeMutablePointer<Float>   // same layout as `gathered`
-    private let projected: UnsafeMutablePointer<Float>   // (M, C) grouped rows: projection outputs, then dout in backward
-    private var gatheredOffset: [Int]                    // (n + 1) where cluster k starts in `gathered`
+    private let tokensBuf: UnsafeMutablePointer<Int32>  // (M) tokens of the last forward
+    /// Σ_k r_k d_k <= M·C: table rows of projected clusters, grouped.
+    private let gathered: UnsafeMutablePointer<Float>
+    private let dGathered: UnsafeMutablePointer<Float>  // same layout as `gathered`
+    /// (M, C) grouped rows: projection outputs, then dout in backward.
+    private let projected: UnsafeMutablePointer<Float>
+    private var gatheredOffset: [Int]  // (n + 1) where cluster k starts in `gathered`
     private var lastRows = -1
 
     /// Registers the tables and projections in `layout` under `prefix`.
-    public init(config: AdaptiveSoftmaxConfig, layout: inout ParameterLayout, prefix: String = "adaptive_input",
-                maxRows: Int) {
+    public init(
+        config: AdaptiveSoftmaxConfig, layout: inout ParameterLayout, prefix: String = "adaptive_input",
+        maxRows: Int
+    ) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         precondition(maxRows >= 1, "maxRows must be at least 1 (got \(maxRows))")
         self.config = config
@@ -235,8 +243,10 @@ public final class AdaptiveEmbedding {
     /// Uses `params` and `grads` (flat buffers of the layout passed to init) from now on.
     public func bind(params: FlatBuffer, grads: FlatBuffer) {
         let end = registered.map { $0.range.upperBound }.max() ?? 0
-        precondition(params.count == grads.count && params.count >= end,
-                     "buffers of \(params.count)/\(grads.count) floats do not hold this embedding's tensors (need \(end))")
+        precondition(
+            params.count == grads.count && params.count >= end,
+            "buffers of \(params.count)/\(grads.count) floats do not hold this embedding's tensors (need "
+                + "\(end))")
         self.params = params; self.grads = grads
     }
 
@@ -297,8 +307,9 @@ public final class AdaptiveEmbedding {
                 for i in 0..<r { (dy + i * C).update(from: dout + Int(perm[s + i]) * C, count: C) }
                 let dg = dGathered + gatheredOffset[k]
                 dg.update(repeating: 0, count: r * d)
-                linearBackward(dinp: dg, dweight: g + proj, dbias: nil, dout: dy, inp: gathered + gatheredOffset[k],
-                               weight: p + proj, M: r, K: d, N: C)
+                linearBackward(
+                    dinp: dg, dweight: g + proj, dbias: nil, dout: dy, inp: gathered + gatheredOffset[k],
+                    weight: p + proj, M: r, K: d, N: C)
                 for i in 0..<r {
                     let row = gTable + (Int(tokensBuf[Int(perm[s + i])]) - lo) * d, src = dg + i * d
                     for j in 0..<d { row[j] += src[j] }
@@ -316,7 +327,10 @@ public final class AdaptiveEmbedding {
     /// The embedding (C) of one token, computed in Double from the bound parameters (analysis and
     /// tests; allocates).
     public func embedding(of token: Int) -> [Double] {
-        precondition(token >= 0 && token < config.vocabSize, "token \(token) outside the vocabulary (\(config.vocabSize))")
+        precondition(
+            token >= 0 && token < config.vocabSize,
+            "token \(token) outside the vocabulary "
+                + "(\(config.vocabSize))")
         guard let params else { preconditionFailure("AdaptiveEmbedding used before bind(params:grads:)") }
         let C = config.dModel, p = params.pointer, k = config.cluster(of: token), d = dims[k]
         let row = p + tables[k] + (token - config.clusterRange(k).lowerBound) * d
@@ -374,15 +388,15 @@ public final class AdaptiveSoftmax {
 
     private let partition: RowPartition
     private let arena = Arena()
-    private let x, dx: UnsafeMutablePointer<Float>           // (M, C) hidden rows grouped by target cluster, and their gradient
-    private let zHead: UnsafeMutablePointer<Float>           // (M, C) projected input of the shortlist (projectShortlist, tied)
-    private let zTail: UnsafeMutablePointer<Float>           // Σ_k r_k d_k <= M·C: projected inputs of the tails, grouped
-    private let dz: UnsafeMutablePointer<Float>              // <= (M, C) the gradient of one cluster's z
-    private let headLogits: UnsafeMutablePointer<Float>      // (M, H), dlogits after a training forward
-    private let tailLogits: UnsafeMutablePointer<Float>      // (tailChunk, max s_k) one chunk of a tail
-    private let headTargets, tailTargets: UnsafeMutablePointer<Int32>   // (M) grouped
-    private let rowLoss: UnsafeMutablePointer<Double>        // (M)
-    private let zOffset: UnsafeMutablePointer<Int>           // (n + 1) where cluster k starts in zTail
+    private let x, dx: UnsafeMutablePointer<Float>  // (M, C) hidden rows grouped by target cluster, and their gradient
+    private let zHead: UnsafeMutablePointer<Float>  // (M, C) projected input of the shortlist (projectShortlist, tied)
+    private let zTail: UnsafeMutablePointer<Float>  // Σ_k r_k d_k <= M·C: projected inputs of the tails, grouped
+    private let dz: UnsafeMutablePointer<Float>  // <= (M, C) the gradient of one cluster's z
+    private let headLogits: UnsafeMutablePointer<Float>  // (M, H), dlogits after a training forward
+    private let tailLogits: UnsafeMutablePointer<Float>  // (tailChunk, max s_k) one chunk of a tail
+    private let headTargets, tailTargets: UnsafeMutablePointer<Int32>  // (M) grouped
+    private let rowLoss: UnsafeMutablePointer<Double>  // (M)
+    private let zOffset: UnsafeMutablePointer<Int>  // (n + 1) where cluster k starts in zTail
     private var lastRows = 0
     private var lastScale: Float?
 
@@ -392,13 +406,19 @@ public final class AdaptiveSoftmax {
     /// Registers the softmax's own tensors in `layout` under `prefix`. With `config.tieWeights`,
     /// `tiedTo` must be the embedding built from the same config (registered earlier in the same
     /// layout and bound to the same buffers). `tailChunk` defaults to min(maxRows, 256).
-    public init(config: AdaptiveSoftmaxConfig, layout: inout ParameterLayout, prefix: String = "adaptive_softmax",
-                maxRows: Int, tailChunk: Int? = nil, threads: Int = 1, tiedTo embedding: AdaptiveEmbedding? = nil) {
+    public init(
+        config: AdaptiveSoftmaxConfig, layout: inout ParameterLayout, prefix: String = "adaptive_softmax",
+        maxRows: Int, tailChunk: Int? = nil, threads: Int = 1, tiedTo embedding: AdaptiveEmbedding? = nil
+    ) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         precondition(maxRows >= 1, "maxRows must be at least 1 (got \(maxRows))")
         precondition((tailChunk ?? 1) >= 1, "tailChunk must be at least 1 (got \(tailChunk ?? 0))")
-        precondition(config.tieWeights == (embedding != nil),
-                     config.tieWeights ? "tieWeights needs the AdaptiveEmbedding to tie to" : "an embedding was given but tieWeights is off")
+        precondition(
+            config.tieWeights == (embedding != nil),
+            config.tieWeights
+                ? "tieWeights needs the AdaptiveEmbedding to tie to"
+                : "an embedding was given "
+                    + "but tieWeights is off")
         if let embedding {
             precondition(embedding.config == config, "the tied embedding was built from a different config")
         }
@@ -474,8 +494,9 @@ public final class AdaptiveSoftmax {
                 precondition(ep === params && eg === grads, "the tied embedding is bound to other buffers")
             }
         }
-        precondition(params.count == grads.count && params.count >= end,
-                     "buffers of \(params.count)/\(grads.count) floats do not hold this softmax's tensors (need \(end))")
+        precondition(
+            params.count == grads.count && params.count >= end,
+            "buffers of \(params.count)/\(grads.count) floats do not hold this softmax's tensors (need \(end))")
         self.params = params; self.grads = grads
     }
 
@@ -485,7 +506,9 @@ public final class AdaptiveSoftmax {
     /// Returns the summed negative log-likelihood (nats, in Double) of targets (M) given hidden
     /// (M, C); a target < 0 is ignored. With a `lossScale`, keeps what the following `backward`
     /// needs for the gradient of `lossScale * loss`; with nil, only evaluates.
-    public func forward(hidden: UnsafePointer<Float>, targets: UnsafePointer<Int32>, M: Int, lossScale: Float?) -> Double {
+    public func forward(
+        hidden: UnsafePointer<Float>, targets: UnsafePointer<Int32>, M: Int, lossScale: Float?
+    ) -> Double {
         precondition(M >= 0 && M <= maxRows, "\(M) rows exceed the softmax's allocation \(maxRows)")
         guard let params else { preconditionFailure("AdaptiveSoftmax used before bind(params:grads:)") }
         let C = config.dModel, V = config.vocabSize, H = config.headSize, c0 = config.shortlistSize
@@ -519,11 +542,13 @@ public final class AdaptiveSoftmax {
         let inp0 = project(0, x: x, rows: M, z: zHead, p: p)
         score(0, inp: inp0, rows: M, logits: headLogits, ld: H, p: p)
         if n > 0 {
-            sgemm(transA: false, transB: true, M: M, N: n, K: C, alpha: 1, x, lda: C, p + clusterWeight, ldb: C,
-                  beta: 0, headLogits + c0, ldc: H)
+            sgemm(
+                transA: false, transB: true, M: M, N: n, K: C, alpha: 1, x, lda: C, p + clusterWeight, ldb: C,
+                beta: 0, headLogits + c0, ldc: H)
         }
-        var loss = crossEntropy(logits: headLogits, targets: headTargets, M: M, V: H, dscale: lossScale,
-                                rowLoss: rowLoss, threads: threads)
+        var loss = crossEntropy(
+            logits: headLogits, targets: headTargets, M: M, V: H, dscale: lossScale,
+            rowLoss: rowLoss, threads: threads)
 
         // Each tail over its own rows only; the logits of a chunk are dropped after its loss.
         var zoff = 0
@@ -536,8 +561,9 @@ public final class AdaptiveSoftmax {
             while done < r {
                 let rc = min(tailChunk, r - done)
                 score(k, inp: inp + done * d, rows: rc, logits: tailLogits, ld: size, p: p)
-                loss += crossEntropy(logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: nil,
-                                     rowLoss: rowLoss + s + done, threads: threads)
+                loss += crossEntropy(
+                    logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: nil,
+                    rowLoss: rowLoss + s + done, threads: threads)
                 done += rc
             }
             zoff += r * d
@@ -558,14 +584,17 @@ public final class AdaptiveSoftmax {
 
         // Head: headLogits hold dlogits (M, H).
         let inp0 = projections[0] == .none ? UnsafePointer(x) : UnsafePointer(zHead)
-        scoreBackward(0, dlogits: headLogits, ld: H, inp: inp0, rows: M, dinp: projections[0] == .none ? dx : dz, p: p, g: g)
+        scoreBackward(
+            0, dlogits: headLogits, ld: H, inp: inp0, rows: M, dinp: projections[0] == .none ? dx : dz, p: p, g: g)
         projectBackward(0, x: x, rows: M, dz: dz, dx: dx, p: p, g: g)
         if n > 0 {
-            let dl = headLogits + c0   // (M, n), row stride H
-            sgemm(transA: true, transB: false, M: n, N: C, K: M, alpha: 1, dl, lda: H, x, ldb: C,
-                  beta: 1, g + clusterWeight, ldc: C)
-            sgemm(transA: false, transB: false, M: M, N: C, K: n, alpha: 1, dl, lda: H, p + clusterWeight, ldb: C,
-                  beta: 1, dx, ldc: C)
+            let dl = headLogits + c0  // (M, n), row stride H
+            sgemm(
+                transA: true, transB: false, M: n, N: C, K: M, alpha: 1, dl, lda: H, x, ldb: C,
+                beta: 1, g + clusterWeight, ldc: C)
+            sgemm(
+                transA: false, transB: false, M: M, N: C, K: n, alpha: 1, dl, lda: H, p + clusterWeight, ldb: C,
+                beta: 1, dx, ldc: C)
         }
 
         // Tails: score each chunk again, turn it into dlogits, and push it through.
@@ -579,10 +608,12 @@ public final class AdaptiveSoftmax {
             while done < r {
                 let rc = min(tailChunk, r - done)
                 score(k, inp: inp + done * d, rows: rc, logits: tailLogits, ld: size, p: p)
-                _ = crossEntropy(logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: scale,
-                                 rowLoss: rowLoss + s + done, threads: threads)
-                scoreBackward(k, dlogits: tailLogits, ld: size, inp: inp + done * d, rows: rc,
-                              dinp: projected ? dz + done * d : dxk + done * C, p: p, g: g)
+                _ = crossEntropy(
+                    logits: tailLogits, targets: tailTargets + s + done, M: rc, V: size, dscale: scale,
+                    rowLoss: rowLoss + s + done, threads: threads)
+                scoreBackward(
+                    k, dlogits: tailLogits, ld: size, inp: inp + done * d, rows: rc,
+                    dinp: projected ? dz + done * d : dxk + done * C, p: p, g: g)
                 done += rc
             }
             projectBackward(k, x: xk, rows: r, dz: dz, dx: dxk, p: p, g: g)
@@ -597,53 +628,70 @@ public final class AdaptiveSoftmax {
     }
 
     /// Cluster k's input for x (r, C): x itself, or z (r, d_k) = its projection, written to `z`.
-    private func project(_ k: Int, x: UnsafePointer<Float>, rows r: Int, z: UnsafeMutablePointer<Float>,
-                         p: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+    private func project(
+        _ k: Int, x: UnsafePointer<Float>, rows r: Int, z: UnsafeMutablePointer<Float>,
+        p: UnsafeMutablePointer<Float>
+    ) -> UnsafePointer<Float> {
         let C = config.dModel, d = dims[k]
         switch projections[k] {
         case .none:
             return x
-        case .own(let P):       // P (d, C): z = x · Pᵀ
+        case .own(let P):  // P (d, C): z = x · Pᵀ
             sgemm(transA: false, transB: true, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: C, beta: 0, z, ldc: d)
-        case .shared(let P):    // P (C, d): z = x · P
-            sgemm(transA: false, transB: false, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: d, beta: 0, z, ldc: d)
+        case .shared(let P):  // P (C, d): z = x · P
+            sgemm(
+                transA: false, transB: false, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: d, beta: 0, z, ldc: d)
         }
         return UnsafePointer(z)
     }
 
     /// logits (r, s_k), row stride `ld` = inp (r, d_k) · Outᵀ.
-    private func score(_ k: Int, inp: UnsafePointer<Float>, rows r: Int, logits: UnsafeMutablePointer<Float>, ld: Int,
-                       p: UnsafeMutablePointer<Float>) {
+    private func score(
+        _ k: Int, inp: UnsafePointer<Float>, rows r: Int, logits: UnsafeMutablePointer<Float>, ld: Int,
+        p: UnsafeMutablePointer<Float>
+    ) {
         let d = dims[k], s = config.clusterRange(k).count
-        sgemm(transA: false, transB: true, M: r, N: s, K: d, alpha: 1, inp, lda: d, p + outWeights[k], ldb: d,
-              beta: 0, logits, ldc: ld)
+        sgemm(
+            transA: false, transB: true, M: r, N: s, K: d, alpha: 1, inp, lda: d, p + outWeights[k], ldb: d,
+            beta: 0, logits, ldc: ld)
     }
 
     /// dOut (s_k, d_k) += dlogitsᵀ · inp, and the gradient of inp (r, d_k): accumulated into
     /// `dinp` when inp is x (unprojected), written to it when inp is a z.
-    private func scoreBackward(_ k: Int, dlogits: UnsafePointer<Float>, ld: Int, inp: UnsafePointer<Float>, rows r: Int,
-                               dinp: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>) {
+    private func scoreBackward(
+        _ k: Int, dlogits: UnsafePointer<Float>, ld: Int, inp: UnsafePointer<Float>, rows r: Int,
+        dinp: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
         let d = dims[k], s = config.clusterRange(k).count, out = outWeights[k]
-        sgemm(transA: true, transB: false, M: s, N: d, K: r, alpha: 1, dlogits, lda: ld, inp, ldb: d,
-              beta: 1, g + out, ldc: d)
-        sgemm(transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
-              beta: projections[k] == .none ? 1 : 0, dinp, ldc: d)
+        sgemm(
+            transA: true, transB: false, M: s, N: d, K: r, alpha: 1, dlogits, lda: ld, inp, ldb: d,
+            beta: 1, g + out, ldc: d)
+        sgemm(
+            transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
+            beta: projections[k] == .none ? 1 : 0, dinp, ldc: d)
     }
 
     /// Given dz (r, d_k), accumulates the projection's gradient and dx (r, C); nothing to do for
     /// an unprojected cluster.
-    private func projectBackward(_ k: Int, x: UnsafePointer<Float>, rows r: Int, dz: UnsafePointer<Float>,
-                                 dx: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>) {
+    private func projectBackward(
+        _ k: Int, x: UnsafePointer<Float>, rows r: Int, dz: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
         let C = config.dModel, d = dims[k]
         switch projections[k] {
         case .none:
             break
-        case .own(let P):       // z = x · Pᵀ, P (d, C)
-            sgemm(transA: true, transB: false, M: d, N: C, K: r, alpha: 1, dz, lda: d, x, ldb: C, beta: 1, g + P, ldc: C)
-            sgemm(transA: false, transB: false, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: C, beta: 1, dx, ldc: C)
-        case .shared(let P):    // z = x · P, P (C, d)
-            sgemm(transA: true, transB: false, M: C, N: d, K: r, alpha: 1, x, lda: C, dz, ldb: d, beta: 1, g + P, ldc: d)
-            sgemm(transA: false, transB: true, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: d, beta: 1, dx, ldc: C)
+        case .own(let P):  // z = x · Pᵀ, P (d, C)
+            sgemm(
+                transA: true, transB: false, M: d, N: C, K: r, alpha: 1, dz, lda: d, x, ldb: C, beta: 1, g + P, ldc: C)
+            sgemm(
+                transA: false, transB: false, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: C, beta: 1, dx, ldc: C
+            )
+        case .shared(let P):  // z = x · P, P (C, d)
+            sgemm(
+                transA: true, transB: false, M: C, N: d, K: r, alpha: 1, x, lda: C, dz, ldb: d, beta: 1, g + P, ldc: d)
+            sgemm(
+                transA: false, transB: true, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: d, beta: 1, dx, ldc: C)
         }
     }
 

@@ -28,13 +28,13 @@ public final class LanguageModel: TrainableModel {
     let adaptiveOutput: AdaptiveSoftmax?
 
     let arena = Arena()
-    let embOut, embMask: UnsafeMutablePointer<Float>       // (B,T,C)
+    let embOut, embMask: UnsafeMutablePointer<Float>  // (B,T,C)
     let lnfOut, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
-    let logits: UnsafeMutablePointer<Float>                // (outputChunk,V): one block of rows
-    let posTable: UnsafeMutablePointer<Float>              // (T,C) sinusoids
-    let dHead: UnsafeMutablePointer<Float>                 // (B,T,C) d(final hidden), from the training forward
-    let tokensBuf: UnsafeMutablePointer<Int32>             // (B,T)
-    let rowLoss: UnsafeMutablePointer<Double>              // (B,T)
+    let logits: UnsafeMutablePointer<Float>  // (outputChunk,V): one block of rows
+    let posTable: UnsafeMutablePointer<Float>  // (T,C) sinusoids
+    let dHead: UnsafeMutablePointer<Float>  // (B,T,C) d(final hidden), from the training forward
+    let tokensBuf: UnsafeMutablePointer<Int32>  // (B,T)
+    let rowLoss: UnsafeMutablePointer<Double>  // (B,T)
     let threads: Int
 
     // State of the last forward, for backward.
@@ -73,8 +73,9 @@ public final class LanguageModel: TrainableModel {
             lnfW = nil; lnfB = nil
         }
         if let a = config.adaptive {
-            adaptiveOutput = AdaptiveSoftmax(config: a, layout: &lay, maxRows: maxBatch * T, threads: self.threads,
-                                             tiedTo: adaptiveInput)
+            adaptiveOutput = AdaptiveSoftmax(
+                config: a, layout: &lay, maxRows: maxBatch * T, threads: self.threads,
+                tiedTo: adaptiveInput)
             head = -1
         } else {
             adaptiveOutput = nil
@@ -153,8 +154,10 @@ public final class LanguageModel: TrainableModel {
 
     /// Runs the model on tokens (B, T) and returns the summed cross-entropy (nats) over targets
     /// (B, T); a target < 0 is ignored.
-    public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch B: Int,
-                        mode: Mode) -> Double {
+    public func forward(
+        tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch B: Int,
+        mode: Mode
+    ) -> Double {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the model's allocation \(maxBatch)")
         let T = config.context, C = config.dModel, V = config.vocabSize, BT = B * T
         let p = params.pointer
@@ -201,13 +204,16 @@ public final class LanguageModel: TrainableModel {
             dHead.update(repeating: 0, count: BT * C)
             gradient = LinearCrossEntropyGradient(scale: scale, dx: dHead, dweight: grads.pointer + head)
         }
-        return linearCrossEntropy(x: final, weight: p + head, targets: targets, M: BT, K: C, V: V, chunk: outputChunk,
-                                  scratch: logits, rowLoss: rowLoss, gradient: gradient, threads: threads)
+        return linearCrossEntropy(
+            x: final, weight: p + head, targets: targets, M: BT, K: C, V: V, chunk: outputChunk,
+            scratch: logits, rowLoss: rowLoss, gradient: gradient, threads: threads)
     }
 
     /// Multiplies the embeddings (B,T,C) in place by a fresh dropout mask and keeps it for backward.
-    private func applyDropout(_ x: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>, rate: Float,
-                              keys: UnsafePointer<UInt64>?, B: Int) {
+    private func applyDropout(
+        _ x: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>, rate: Float,
+        keys: UnsafePointer<UInt64>?, B: Int
+    ) {
         guard rate > 0, let keys else { return }
         let n = config.context * config.dModel
         let keep = 1 / (1 - rate)
@@ -252,8 +258,9 @@ public final class LanguageModel: TrainableModel {
             dOut.update(repeating: 0, count: BT * C)
         }
         if let lnfW, let lnfB {
-            layerNormBackward(dx: dOut, dweight: g + lnfW, dbias: g + lnfB, dy: dHead, x: blockOut, weight: p + lnfW,
-                              mean: lnfMean, rstd: lnfRstd, M: BT, C: C)
+            layerNormBackward(
+                dx: dOut, dweight: g + lnfW, dbias: g + lnfB, dy: dHead, x: blockOut, weight: p + lnfW,
+                mean: lnfMean, rstd: lnfRstd, M: BT, C: C)
         }
         try onStageDone?(0)
         let L = config.layers

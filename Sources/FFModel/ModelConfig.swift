@@ -59,8 +59,9 @@ public struct LMConfig: Sendable, Equatable {
 
     /// The blocks: causal, element-wise dropout, no drop-path.
     public var stackConfig: StackConfig {
-        StackConfig(layers: layers, dModel: dModel, heads: heads, dFF: dFF, seq: context, norm: norm,
-                    activation: activation, attention: attention, causal: true, dropout: dropout)
+        StackConfig(
+            layers: layers, dModel: dModel, heads: heads, dFF: dFF, seq: context, norm: norm,
+            activation: activation, attention: attention, causal: true, dropout: dropout)
     }
 
     /// Problems that make the configuration unusable, each a sentence naming the field.
@@ -76,10 +77,16 @@ public struct LMConfig: Sendable, Equatable {
         if !(0..<1).contains(dropout) { p.append("model.dropout must be in [0, 1) (got \(dropout))") }
         if let a = adaptive {
             p += a.problems().map { "model.adaptive: \($0)" }
-            if a.vocabSize != vocabSize || a.dModel != dModel { p.append("model.adaptive: built for another vocabulary or width") }
+            if a.vocabSize != vocabSize || a.dModel != dModel {
+                p.append(
+                    "model.adaptive: built for another "
+                        + "vocabulary or width")
+            }
         }
         if case .fourier(let spec, _) = attention {
-            if spec.p < 2 || spec.p % 2 != 0 { p.append("model.attention.p must be an even integer >= 2 (got \(spec.p))") }
+            if spec.p < 2 || spec.p % 2 != 0 {
+                p.append("model.attention.p must be an even integer >= 2 (got \(spec.p))")
+            }
             if !(spec.eps >= 0) { p.append("model.attention.eps must be >= 0 (got \(spec.eps))") }
         }
         return p

@@ -69,7 +69,9 @@ public final class Arena {
     private var offsets: [Int] = []
     public func commit() {
         var off = 0
-        offsets = sizes.map { s in defer { off += (s + 15) / 16 * 16 }; return off }
+        offsets = sizes.map { s in
+            defer { off += (s + 15) / 16 * 16 }; return off
+        }
         buffer = FlatBuffer(count: off)
     }
 

@@ -65,8 +65,10 @@ public final class TextGenerator {
 
     /// Generates up to `maxTokens` after `prompt` (non-empty), stopping after a token in `stop`;
     /// `onToken` sees each token as it is drawn. Returns the new tokens.
-    public func generate(prompt: [Int32], maxTokens: Int, stop: Set<Int32> = [],
-                         onToken: (Int32) -> Void = { _ in }) -> [Int32] {
+    public func generate(
+        prompt: [Int32], maxTokens: Int, stop: Set<Int32> = [],
+        onToken: (Int32) -> Void = { _ in }
+    ) -> [Int32] {
         var logits = feed(prompt)
         var out: [Int32] = []
         while out.count < maxTokens {

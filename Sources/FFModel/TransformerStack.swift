@@ -40,8 +40,10 @@ public struct StackConfig: Sendable, Equatable {
     /// uses `dropPath * l / (L - 1)` (DeiT's linear rule).
     public var dropPath: Float
 
-    public init(layers: Int, dModel: Int, heads: Int, dFF: Int, seq: Int, norm: NormPlacement,
-                activation: Activation, attention: AttentionKind, causal: Bool, dropout: Float, dropPath: Float = 0) {
+    public init(
+        layers: Int, dModel: Int, heads: Int, dFF: Int, seq: Int, norm: NormPlacement,
+        activation: Activation, attention: AttentionKind, causal: Bool, dropout: Float, dropPath: Float = 0
+    ) {
         self.layers = layers; self.dModel = dModel; self.heads = heads; self.dFF = dFF; self.seq = seq
         self.norm = norm; self.activation = activation; self.attention = attention; self.causal = causal
         self.dropout = dropout; self.dropPath = dropPath
@@ -76,16 +78,16 @@ public final class TransformerStack {
     let blockParams: [BlockParams]
 
     struct BlockActs {
-        var ln1Out, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>   // (B,T,C) (B,T) (B,T)
-        var qkv: UnsafeMutablePointer<Float>                          // (B,T,3C)
-        var att: UnsafeMutablePointer<Float>                          // (B,T,C)
-        var attStat: UnsafeMutablePointer<Float>                      // (B,H,T)
-        var proj, projMask: UnsafeMutablePointer<Float>               // (B,T,C)
-        var res1: UnsafeMutablePointer<Float>                         // (B,T,C)
+        var ln1Out, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>  // (B,T,C) (B,T) (B,T)
+        var qkv: UnsafeMutablePointer<Float>  // (B,T,3C)
+        var att: UnsafeMutablePointer<Float>  // (B,T,C)
+        var attStat: UnsafeMutablePointer<Float>  // (B,H,T)
+        var proj, projMask: UnsafeMutablePointer<Float>  // (B,T,C)
+        var res1: UnsafeMutablePointer<Float>  // (B,T,C)
         var ln2Out, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
-        var fc1, act: UnsafeMutablePointer<Float>                     // (B,T,F)
-        var fc2, fc2Mask: UnsafeMutablePointer<Float>                 // (B,T,C)
-        var res2: UnsafeMutablePointer<Float>                         // (B,T,C)
+        var fc1, act: UnsafeMutablePointer<Float>  // (B,T,F)
+        var fc2, fc2Mask: UnsafeMutablePointer<Float>  // (B,T,C)
+        var res2: UnsafeMutablePointer<Float>  // (B,T,C)
 
         /// Reserves one block's activations in `a` for `batch` samples of `T` tokens; the returned
         /// closure names the pointers once the arena has committed its memory.
@@ -98,21 +100,22 @@ public final class TransformerStack {
             let fc1 = a.reserve(bt * F), act = a.reserve(bt * F)
             let fc2 = a.reserve(bt * C), fc2Mask = a.reserve(bt * C), res2 = a.reserve(bt * C)
             return { a in
-                BlockActs(ln1Out: a.pointer(ln1Out), ln1Mean: a.pointer(ln1Mean), ln1Rstd: a.pointer(ln1Rstd),
-                          qkv: a.pointer(qkv), att: a.pointer(att), attStat: a.pointer(attStat),
-                          proj: a.pointer(proj), projMask: a.pointer(projMask), res1: a.pointer(res1),
-                          ln2Out: a.pointer(ln2Out), ln2Mean: a.pointer(ln2Mean), ln2Rstd: a.pointer(ln2Rstd),
-                          fc1: a.pointer(fc1), act: a.pointer(act), fc2: a.pointer(fc2), fc2Mask: a.pointer(fc2Mask),
-                          res2: a.pointer(res2))
+                BlockActs(
+                    ln1Out: a.pointer(ln1Out), ln1Mean: a.pointer(ln1Mean), ln1Rstd: a.pointer(ln1Rstd),
+                    qkv: a.pointer(qkv), att: a.pointer(att), attStat: a.pointer(attStat),
+                    proj: a.pointer(proj), projMask: a.pointer(projMask), res1: a.pointer(res1),
+                    ln2Out: a.pointer(ln2Out), ln2Mean: a.pointer(ln2Mean), ln2Rstd: a.pointer(ln2Rstd),
+                    fc1: a.pointer(fc1), act: a.pointer(act), fc2: a.pointer(fc2), fc2Mask: a.pointer(fc2Mask),
+                    res2: a.pointer(res2))
             }
         }
     }
     var acts: [BlockActs] = []
     let arena = Arena()
     // Gradient scratch shared by all layers.
-    let dRes, dH, dTmp, dAtt: UnsafeMutablePointer<Float>           // (B,T,C)
-    let dQKV: UnsafeMutablePointer<Float>                           // (B,T,3C)
-    let dF1, dF2: UnsafeMutablePointer<Float>                       // (B,T,F)
+    let dRes, dH, dTmp, dAtt: UnsafeMutablePointer<Float>  // (B,T,C)
+    let dQKV: UnsafeMutablePointer<Float>  // (B,T,3C)
+    let dF1, dF2: UnsafeMutablePointer<Float>  // (B,T,F)
     /// Ping-pong buffers for the gradient flowing down the stack (B,T,C).
     let dPing, dPong: UnsafeMutablePointer<Float>
 
@@ -142,8 +145,11 @@ public final class TransformerStack {
             b.projW = layout.add(p + "attn.proj.weight", [C, C], decays: true).offset
             b.projB = layout.add(p + "attn.proj.bias", [C], decays: false).offset
             if case .fourier(let spec, _) = config.attention {
-                b.R = layout.add(p + "attn.R", [spec.rMode.count(heads: H, headDim: config.headDim)],
-                                 decays: false).offset
+                b.R =
+                    layout.add(
+                        p + "attn.R", [spec.rMode.count(heads: H, headDim: config.headDim)],
+                        decays: false
+                    ).offset
             }
             b.ln2w = layout.add(p + "ln2.weight", [C], decays: false).offset
             b.ln2b = layout.add(p + "ln2.bias", [C], decays: false).offset
@@ -155,9 +161,11 @@ public final class TransformerStack {
         }
         blockParams = bps
         kernels = AttentionKernels(maxSeq: T, headDim: config.headDim, threads: threads)
-        kernels.reserve(AttentionShape(batch: maxBatch, seq: T, heads: H, headDim: config.headDim,
-                                       causal: config.causal),
-                        for: config.attention == .softmax ? .softmax : .fourier)
+        kernels.reserve(
+            AttentionShape(
+                batch: maxBatch, seq: T, heads: H, headDim: config.headDim,
+                causal: config.causal),
+            for: config.attention == .softmax ? .softmax : .fourier)
 
         let BT = maxBatch * T
         let a = arena
@@ -186,8 +194,10 @@ public final class TransformerStack {
     }
 
     /// dst(n) = src(n) * mask(n), or a copy of src without a mask.
-    func maskedCopy(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, mask: UnsafePointer<Float>?,
-                    count n: Int) {
+    func maskedCopy(
+        _ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, mask: UnsafePointer<Float>?,
+        count n: Int
+    ) {
         guard let mask else { dst.update(from: src, count: n); return }
         elementwise(n) { r in for i in r { dst[i] = src[i] * mask[i] } }
     }
@@ -201,8 +211,10 @@ public final class TransformerStack {
 
     /// Runs the blocks on x (B,T,C) and returns the output (B,T,C, inside the stack's arena).
     /// `keys` (one per sample) turns on dropout and drop-path; nil is evaluation.
-    public func forward(_ x: UnsafeMutablePointer<Float>, batch B: Int, params p: UnsafePointer<Float>,
-                        keys: UnsafePointer<UInt64>?) -> UnsafeMutablePointer<Float> {
+    public func forward(
+        _ x: UnsafeMutablePointer<Float>, batch B: Int, params p: UnsafePointer<Float>,
+        keys: UnsafePointer<UInt64>?
+    ) -> UnsafeMutablePointer<Float> {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the stack's allocation \(maxBatch)")
         input = x
         lastBatch = B
@@ -214,8 +226,10 @@ public final class TransformerStack {
 
     /// Multiplies a branch output x (B,T,C) in place by a fresh mask (element-wise dropout times
     /// per-sample drop-path) and keeps the mask for backward.
-    private func applyBranchMask(_ x: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>, layer l: Int,
-                                 site: UInt64, keys: UnsafePointer<UInt64>?, B: Int) {
+    private func applyBranchMask(
+        _ x: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>, layer l: Int,
+        site: UInt64, keys: UnsafePointer<UInt64>?, B: Int
+    ) {
         guard let keys, anyMask else { return }
         let rate = config.dropout, pathRate = config.dropPathRate(l)
         let n = config.seq * config.dModel
@@ -238,18 +252,22 @@ public final class TransformerStack {
         }
     }
 
-    private func blockForward(_ l: Int, x: UnsafeMutablePointer<Float>, B: Int, p: UnsafePointer<Float>,
-                              keys: UnsafePointer<UInt64>?) -> UnsafeMutablePointer<Float> {
+    private func blockForward(
+        _ l: Int, x: UnsafeMutablePointer<Float>, B: Int, p: UnsafePointer<Float>,
+        keys: UnsafePointer<UInt64>?
+    ) -> UnsafeMutablePointer<Float> {
         let T = config.seq, C = config.dModel, F = config.dFF, BT = B * T
         let w = blockParams[l], a = acts[l]
         let pre = config.norm == .pre
-        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim,
-                                   causal: config.causal)
+        let shape = AttentionShape(
+            batch: B, seq: T, heads: config.heads, headDim: config.headDim,
+            causal: config.causal)
 
         var attnIn = x
         if pre {
-            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, x, weight: p + w.ln1w, bias: p + w.ln1b,
-                             M: BT, C: C, threads: threads)
+            layerNormForward(
+                a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, x, weight: p + w.ln1w, bias: p + w.ln1b,
+                M: BT, C: C, threads: threads)
             attnIn = a.ln1Out
         }
         linearForward(a.qkv, attnIn, p + w.qkvW, p + w.qkvB, M: BT, K: C, N: 3 * C, threads: threads)
@@ -270,14 +288,16 @@ public final class TransformerStack {
         elementwise(BT * C) { r in for i in r { a.res1[i] = x[i] + a.proj[i] } }
         var h = a.res1
         if !pre {
-            layerNormForward(a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, a.res1, weight: p + w.ln1w,
-                             bias: p + w.ln1b, M: BT, C: C, threads: threads)
+            layerNormForward(
+                a.ln1Out, mean: a.ln1Mean, rstd: a.ln1Rstd, a.res1, weight: p + w.ln1w,
+                bias: p + w.ln1b, M: BT, C: C, threads: threads)
             h = a.ln1Out
         }
         var ffIn = h
         if pre {
-            layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, h, weight: p + w.ln2w, bias: p + w.ln2b,
-                             M: BT, C: C, threads: threads)
+            layerNormForward(
+                a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, h, weight: p + w.ln2w, bias: p + w.ln2b,
+                M: BT, C: C, threads: threads)
             ffIn = a.ln2Out
         }
         linearForward(a.fc1, ffIn, p + w.fc1W, p + w.fc1B, M: BT, K: C, N: F, threads: threads)
@@ -286,8 +306,9 @@ public final class TransformerStack {
         applyBranchMask(a.fc2, mask: a.fc2Mask, layer: l, site: UInt64(2 * l + 2), keys: keys, B: B)
         elementwise(BT * C) { r in for i in r { a.res2[i] = h[i] + a.fc2[i] } }
         if pre { return a.res2 }
-        layerNormForward(a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: p + w.ln2w, bias: p + w.ln2b,
-                         M: BT, C: C, threads: threads)
+        layerNormForward(
+            a.ln2Out, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: p + w.ln2w, bias: p + w.ln2b,
+            M: BT, C: C, threads: threads)
         return a.ln2Out
     }
 
@@ -316,8 +337,10 @@ public final class TransformerStack {
     /// Backpropagates `outputGradient` through the blocks of the last forward, accumulating into
     /// `g`; calls `onLayerDone(l)` when block l's gradients are final (l = L-1 down to 0) and
     /// returns the gradient of the stack's input (B,T,C, inside the stack's arena).
-    public func backward(params p: UnsafePointer<Float>, grads g: UnsafeMutablePointer<Float>,
-                         onLayerDone: ((Int) throws -> Void)? = nil) rethrows -> UnsafeMutablePointer<Float> {
+    public func backward(
+        params p: UnsafePointer<Float>, grads g: UnsafeMutablePointer<Float>,
+        onLayerDone: ((Int) throws -> Void)? = nil
+    ) rethrows -> UnsafeMutablePointer<Float> {
         var dy = dPing, dx = dPong
         for l in stride(from: config.layers - 1, through: 0, by: -1) {
             blockBackward(l, dy: dy, dx: dx, B: lastBatch, p: p, g: g)
@@ -337,15 +360,19 @@ public final class TransformerStack {
     }
 
     /// dy: gradient of the block's output; writes (overwrites) the gradient of its input into dx.
-    private func blockBackward(_ l: Int, dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>, B: Int,
-                               p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
+    private func blockBackward(
+        _ l: Int, dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>, B: Int,
+        p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
         mlpHalfBackward(l, dy: dy, B: B, p: p, g: g)
         attentionHalfBackward(l, dx: dx, B: B, p: p, g: g)
     }
 
     /// The block's MLP half: from dy to dL/dh in `dH` (h = the attention half's output).
-    private func mlpHalfBackward(_ l: Int, dy: UnsafeMutablePointer<Float>, B: Int,
-                                 p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
+    private func mlpHalfBackward(
+        _ l: Int, dy: UnsafeMutablePointer<Float>, B: Int,
+        p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
         let T = config.seq, C = config.dModel, F = config.dFF, BT = B * T, n = BT * C
         let w = blockParams[l], a = acts[l]
         let pre = config.norm == .pre
@@ -356,41 +383,49 @@ public final class TransformerStack {
             dres2 = dy
         } else {
             dRes.update(repeating: 0, count: n)
-            layerNormBackward(dx: dRes, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dy, x: a.res2, weight: p + w.ln2w,
-                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
+            layerNormBackward(
+                dx: dRes, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dy, x: a.res2, weight: p + w.ln2w,
+                mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
             dres2 = dRes
         }
-        dH.update(from: dres2, count: n)                    // residual path
+        dH.update(from: dres2, count: n)  // residual path
         maskedCopy(dTmp, dres2, mask: masked ? a.fc2Mask : nil, count: n)
         dF2.update(repeating: 0, count: BT * F)
-        linearBackward(dinp: dF2, dweight: g + w.fc2W, dbias: g + w.fc2B, dout: dTmp, inp: a.act, weight: p + w.fc2W,
-                       M: BT, K: F, N: C, threads: threads)
+        linearBackward(
+            dinp: dF2, dweight: g + w.fc2W, dbias: g + w.fc2B, dout: dTmp, inp: a.act, weight: p + w.fc2W,
+            M: BT, K: F, N: C, threads: threads)
         dF1.update(repeating: 0, count: BT * F)
         activationBackward(config.activation, dx: dF1, dy: dF2, x: a.fc1, count: BT * F, threads: threads)
         let h = pre ? a.res1 : a.ln1Out
         let ffIn = pre ? a.ln2Out : h
         if pre {
             dTmp.update(repeating: 0, count: n)
-            linearBackward(dinp: dTmp, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
-                           weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
-            layerNormBackward(dx: dH, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dTmp, x: h, weight: p + w.ln2w,
-                              mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
+            linearBackward(
+                dinp: dTmp, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
+                weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
+            layerNormBackward(
+                dx: dH, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dTmp, x: h, weight: p + w.ln2w,
+                mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
         } else {
-            linearBackward(dinp: dH, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
-                           weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
+            linearBackward(
+                dinp: dH, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
+                weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
         }
     }
 
     /// The block's attention half: from dL/dh in `dH` to the block input's gradient `dx`.
-    private func attentionHalfBackward(_ l: Int, dx: UnsafeMutablePointer<Float>, B: Int,
-                                       p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>) {
+    private func attentionHalfBackward(
+        _ l: Int, dx: UnsafeMutablePointer<Float>, B: Int,
+        p: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
         let T = config.seq, C = config.dModel, BT = B * T, n = BT * C
         let w = blockParams[l], a = acts[l]
         let pre = config.norm == .pre
         let masked = anyMask && lastKeys != nil
         let x = layerInput(l)
-        let shape = AttentionShape(batch: B, seq: T, heads: config.heads, headDim: config.headDim,
-                                   causal: config.causal)
+        let shape = AttentionShape(
+            batch: B, seq: T, heads: config.heads, headDim: config.headDim,
+            causal: config.causal)
 
         // h = pre ? res1 : LN1(res1), res1 = x + drop(proj(att(qkv(attnIn)))).
         let dres1: UnsafeMutablePointer<Float>
@@ -398,32 +433,38 @@ public final class TransformerStack {
             dres1 = dH
         } else {
             dRes.update(repeating: 0, count: n)
-            layerNormBackward(dx: dRes, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dH, x: a.res1, weight: p + w.ln1w,
-                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
+            layerNormBackward(
+                dx: dRes, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dH, x: a.res1, weight: p + w.ln1w,
+                mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
             dres1 = dRes
         }
-        dx.update(from: dres1, count: n)                   // residual path
+        dx.update(from: dres1, count: n)  // residual path
         maskedCopy(dTmp, dres1, mask: masked ? a.projMask : nil, count: n)
         dAtt.update(repeating: 0, count: n)
-        linearBackward(dinp: dAtt, dweight: g + w.projW, dbias: g + w.projB, dout: dTmp, inp: a.att,
-                       weight: p + w.projW, M: BT, K: C, N: C, threads: threads)
+        linearBackward(
+            dinp: dAtt, dweight: g + w.projW, dbias: g + w.projB, dout: dTmp, inp: a.att,
+            weight: p + w.projW, M: BT, K: C, N: C, threads: threads)
         dQKV.update(repeating: 0, count: 3 * n)
         switch config.attention {
         case .softmax:
             kernels.softmaxBackward(dqkv: dQKV, dout: dAtt, out: a.att, qkv: a.qkv, rowLSE: a.attStat, shape: shape)
         case .fourier(let spec, _):
-            kernels.fourierBackward(dqkv: dQKV, dR: g + w.R, dout: dAtt, out: a.att, qkv: a.qkv, R: p + w.R,
-                                    rowSum: a.attStat, spec: spec, shape: shape)
+            kernels.fourierBackward(
+                dqkv: dQKV, dR: g + w.R, dout: dAtt, out: a.att, qkv: a.qkv, R: p + w.R,
+                rowSum: a.attStat, spec: spec, shape: shape)
         }
         if pre {
             dTmp.update(repeating: 0, count: n)
-            linearBackward(dinp: dTmp, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: a.ln1Out,
-                           weight: p + w.qkvW, M: BT, K: C, N: 3 * C, threads: threads)
-            layerNormBackward(dx: dx, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dTmp, x: x, weight: p + w.ln1w,
-                              mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
+            linearBackward(
+                dinp: dTmp, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: a.ln1Out,
+                weight: p + w.qkvW, M: BT, K: C, N: 3 * C, threads: threads)
+            layerNormBackward(
+                dx: dx, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dTmp, x: x, weight: p + w.ln1w,
+                mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
         } else {
-            linearBackward(dinp: dx, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: x, weight: p + w.qkvW,
-                           M: BT, K: C, N: 3 * C, threads: threads)
+            linearBackward(
+                dinp: dx, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: x, weight: p + w.qkvW,
+                M: BT, K: C, N: 3 * C, threads: threads)
         }
     }
 

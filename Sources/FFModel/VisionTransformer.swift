@@ -28,7 +28,8 @@ public struct ViTConfig: Sendable, Equatable {
     public var dropPath: Float = 0.1
     public var initStd: Float = 0.02
 
-    public init(imageSize: Int, channels: Int, patch: Int, classes: Int, layers: Int, dModel: Int, heads: Int, dFF: Int) {
+    public init(imageSize: Int, channels: Int, patch: Int, classes: Int, layers: Int, dModel: Int, heads: Int, dFF: Int)
+    {
         self.imageSize = imageSize; self.channels = channels; self.patch = patch; self.patchWindow = patch
         self.classes = classes; self.layers = layers; self.dModel = dModel; self.heads = heads; self.dFF = dFF
     }
@@ -43,8 +44,9 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// Pre-LN, no mask.
     public var stackConfig: StackConfig {
-        StackConfig(layers: layers, dModel: dModel, heads: heads, dFF: dFF, seq: tokens, norm: .pre,
-                    activation: activation, attention: attention, causal: false, dropout: dropout, dropPath: dropPath)
+        StackConfig(
+            layers: layers, dModel: dModel, heads: heads, dFF: dFF, seq: tokens, norm: .pre,
+            activation: activation, attention: attention, causal: false, dropout: dropout, dropPath: dropPath)
     }
 
     /// Problems that make the configuration unusable, each a sentence naming the field.
@@ -58,7 +60,11 @@ public struct ViTConfig: Sendable, Equatable {
         }
         if classes < 2 { p.append("the data must have at least 2 classes (got \(classes))") }
         if layers < 1 { p.append("model.layers must be at least 1 (got \(layers))") }
-        if heads < 1 || dModel % max(heads, 1) != 0 { p.append("model.heads (\(heads)) must divide model.d_model (\(dModel))") }
+        if heads < 1 || dModel % max(heads, 1) != 0 {
+            p.append(
+                "model.heads (\(heads)) must divide model.d_model "
+                    + "(\(dModel))")
+        }
         if !(0..<1).contains(dropout) { p.append("model.dropout must be in [0, 1) (got \(dropout))") }
         if !(0..<1).contains(dropPath) { p.append("model.drop_path must be in [0, 1) (got \(dropPath))") }
         return p
@@ -81,16 +87,16 @@ public final class VisionTransformer: TrainableModel {
     let patchW: Int, patchB: Int, cls: Int, pos: Int, normW: Int, normB: Int, headW: Int, headB: Int
 
     let arena = Arena()
-    let patches: UnsafeMutablePointer<Float>      // (B·N, Q)
-    let patchOut: UnsafeMutablePointer<Float>     // (B·N, C)
-    let tokens: UnsafeMutablePointer<Float>       // (B, T, C)
-    let clsOut, normOut: UnsafeMutablePointer<Float>    // (B, C)
-    let normMean, normRstd: UnsafeMutablePointer<Float> // (B)
+    let patches: UnsafeMutablePointer<Float>  // (B·N, Q)
+    let patchOut: UnsafeMutablePointer<Float>  // (B·N, C)
+    let tokens: UnsafeMutablePointer<Float>  // (B, T, C)
+    let clsOut, normOut: UnsafeMutablePointer<Float>  // (B, C)
+    let normMean, normRstd: UnsafeMutablePointer<Float>  // (B)
     let dNorm, dCls: UnsafeMutablePointer<Float>  // (B, C)
-    let dPatch: UnsafeMutablePointer<Float>       // (B·N, C)
+    let dPatch: UnsafeMutablePointer<Float>  // (B·N, C)
     /// Logits (B, K) of the last forward; in training they are replaced by their gradient.
     public let logits: UnsafeMutablePointer<Float>
-    let rowLoss: UnsafeMutablePointer<Double>     // (B)
+    let rowLoss: UnsafeMutablePointer<Double>  // (B)
 
     var lastBatch = 0
     var lastTrain = false
@@ -120,7 +126,9 @@ public final class VisionTransformer: TrainableModel {
 
         let BN = maxBatch * config.patches, B = maxBatch
         let a = arena
-        let h = [BN * config.patchVector, BN * C, B * T * C, B * C, B * C, B, B, B * C, B * C, BN * C, B * K].map { a.reserve($0) }
+        let h = [BN * config.patchVector, BN * C, B * T * C, B * C, B * C, B, B, B * C, B * C, BN * C, B * K].map {
+            a.reserve($0)
+        }
         a.commit()
         patches = a.pointer(h[0]); patchOut = a.pointer(h[1]); tokens = a.pointer(h[2])
         clsOut = a.pointer(h[3]); normOut = a.pointer(h[4]); normMean = a.pointer(h[5]); normRstd = a.pointer(h[6])
@@ -158,8 +166,10 @@ public final class VisionTransformer: TrainableModel {
     /// targets (B, K) (rows of class probabilities: one-hot, smoothed or mixed).
     /// In `.train` mode the logits are replaced by the gradient of `lossScale * loss`; the keys
     /// (one per image) drive drop-path and dropout.
-    public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch B: Int,
-                        mode: LanguageModel.Mode) -> Double {
+    public func forward(
+        images: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch B: Int,
+        mode: LanguageModel.Mode
+    ) -> Double {
         precondition(B <= maxBatch, "micro-batch \(B) exceeds the model's allocation \(maxBatch)")
         let C = config.dModel, T = config.tokens, N = config.patches, K = config.classes
         let p = params.pointer
@@ -183,7 +193,8 @@ public final class VisionTransformer: TrainableModel {
         let out = stack.forward(tokens, batch: B, params: p, keys: keys)
         // Head on the class token only (LayerNorm is per token, so this equals normalising all).
         for b in 0..<B { (clsOut + b * C).update(from: out + b * T * C, count: C) }
-        layerNormForward(normOut, mean: normMean, rstd: normRstd, clsOut, weight: p + normW, bias: p + normB, M: B, C: C)
+        layerNormForward(
+            normOut, mean: normMean, rstd: normRstd, clsOut, weight: p + normW, bias: p + normB, M: B, C: C)
         linearForward(logits, normOut, p + headW, p + headB, M: B, K: C, N: K)
         guard let scale else { return softTargetLoss(logits: logits, targets: targets, M: B, V: K, rowLoss: rowLoss) }
         return softCrossEntropy(logits: logits, targets: targets, M: B, V: K, dscale: scale, rowLoss: rowLoss)
@@ -198,7 +209,7 @@ public final class VisionTransformer: TrainableModel {
             for gy in 0..<G {
                 for gx in 0..<G {
                     var dst = patches + ((b * N) + gy * G + gx) * Q
-                    let x0 = gx * P - pad, xs = max(0, -x0), xe = min(W, S - x0) // in-image columns
+                    let x0 = gx * P - pad, xs = max(0, -x0), xe = min(W, S - x0)  // in-image columns
                     for c in 0..<Ch {
                         for y in 0..<W {
                             let sy = gy * P - pad + y
@@ -229,10 +240,13 @@ public final class VisionTransformer: TrainableModel {
         let B = lastBatch, C = config.dModel, T = config.tokens, N = config.patches, K = config.classes
         let p = params.pointer, g = grads.pointer
         dNorm.update(repeating: 0, count: B * C)
-        linearBackward(dinp: dNorm, dweight: g + headW, dbias: g + headB, dout: logits, inp: normOut, weight: p + headW, M: B, K: C, N: K)
+        linearBackward(
+            dinp: dNorm, dweight: g + headW, dbias: g + headB, dout: logits, inp: normOut, weight: p + headW, M: B,
+            K: C, N: K)
         dCls.update(repeating: 0, count: B * C)
-        layerNormBackward(dx: dCls, dweight: g + normW, dbias: g + normB, dy: dNorm, x: clsOut, weight: p + normW,
-                          mean: normMean, rstd: normRstd, M: B, C: C)
+        layerNormBackward(
+            dx: dCls, dweight: g + normW, dbias: g + normB, dy: dNorm, x: clsOut, weight: p + normW,
+            mean: normMean, rstd: normRstd, M: B, C: C)
         let dOut = stack.outputGradient
         dOut.update(repeating: 0, count: B * T * C)
         for b in 0..<B { (dOut + b * T * C).update(from: dCls + b * C, count: C) }
@@ -245,8 +259,9 @@ public final class VisionTransformer: TrainableModel {
             for t in 0..<T { let pe = g + pos + t * C, row = x + t * C; for c in 0..<C { pe[c] += row[c] } }
             for n in 0..<N { (dPatch + (b * N + n) * C).update(from: x + (n + 1) * C, count: C) }
         }
-        linearBackward(dinp: nil, dweight: g + patchW, dbias: g + patchB, dout: dPatch, inp: patches, weight: p + patchW,
-                       M: B * N, K: config.patchVector, N: C)
+        linearBackward(
+            dinp: nil, dweight: g + patchW, dbias: g + patchB, dout: dPatch, inp: patches, weight: p + patchW,
+            M: B * N, K: config.patchVector, N: C)
         try onStageDone?(L + 1)
     }
 

@@ -8,10 +8,12 @@ extension Checkpoint {
     /// what it wrote; rank 0 commits once it has every shard's digest and can see every file. `m`
     /// and `v` hold every element's moments, or under ZeRO-1 (`partitions[r]`: the elements rank r
     /// owns) this rank's only: each shard's writer then gathers its tensors' moments from their owners.
-    public static func save(root: String, step: Int, state: TrainerState, layout: ParameterLayout,
-                            params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil,
-                            partitions: [Range<Int>]?, comm: Communicator,
-                            keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil) throws -> String {
+    public static func save(
+        root: String, step: Int, state: TrainerState, layout: ParameterLayout,
+        params: FlatBuffer, m: FlatBuffer, v: FlatBuffer, ema: FlatBuffer? = nil,
+        partitions: [Range<Int>]?, comm: Communicator,
+        keepLast: Int, keepEvery: Int, afterShards: (() -> Void)? = nil
+    ) throws -> String {
         let dir = (root as NSString).appendingPathComponent(folderName(step: step))
         let n = state.shards
         try agree(comm, "creating checkpoint folder \(dir)") {
@@ -35,13 +37,18 @@ extension Checkpoint {
             var report = ShardReport(rank: comm.rank, host: hostName(), files: [:])
             for i in stride(from: comm.rank, to: n, by: comm.size) {
                 let tensors = Array(layout.tensors[groups[i]])
-                try Safetensors.write(tensors.map { view($0, params) }, metadata: ["format": "pt"],
-                                      to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
-                try Safetensors.write(tensors.flatMap { t -> [Safetensors.Tensor] in
-                    [view(t, shardM, base: stateBase, suffix: ".exp_avg"),
-                     view(t, shardV, base: stateBase, suffix: ".exp_avg_sq")]
-                        + (ema.map { [view(t, $0, suffix: ".ema")] } ?? [])
-                }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n)))
+                try Safetensors.write(
+                    tensors.map { view($0, params) }, metadata: ["format": "pt"],
+                    to: (dir as NSString).appendingPathComponent(modelFile(i, of: n)))
+                try Safetensors.write(
+                    tensors.flatMap { t -> [Safetensors.Tensor] in
+                        [
+                            view(t, shardM, base: stateBase, suffix: ".exp_avg"),
+                            view(t, shardV, base: stateBase, suffix: ".exp_avg_sq"),
+                        ]
+                            + (ema.map { [view(t, $0, suffix: ".ema")] } ?? [])
+                    }, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent(optimizerFile(i, of: n))
+                )
                 // Each rank hashes its own shards, so the checksums of N shards take the time of one.
                 for f in [modelFile(i, of: n), optimizerFile(i, of: n)] {
                     report.files[f] = try ShardReport.File(of: (dir as NSString).appendingPathComponent(f))
@@ -56,8 +63,9 @@ extension Checkpoint {
         if let problem { throw CheckpointError(problem) }
         try agree(comm, "committing checkpoint \(dir)") {
             guard comm.isRoot else { return }
-            try commit(dir: dir, root: root, step: step, state: state, layout: layout, groups: groups,
-                       reports: reports, keepLast: keepLast, keepEvery: keepEvery)
+            try commit(
+                dir: dir, root: root, step: step, state: state, layout: layout, groups: groups,
+                reports: reports, keepLast: keepLast, keepEvery: keepEvery)
         }
         return dir
     }
@@ -71,30 +79,36 @@ extension Checkpoint {
     /// One exchange that gives rank r the elements `wanted[r]` of a buffer split by `owned`
     /// (rank j holds `owned[j]`, from its first element on in `from`): every owner sends each
     /// rank the overlap of its own range with that rank's wanted one.
-    static func gatherSlices(_ from: FlatBuffer, owned: [Range<Int>], into out: FlatBuffer, wanted: [Range<Int>],
-                             comm: Communicator) throws {
+    static func gatherSlices(
+        _ from: FlatBuffer, owned: [Range<Int>], into out: FlatBuffer, wanted: [Range<Int>],
+        comm: Communicator
+    ) throws {
         let me = comm.rank, mine = owned[me], want = wanted[me]
         func overlap(_ a: Range<Int>, _ b: Range<Int>) -> Range<Int> {
             let lo = max(a.lowerBound, b.lowerBound), hi = min(a.upperBound, b.upperBound)
             return lo < hi ? lo..<hi : lo..<lo
         }
         let send = wanted.map { overlap(mine, $0) }, recv = owned.map { overlap($0, want) }
-        try comm.alltoallv(from.pointer, sendCounts: send.map(\.count),
-                           sendOffsets: send.map { $0.isEmpty ? 0 : $0.lowerBound - mine.lowerBound },
-                           out.pointer, recvCounts: recv.map(\.count),
-                           recvOffsets: recv.map { $0.isEmpty ? 0 : $0.lowerBound - want.lowerBound })
+        try comm.alltoallv(
+            from.pointer, sendCounts: send.map(\.count),
+            sendOffsets: send.map { $0.isEmpty ? 0 : $0.lowerBound - mine.lowerBound },
+            out.pointer, recvCounts: recv.map(\.count),
+            recvOffsets: recv.map { $0.isEmpty ? 0 : $0.lowerBound - want.lowerBound })
     }
 
     /// Rank 0: the index, then `trainer_state.json` with every file's checksum, then `latest`.
-    static func commit(dir: String, root: String, step: Int, state: TrainerState, layout: ParameterLayout,
-                       groups: [Range<Int>], reports: [ShardReport], keepLast: Int, keepEvery: Int) throws {
+    static func commit(
+        dir: String, root: String, step: Int, state: TrainerState, layout: ParameterLayout,
+        groups: [Range<Int>], reports: [ShardReport], keepLast: Int, keepEvery: Int
+    ) throws {
         let n = state.shards
         var weightMap: [String: String] = [:]
         for (i, g) in groups.enumerated() { for t in layout.tensors[g] { weightMap[t.name] = modelFile(i, of: n) } }
         let index: [String: Any] = ["metadata": ["total_size": layout.count * 4], "weight_map": weightMap]
         let indexPath = (dir as NSString).appendingPathComponent(indexFile)
-        try writeAtomically(try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted]),
-                            to: indexPath)
+        try writeAtomically(
+            try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted]),
+            to: indexPath)
         var st = state
         st.files = [indexFile: try FileDigest.sha256(file: indexPath)]
         for r in reports { for (f, e) in r.files { st.files[f] = e.sha256 } }
@@ -102,8 +116,9 @@ extension Checkpoint {
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(st), to: (dir as NSString).appendingPathComponent(stateFile))
         fsyncDirectory(dir)
-        try writeAtomically(Data((folderName(step: step) + "\n").utf8),
-                            to: (root as NSString).appendingPathComponent("latest"))
+        try writeAtomically(
+            Data((folderName(step: step) + "\n").utf8),
+            to: (root as NSString).appendingPathComponent("latest"))
         fsyncDirectory(root)
         prune(root: root, keepLast: keepLast, keepEvery: keepEvery)
     }
@@ -134,7 +149,8 @@ extension Checkpoint {
         let host0 = reports.first { $0.rank == 0 }?.host ?? hostName()
         var text = "checkpoint folder \(dir): "
         if !seen.isEmpty {
-            text += "rank 0 on host \(host0) cannot see the shard files other ranks wrote there: "
+            text +=
+                "rank 0 on host \(host0) cannot see the shard files other ranks wrote there: "
                 + seen.joined(separator: "; ") + ". Checkpoints need a file system that every host shares "
                 + "(NFS, Lustre, ...) for the run folder; this one is not shared between these hosts"
         }

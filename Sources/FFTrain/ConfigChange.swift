@@ -2,16 +2,28 @@ import Foundation
 
 /// A JSON value, decoded strictly (a bool stays a bool), for comparing model configs.
 enum JSONValue: Decodable, Equatable {
-    case bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue]), null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+    case null
 
     init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let d = try? c.decode(Double.self) { self = .number(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let d = try? c.decode(Double.self) {
+            self = .number(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     /// The value as a user reads it; numbers at float precision (configs hold floats).
@@ -54,8 +66,10 @@ public struct ConfigChanges: Sendable {
 
     /// Compares the checkpoint's model JSON and recipe with the current ones; `old.recipe` nil
     /// (a checkpoint written before recipes were recorded) compares the model only.
-    static func between(oldModel: String, newModel: String, oldRecipe: [String: String]?,
-                        newRecipe: [String: String]) -> ConfigChanges {
+    static func between(
+        oldModel: String, newModel: String, oldRecipe: [String: String]?,
+        newRecipe: [String: String]
+    ) -> ConfigChanges {
         var c = ConfigChanges()
         let decode = { (s: String) in
             (try? JSONDecoder().decode(JSONValue.self, from: Data(s.utf8)))?.flattened("model") ?? [:]
@@ -66,13 +80,15 @@ public struct ConfigChanges: Sendable {
             if recipeModelKeys.contains(key) { c.recipe.append(change) } else { c.model.append(change) }
         }
         guard let oldRecipe else {
-            c.notes.append("note: the checkpoint predates recorded training settings: train.* and augment.* "
-                + "were not compared")
+            c.notes.append(
+                "note: the checkpoint predates recorded training settings: train.* and augment.* "
+                    + "were not compared")
             return c
         }
         for (key, old, new) in differences(oldRecipe, newRecipe) {
             if key == "train.steps", let o = Int(old), let n = Int(new), n > o {
-                c.notes.append("note: train.steps \(o) -> \(n): the learning-rate schedule is recomputed for \(n) steps")
+                c.notes.append(
+                    "note: train.steps \(o) -> \(n): the learning-rate schedule is recomputed for \(n) steps")
                 continue
             }
             c.recipe.append("\(key): \(old) -> \(new)")
@@ -103,9 +119,11 @@ extension TrainConfig {
         ]
         if model.kind == .vit {
             let a = augment
-            for (k, v) in [("crop_padding", "\(a.cropPadding)"), ("flip", "\(a.flip)"), ("mixup", "\(a.mixup)"),
-                           ("cutmix", "\(a.cutmix)"), ("mix_prob", "\(a.mixProb)"), ("switch_prob", "\(a.switchProb)"),
-                           ("erase", "\(a.erase)"), ("label_smoothing", "\(a.labelSmoothing)")] {
+            for (k, v) in [
+                ("crop_padding", "\(a.cropPadding)"), ("flip", "\(a.flip)"), ("mixup", "\(a.mixup)"),
+                ("cutmix", "\(a.cutmix)"), ("mix_prob", "\(a.mixProb)"), ("switch_prob", "\(a.switchProb)"),
+                ("erase", "\(a.erase)"), ("label_smoothing", "\(a.labelSmoothing)"),
+            ] {
                 r["augment." + k] = v
             }
         }

@@ -66,7 +66,8 @@ struct ConfigReader {
         }
     }
 
-    private static func set(_ tree: inout [String: Any], _ path: ArraySlice<String>, _ value: Any, full: String) throws {
+    private static func set(_ tree: inout [String: Any], _ path: ArraySlice<String>, _ value: Any, full: String) throws
+    {
         guard let head = path.first else { return }
         if path.count == 1 { tree[head] = value; return }
         var sub: [String: Any]
@@ -107,7 +108,9 @@ struct ConfigReader {
     func finish() throws {
         let unknown = unknownKeys()
         if !unknown.isEmpty {
-            let named = unknown.map { key in "'\(key)'" + (suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "") }
+            let named = unknown.map { key in
+                "'\(key)'" + (suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "")
+            }
             throw ConfigError("\(source): unknown key\(unknown.count > 1 ? "s" : "") " + named.joined(separator: ", "))
         }
         if let first = missing.first { throw first }
@@ -116,11 +119,14 @@ struct ConfigReader {
     /// The known key closest to `key`: the same name in another section, else the nearest by
     /// edit distance (transpositions count once) when it is close enough to be a typo.
     func suggestion(for key: String) -> String? {
-        let known = used.union(used.flatMap { k in
-            k.split(separator: ".").indices.dropLast().map { k.split(separator: ".")[...$0].joined(separator: ".") }
-        })
+        let known = used.union(
+            used.flatMap { k in
+                k.split(separator: ".").indices.dropLast().map { k.split(separator: ".")[...$0].joined(separator: ".") }
+            })
         let leaf = key.split(separator: ".").last.map(String.init) ?? key
-        if let same = known.sorted().first(where: { $0.split(separator: ".").last.map(String.init) == leaf && $0 != key }) {
+        if let same = known.sorted().first(where: {
+            $0.split(separator: ".").last.map(String.init) == leaf && $0 != key
+        }) {
             return same
         }
         let scored = known.map { ($0, editDistance(Array(key), Array($0))) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
@@ -138,7 +144,11 @@ struct ConfigReader {
             return def
         }
         let i: Int
-        if let x = v as? Int { i = x } else if let d = v as? Double, d == d.rounded(), abs(d) < 1e15 { i = Int(d) } else {
+        if let x = v as? Int {
+            i = x
+        } else if let d = v as? Double, d == d.rounded(), abs(d) < 1e15 {
+            i = Int(d)
+        } else {
             throw bad(key, v, "an integer")
         }
         if let min, i < min { throw ConfigError("\(source): \(key): must be at least \(min), got \(i)") }
@@ -155,8 +165,12 @@ struct ConfigReader {
             return def
         }
         let d: Double
-        if let x = v as? Double { d = x } else if let x = v as? Int { d = Double(x) } else if let s = v as? String, let x = Double(s) {
-            d = x // YAML 1.1 reads 1e-6 as a string
+        if let x = v as? Double {
+            d = x
+        } else if let x = v as? Int {
+            d = Double(x)
+        } else if let s = v as? String, let x = Double(s) {
+            d = x  // YAML 1.1 reads 1e-6 as a string
         } else {
             throw bad(key, v, "a number")
         }
@@ -173,13 +187,25 @@ struct ConfigReader {
     /// A list of numbers, or nil when the key is absent.
     mutating func floats(_ key: String, min: Double? = nil) throws -> [Float]? {
         guard let v = raw(key) else { return nil }
-        guard let list = v as? [Any], !list.isEmpty else { throw bad(key, v, "a list of numbers, e.g. [0.5, 0.5, 0.5]") }
+        guard let list = v as? [Any], !list.isEmpty else {
+            throw bad(key, v, "a list of numbers, e.g. [0.5, 0.5, 0.5]")
+        }
         return try list.map { x in
             let d: Double
-            if let y = x as? Double { d = y } else if let y = x as? Int { d = Double(y) } else if let s = x as? String, let y = Double(s) { d = y } else {
+            if let y = x as? Double {
+                d = y
+            } else if let y = x as? Int {
+                d = Double(y)
+            } else if let s = x as? String, let y = Double(s) {
+                d = y
+            } else {
                 throw bad(key, v, "a list of numbers")
             }
-            if let min, !(d >= min) { throw ConfigError("\(source): \(key): every entry must be at least \(min), got \(d)") }
+            if let min, !(d >= min) {
+                throw ConfigError(
+                    "\(source): \(key): every entry must be at least \(min), got "
+                        + "\(d)")
+            }
             return Float(d)
         }
     }
@@ -210,10 +236,13 @@ struct ConfigReader {
         return list.map { $0 as! String }
     }
 
-    mutating func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ def: E) throws -> E where E.RawValue == String {
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ def: E) throws -> E
+    where E.RawValue == String {
         let s = try string(key, def.rawValue)
         guard let e = E(rawValue: s) else {
-            throw ConfigError("\(source): \(key): '\(s)' is not one of \(E.allCases.map { $0.rawValue }.joined(separator: ", "))")
+            throw ConfigError(
+                "\(source): \(key): '\(s)' is not one of "
+                    + "\(E.allCases.map { $0.rawValue }.joined(separator: ", "))")
         }
         return e
     }

@@ -19,8 +19,8 @@ public final class ImageWorkload: ModelWorkload {
     let trainPipeline: ImagePipeline
     let validPipeline: ImagePipeline?
     let testPipeline: ImagePipeline
-    let images: UnsafeMutablePointer<Float>    // (B, Ch, S, S)
-    let targets: UnsafeMutablePointer<Float>   // (B, K)
+    let images: UnsafeMutablePointer<Float>  // (B, Ch, S, S)
+    let targets: UnsafeMutablePointer<Float>  // (B, K)
     /// Per-channel normalisation in use (configured or measured).
     public let mean: [Float], std: [Float]
 
@@ -30,26 +30,37 @@ public final class ImageWorkload: ModelWorkload {
         let d = config.data
         let train = try ImageDataset(images: config.dataPath(d.train), labels: config.dataPath(d.trainLabels))
         let test = try ImageDataset(images: config.dataPath(d.test), labels: config.dataPath(d.testLabels))
-        let valid = d.valid.isEmpty ? nil : try ImageDataset(images: config.dataPath(d.valid), labels: config.dataPath(d.validLabels))
+        let valid =
+            d.valid.isEmpty
+            ? nil : try ImageDataset(images: config.dataPath(d.valid), labels: config.dataPath(d.validLabels))
         guard train.height == train.width else {
             throw DataError(train.imagesPath, "images are \(train.height)x\(train.width); the ViT needs square images")
         }
         for other in [test] + (valid.map { [$0] } ?? []) {
             guard (other.height, other.width, other.channels) == (train.height, train.width, train.channels) else {
-                throw DataError(other.imagesPath, "images are \(other.height)x\(other.width)x\(other.channels), the training images \(train.height)x\(train.width)x\(train.channels)")
+                throw DataError(
+                    other.imagesPath,
+                    "images are \(other.height)x\(other.width)x\(other.channels), the "
+                        + "training images \(train.height)x\(train.width)x\(train.channels)")
             }
         }
         let classes = d.classes ?? train.labelRange
         for ds in [train, test] + (valid.map { [$0] } ?? []) where ds.labelRange > classes {
-            throw DataError(ds.imagesPath, "has label \(ds.labelRange - 1), outside the \(classes) classes (data.classes)")
+            throw DataError(
+                ds.imagesPath,
+                "has label \(ds.labelRange - 1), outside the \(classes) classes "
+                    + "(data.classes)")
         }
         self.classes = classes
         trainData = train
         guard d.validHoldout < train.count else {
-            throw ConfigError("\(config.source): data.valid_holdout (\(d.validHoldout)) must be smaller than the \(train.count) training images")
+            throw ConfigError(
+                "\(config.source): data.valid_holdout (\(d.validHoldout)) must be smaller than the "
+                    + "\(train.count) training images")
         }
         if d.validHoldout > 0 {
-            let order = EpochSampler(count: train.count, seed: config.run.seed ^ 0x7A11D, globalBatch: 1).order(epoch: 0)
+            let order = EpochSampler(count: train.count, seed: config.run.seed ^ 0x7A11D, globalBatch: 1).order(
+                epoch: 0)
             validIndices = order.suffix(d.validHoldout).sorted()
             trainIndices = order.prefix(train.count - d.validHoldout).sorted()
         } else {
@@ -60,12 +71,15 @@ public final class ImageWorkload: ModelWorkload {
         mean = d.mean ?? measured!.mean
         std = d.std ?? measured!.std
         guard mean.count == train.channels && std.count == train.channels else {
-            throw ConfigError("\(config.source): data.mean/std need \(train.channels) entries (one per channel), got \(mean.count)/\(std.count)")
+            throw ConfigError(
+                "\(config.source): data.mean/std need \(train.channels) entries (one per channel), got "
+                    + "\(mean.count)/\(std.count)")
         }
         let (mean, std, pool) = (self.mean, self.std, trainIndices)
         let pipeline = { (data: ImageDataset) in
-            ImagePipeline(data: data, classes: classes, mean: mean, std: std, augment: config.augment,
-                          seed: config.run.seed, partnerPool: pool)
+            ImagePipeline(
+                data: data, classes: classes, mean: mean, std: std, augment: config.augment,
+                seed: config.run.seed, partnerPool: pool)
         }
         trainPipeline = pipeline(train)
         testPipeline = pipeline(test)
@@ -74,9 +88,11 @@ public final class ImageWorkload: ModelWorkload {
         if let p = vit.problems().first { throw ConfigError("\(config.source): \(p)") }
         let side = train.height / max(config.model.patch, 1)
         let window = config.model.patchWindow
-        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: side * side + 1,
-                                                     outputs: classes, inputs: train.channels * window * window),
-                               source: config.source)
+        try MemoryBudget.check(
+            MemoryBudget.estimate(
+                config, microBatch: microBatch, tokens: side * side + 1,
+                outputs: classes, inputs: train.channels * window * window),
+            source: config.source)
         model = VisionTransformer(config: vit, maxBatch: microBatch, threads: config.train.threads)
         images = .allocate(capacity: microBatch * trainPipeline.imageFloats)
         targets = .allocate(capacity: microBatch * classes)
@@ -91,17 +107,24 @@ public final class ImageWorkload: ModelWorkload {
         let s = trainData.height
         return "\(classes) classes, \(trainIndices.count) training images of \(s)x\(s)x\(trainData.channels)"
     }
-    public var modelJSON: String { config.modelJSON(outputs: classes, imageSize: trainData.height, channels: trainData.channels,
-                                                    mean: mean, std: std) }
+    public var modelJSON: String {
+        config.modelJSON(
+            outputs: classes, imageSize: trainData.height, channels: trainData.channels,
+            mean: mean, std: std)
+    }
     public var evalSplits: [String] { validPipeline == nil ? ["test"] : ["valid", "test"] }
 
-    public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float) -> Double {
+    public func trainForward(
+        samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>, lossScale: Float
+    ) -> Double {
         let n = trainPipeline.imageFloats
         for (row, s) in samples.enumerated() {
-            trainPipeline.trainSample(trainIndices[s], epoch: epoch, pixels: images + row * n, target: targets + row * classes)
+            trainPipeline.trainSample(
+                trainIndices[s], epoch: epoch, pixels: images + row * n, target: targets + row * classes)
         }
-        return model.forward(images: images, targets: targets, batch: samples.count,
-                             mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        return model.forward(
+            images: images, targets: targets, batch: samples.count,
+            mode: .train(lossScale: lossScale, dropoutKeys: keys))
     }
 
     func split(_ name: String) throws -> (ImagePipeline, [Int]) {
@@ -109,7 +132,9 @@ public final class ImageWorkload: ModelWorkload {
         case "test": return (testPipeline, Array(0..<testPipeline.data.count))
         case "valid":
             guard let validPipeline else {
-                throw ConfigError("\(config.source): no valid split (set data.valid_holdout, or data.valid and data.valid_labels)")
+                throw ConfigError(
+                    "\(config.source): no valid split (set data.valid_holdout, or data.valid and "
+                        + "data.valid_labels)")
             }
             return (validPipeline, validIndices)
         case "train": return (trainPipeline, trainIndices)
@@ -119,7 +144,9 @@ public final class ImageWorkload: ModelWorkload {
 
     /// Loss, top-1 and top-5 accuracy and the confusion matrix (rows: true class, columns:
     /// predicted), reduced over ranks.
-    public func evaluate(split name: String, step: Int, comm: Communicator, maxBatches: Int, stride: Int?) throws -> EvalResult {
+    public func evaluate(
+        split name: String, step: Int, comm: Communicator, maxBatches: Int, stride: Int?
+    ) throws -> EvalResult {
         let (pipeline, indices) = try split(name)
         let K = classes, n = pipeline.imageFloats
         // [nll, count, top-1 hits, top-5 hits, confusion K x K]: one allreduce.
@@ -127,7 +154,9 @@ public final class ImageWorkload: ModelWorkload {
         var first = comm.rank * microBatch, batches = 0
         while first < indices.count && (maxBatches == 0 || batches < maxBatches) {
             let b = min(microBatch, indices.count - first)
-            for row in 0..<b { pipeline.evalSample(indices[first + row], pixels: images + row * n, target: targets + row * K) }
+            for row in 0..<b {
+                pipeline.evalSample(indices[first + row], pixels: images + row * n, target: targets + row * K)
+            }
             sums[0] += model.forward(images: images, targets: targets, batch: b, mode: .eval)
             for row in 0..<b {
                 let label = pipeline.data.label(indices[first + row])
@@ -162,8 +191,9 @@ public final class ImageWorkload: ModelWorkload {
         let b = min(samples, indices.count - first, microBatch)
         guard b >= 1 else { throw ConfigError("analyze: no image \(first) to analyse in the \(name) split") }
         for row in 0..<b {
-            pipeline.evalSample(indices[first + row], pixels: images + row * pipeline.imageFloats,
-                                target: targets + row * classes)
+            pipeline.evalSample(
+                indices[first + row], pixels: images + row * pipeline.imageFloats,
+                target: targets + row * classes)
         }
         _ = model.forward(images: images, targets: targets, batch: b, mode: .eval)
         return b

@@ -9,8 +9,10 @@ public enum MemoryBudget {
     /// `outputs`: vocabulary or classes; `inputs`: floats per token entering the first layer
     /// (the patch window for a ViT; 0 for an LM, whose embedding is counted in `outputs`);
     /// `outputRows`: rows of logits held at once (all positions unless the output works by blocks).
-    public static func estimate(_ config: TrainConfig, microBatch: Int, tokens: Int, outputs: Int,
-                                inputs: Int = 0, outputRows: Int? = nil) -> Double {
+    public static func estimate(
+        _ config: TrainConfig, microBatch: Int, tokens: Int, outputs: Int,
+        inputs: Int = 0, outputRows: Int? = nil
+    ) -> Double {
         let m = config.model
         let (c, f, l) = (Double(m.dModel), Double(m.dFF), Double(m.layers))
         let perLayer = 4 * c * c + 2 * c * f + 9 * c + f
@@ -29,12 +31,15 @@ public enum MemoryBudget {
     public static func available() -> Double? {
         var best: Double?
         if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-           let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) {
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+            let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
+        {
             best = kb * 1024
         }
-        let cgroups = [("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")]
+        let cgroups = [
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+        ]
         for (limitFile, usageFile) in cgroups {
             guard let limit = number(limitFile), limit < 1e18 else { continue }
             let left = max(0, limit - (number(usageFile) ?? 0))
@@ -62,16 +67,20 @@ public enum MemoryBudget {
         guard need > available else { return }
         let gb = { (x: Double) in String(format: x < 1e13 ? "%.1f" : "%.3g", x / 1e9) }
         let who = ranks > 1 ? " (\(gb(bytes)) GB per rank x \(ranks) ranks on this machine)" : ""
-        throw ConfigError("\(source): this model and batch need \(gb(need)) GB\(who), \(gb(available)) GB available; "
-            + "reduce model.d_model, model.d_ff, model.layers, the context or train.batch_size")
+        throw ConfigError(
+            "\(source): this model and batch need \(gb(need)) GB\(who), \(gb(available)) GB available; "
+                + "reduce model.d_model, model.d_ff, model.layers, the context or train.batch_size")
     }
 
     /// Refuses thread counts no machine here can use (a typo such as 2000 for 2).
-    public static func checkThreads(_ threads: Int, source: String,
-                                    cores: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    public static func checkThreads(
+        _ threads: Int, source: String,
+        cores: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) throws {
         let limit = min(1024, 4 * max(cores, 1))
         guard threads > limit else { return }
-        throw ConfigError("\(source): train.threads: \(threads) is more than this machine can use "
-            + "(at most \(limit): 4 x its \(cores) cores, and never above 1024)")
+        throw ConfigError(
+            "\(source): train.threads: \(threads) is more than this machine can use "
+                + "(at most \(limit): 4 x its \(cores) cores, and never above 1024)")
     }
 }

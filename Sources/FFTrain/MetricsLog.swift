@@ -16,12 +16,17 @@ final class MetricsLog {
                 throw FormatError("\(path): cannot create the metrics file")
             }
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw FormatError("\(path): cannot open the metrics file") }
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw FormatError(
+                "\(path): cannot open the metrics "
+                    + "file")
+        }
         if append { h.seekToEndOfFile() }
         handle = h
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     }
 
     deinit { try? handle.close() }
@@ -29,6 +34,8 @@ final class MetricsLog {
     func append<T: Encodable>(_ record: T) throws {
         var line = try encoder.encode(record)
         line.append(0x0A)
-        do { try handle.write(contentsOf: line) } catch { throw FormatError("\(path): cannot append metrics: \(error)") }
+        do { try handle.write(contentsOf: line) } catch {
+            throw FormatError("\(path): cannot append metrics: \(error)")
+        }
     }
 }

@@ -14,7 +14,9 @@ public func agree<T>(_ comm: Communicator, _ what: String, _ body: () throws -> 
     if case .failure(let e) = result { throw e }
     let ranks = failed.indices.filter { failed[$0] > 0 }
     if !ranks.isEmpty {
-        throw CollectiveError("\(what) failed on rank\(ranks.count > 1 ? "s" : "") \(ranks.map(String.init).joined(separator: ", ")); see \(ranks.count > 1 ? "their" : "its") message")
+        throw CollectiveError(
+            "\(what) failed on rank\(ranks.count > 1 ? "s" : "") "
+                + "\(ranks.map(String.init).joined(separator: ", ")); see \(ranks.count > 1 ? "their" : "its") message")
     }
     return try result.get()
 }
@@ -27,7 +29,10 @@ public func checkSameConfig(_ comm: Communicator, _ config: TrainConfig) throws 
     let mine = config.hash
     try agree(comm, "the config check") {
         if h != mine {
-            throw ConfigError("rank \(comm.rank): config \(config.source) (hash \(String(mine, radix: 16))) differs from rank 0's (hash \(String(h, radix: 16))); every rank must run the same config and --set overrides")
+            throw ConfigError(
+                "rank \(comm.rank): config \(config.source) (hash \(String(mine, radix: 16))) differs "
+                    + "from rank 0's (hash \(String(h, radix: 16))); every rank must run the same config and --set "
+                    + "overrides")
         }
     }
 }

@@ -50,22 +50,25 @@ public struct TrainConfig: Sendable {
         public var adaptive: Adaptive?
 
         public func lmConfig(vocabSize: Int) -> LMConfig {
-            var c = LMConfig(vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF,
-                             context: context)
+            var c = LMConfig(
+                vocabSize: vocabSize, layers: layers, dModel: dModel, heads: heads, dFF: dFF,
+                context: context)
             c.norm = norm; c.positions = positions; c.activation = activation; c.dropout = dropout
             c.tieEmbeddings = tieEmbeddings; c.scaleEmbeddings = scaleEmbeddings; c.initStd = initStd
             c.attention = attention
             c.adaptive = adaptive.map {
-                AdaptiveSoftmaxConfig(vocabSize: vocabSize, dModel: dModel, cutoffs: $0.cutoffs, divVal: $0.divVal,
-                                      tieWeights: tieEmbeddings, tieProjections: tieEmbeddings && $0.tieProjections)
+                AdaptiveSoftmaxConfig(
+                    vocabSize: vocabSize, dModel: dModel, cutoffs: $0.cutoffs, divVal: $0.divVal,
+                    tieWeights: tieEmbeddings, tieProjections: tieEmbeddings && $0.tieProjections)
             }
             return c
         }
 
         /// The ViT for images of `imageSize`² pixels with `channels` channels and `classes` classes.
         public func vitConfig(imageSize: Int, channels: Int, classes: Int) -> ViTConfig {
-            var c = ViTConfig(imageSize: imageSize, channels: channels, patch: patch, classes: classes,
-                              layers: layers, dModel: dModel, heads: heads, dFF: dFF)
+            var c = ViTConfig(
+                imageSize: imageSize, channels: channels, patch: patch, classes: classes,
+                layers: layers, dModel: dModel, heads: heads, dFF: dFF)
             c.patchWindow = patchWindow
             c.activation = activation; c.attention = attention; c.dropout = dropout; c.dropPath = dropPath
             c.initStd = initStd
@@ -166,22 +169,26 @@ public struct TrainConfig: Sendable {
 
     static func parse(tree: [String: Any], source: String) throws -> TrainConfig {
         var r = ConfigReader(source: source, tree: tree)
-        let run = Run(name: try r.string("run.name"), dir: try r.string("run.dir", "runs"),
-                      seed: UInt64(try r.int("run.seed", 1111, min: 0)))
+        let run = Run(
+            name: try r.string("run.name"), dir: try r.string("run.dir", "runs"),
+            seed: UInt64(try r.int("run.seed", 1111, min: 0)))
         let kind = try r.choice("model.kind", ModelKind.lm)
         let data = try readData(&r, kind: kind)
         let model = try readModel(&r, kind: kind, source: source)
         let augment = kind == .lm ? Augmentation() : try readAugmentation(&r)
         let train = try readTrain(&r)
-        let dist = Dist(bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
-                        watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
-                        zero1: try r.bool("dist.zero1", false))
-        let checkpoint = Checkpointing(every: try r.int("checkpoint.every", 0, min: 0),
-                                       keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
-                                       keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
+        let dist = Dist(
+            bucketMB: try r.double("dist.bucket_mb", 1, min: 0.001),
+            watchdogSeconds: try r.double("dist.watchdog_s", 300, min: 0.1),
+            zero1: try r.bool("dist.zero1", false))
+        let checkpoint = Checkpointing(
+            every: try r.int("checkpoint.every", 0, min: 0),
+            keepLast: try r.int("checkpoint.keep_last", 3, min: 1),
+            keepEvery: try r.int("checkpoint.keep_every", 0, min: 0))
         try r.finish()
-        var cfg = TrainConfig(source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
-                              train: train, augment: augment)
+        var cfg = TrainConfig(
+            source: source, checkpoint: checkpoint, dist: dist, run: run, data: data, model: model,
+            train: train, augment: augment)
         cfg.hash = fnv1a(canonical(tree))
         try cfg.validate()
         return cfg
@@ -213,26 +220,32 @@ public struct TrainConfig: Sendable {
     }
 
     /// The attention section: the kind, the Fourier kernel's settings and how R starts.
-    static func readAttention(_ r: inout ConfigReader, kind: ModelKind, source: String) throws
-        -> (attention: AttentionKind, rCalibration: RCalibration?) {
+    static func readAttention(
+        _ r: inout ConfigReader, kind: ModelKind, source: String
+    ) throws
+        -> (attention: AttentionKind, rCalibration: RCalibration?)
+    {
         // The Fourier keys are read whatever the kind, so that `--set model.attention.kind=softmax`
         // turns a Fourier config into its twin without tripping the unknown-key check.
         let attentionKind = try r.string("model.attention.kind", "fourier")
-        let spec = FourierSpec(p: try r.int("model.attention.p", 4, min: 2),
-                               eps: try r.float("model.attention.eps", 1e-6, min: 0),
-                               rMode: try r.choice("model.attention.r_mode", RMode.scalar),
-                               kernel: try r.choice("model.attention.kernel", FourierKernel.fused))
+        let spec = FourierSpec(
+            p: try r.int("model.attention.p", 4, min: 2),
+            eps: try r.float("model.attention.eps", 1e-6, min: 0),
+            rMode: try r.choice("model.attention.r_mode", RMode.scalar),
+            kernel: try r.choice("model.attention.kernel", FourierKernel.fused))
         // R starts from the data by default (`auto`); the paper's values are 2.0 for the LM and
         // 1.0 for DeiT, with which rows collapse during training (see the README).
         let rInitText = try r.string("model.attention.r_init", "auto")
-        let rTarget = try r.double("model.attention.r_target", RCalibration.defaultTarget(lm: kind == .lm),
-                                   min: 1e-6, max: 0.999999)
+        let rTarget = try r.double(
+            "model.attention.r_target", RCalibration.defaultTarget(lm: kind == .lm),
+            min: 1e-6, max: 0.999999)
         let rCalibration: RCalibration? = rInitText == "auto" ? RCalibration(target: rTarget) : nil
         var rInit: Float = 1
         if rCalibration == nil {
             guard let x = Double(rInitText), x.isFinite, x > 0 else {
-                throw ConfigError("\(source): model.attention.r_init: expected a positive number or auto, "
-                    + "got '\(rInitText)'")
+                throw ConfigError(
+                    "\(source): model.attention.r_init: expected a positive number or auto, "
+                        + "got '\(rInitText)'")
             }
             rInit = Float(x)
         }
@@ -330,8 +343,9 @@ public struct TrainConfig: Sendable {
             throw ConfigError("\(source): model.attention.p must be even (got \(spec.p)): W = Y^p must be non-negative")
         }
         if train.batchSize % train.gradAccum != 0 {
-            throw ConfigError("\(source): train.batch_size (\(train.batchSize)) must be divisible by "
-                              + "train.grad_accum (\(train.gradAccum))")
+            throw ConfigError(
+                "\(source): train.batch_size (\(train.batchSize)) must be divisible by "
+                    + "train.grad_accum (\(train.gradAccum))")
         }
         if run.name.isEmpty || run.name.contains("/") {
             throw ConfigError("\(source): run.name '\(run.name)' must be a non-empty name without '/'")
@@ -348,8 +362,9 @@ public struct TrainConfig: Sendable {
             return nil
         case "adaptive":
             guard let cutoffs else {
-                throw ConfigError("\(source): model.output: adaptive needs model.adaptive.cutoffs "
-                                  + "(e.g. [20000, 40000, 200000])")
+                throw ConfigError(
+                    "\(source): model.output: adaptive needs model.adaptive.cutoffs "
+                        + "(e.g. [20000, 40000, 200000])")
             }
             return Adaptive(cutoffs: cutoffs.map { Int($0) }, divVal: divVal, tieProjections: tieProjections)
         default:

@@ -61,9 +61,15 @@ public struct StepMetrics: Sendable, Codable {
     public var attentionHealth: [LayerHealth]? = nil
     enum CodingKeys: String, CodingKey {
         case step, steps, epoch, loss, lr
-        case computeSeconds = "compute_s", commSeconds = "comm_s"
-        case gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", imagesPerSecond = "images_per_s", stepSeconds = "step_s"
-        case elapsedSeconds = "elapsed_s", etaSeconds = "eta_s", attentionRowSum = "attn_row_sum"
+        case computeSeconds = "compute_s"
+        case commSeconds = "comm_s"
+        case gradNorm = "grad_norm"
+        case tokensPerSecond = "tokens_per_s"
+        case imagesPerSecond = "images_per_s"
+        case stepSeconds = "step_s"
+        case elapsedSeconds = "elapsed_s"
+        case etaSeconds = "eta_s"
+        case attentionRowSum = "attn_row_sum"
         case attentionHealth = "attn_health"
     }
 }
@@ -97,7 +103,8 @@ public struct EvalResult: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case step, split, loss, perplexity, tokens, stride, images, top1, top5, confusion, ema
-        case unigramPerplexity = "unigram_perplexity", bitsPerByte = "bits_per_byte"
+        case unigramPerplexity = "unigram_perplexity"
+        case bitsPerByte = "bits_per_byte"
     }
 }
 
@@ -115,7 +122,10 @@ public struct RunSummary: Sendable, Codable {
     public var weightsPath: String
     enum CodingKeys: String, CodingKey {
         case attention, steps, valid, test
-        case finalTrainLoss = "final_train_loss", tokensPerSecond = "tokens_per_s", imagesPerSecond = "images_per_s"
-        case wallSeconds = "wall_s", weightsPath = "weights"
+        case finalTrainLoss = "final_train_loss"
+        case tokensPerSecond = "tokens_per_s"
+        case imagesPerSecond = "images_per_s"
+        case wallSeconds = "wall_s"
+        case weightsPath = "weights"
     }
 }

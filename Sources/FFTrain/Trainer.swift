@@ -62,7 +62,9 @@ public final class Trainer {
         let tc = config.train
         let world = comm.size
         guard tc.batchSize % (world * tc.gradAccum) == 0 else {
-            throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) must be divisible by ranks x grad_accum (\(world) x \(tc.gradAccum))")
+            throw ConfigError(
+                "\(config.source): train.batch_size (\(tc.batchSize)) must be divisible by ranks x "
+                    + "grad_accum (\(world) x \(tc.gradAccum))")
         }
         microBatch = tc.batchSize / (world * tc.gradAccum)
         try MemoryBudget.checkThreads(tc.threads, source: config.source)
@@ -74,16 +76,20 @@ public final class Trainer {
         }
         self.workload = workload
         guard workload.trainCount >= tc.batchSize else {
-            let what = config.model.kind == .lm ? "training sequences of length \(config.model.context)" : "training images"
-            throw ConfigError("\(config.source): train.batch_size (\(tc.batchSize)) exceeds the \(workload.trainCount) \(what) in \(config.dataPath(config.data.train))")
+            let what =
+                config.model.kind == .lm ? "training sequences of length \(config.model.context)" : "training images"
+            throw ConfigError(
+                "\(config.source): train.batch_size (\(tc.batchSize)) exceeds the "
+                    + "\(workload.trainCount) \(what) in \(config.dataPath(config.data.train))")
         }
         workload.initialize(seed: config.run.seed)
         let layout = workload.layout
         partitions = config.dist.zero1 ? elementPartition(total: layout.count, ranks: world) : nil
         owned = partitions?[comm.rank] ?? 0..<layout.count
         // Under ZeRO-1 the buckets are cut at the partitions and each is reduced to its owner.
-        sync = GradientSync(comm: comm, stages: workload.gradientStages,
-                            bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)), owners: partitions)
+        sync = GradientSync(
+            comm: comm, stages: workload.gradientStages,
+            bucketFloats: max(1, Int(config.dist.bucketMB * 262_144)), owners: partitions)
         m = FlatBuffer(count: owned.count)
         v = FlatBuffer(count: owned.count)
         ema = tc.ema > 0 ? FlatBuffer(count: layout.count) : nil
@@ -163,7 +169,8 @@ public final class Trainer {
         try comm.broadcast(params.pointer, count: params.count, root: 0)
         if let ema, startStep == 0 { ema.pointer.update(from: params.pointer, count: params.count) }
         if comm.isRoot { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
-        let metrics = comm.isRoot
+        let metrics =
+            comm.isRoot
             ? try MetricsLog(path: (runDir as NSString).appendingPathComponent("metrics.jsonl"), append: startStep > 0)
             : nil
         let unitsPerStep = tc.batchSize * workload.unitsPerSample
@@ -171,22 +178,29 @@ public final class Trainer {
         perRank[comm.rank] = Double(memoryBytes)
         perRank[comm.size + comm.rank] = Double(4 * (m.count + v.count))
         try comm.allreduceSum(&perRank, count: perRank.count)
-        onEvent(.started(StartInfo(parameters: params.count, data: workload.dataDescription,
-                                   worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep,
-                                   unit: workload.unit, attention: config.model.attention.name, runDirectory: runDir,
-                                   memoryPerRank: perRank[0..<comm.size].map { Int($0) },
-                                   optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
-                                   zero1: partitions != nil)))
-        try metrics?.append(MemoryRecord(memoryBytes: perRank[0..<comm.size].map { Int($0) },
-                                         optimizerBytes: perRank[comm.size...].map { Int($0) },
-                                         zero1: partitions != nil))
+        onEvent(
+            .started(
+                StartInfo(
+                    parameters: params.count, data: workload.dataDescription,
+                    worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep,
+                    unit: workload.unit, attention: config.model.attention.name, runDirectory: runDir,
+                    memoryPerRank: perRank[0..<comm.size].map { Int($0) },
+                    optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },
+                    zero1: partitions != nil)))
+        try metrics?.append(
+            MemoryRecord(
+                memoryBytes: perRank[0..<comm.size].map { Int($0) },
+                optimizerBytes: perRank[comm.size...].map { Int($0) },
+                zero1: partitions != nil))
         if let calibratedR {
             try metrics?.append(CalibratedR(r: calibratedR, target: config.model.rCalibration!.target))
             onEvent(.calibrated(r: calibratedR))
         }
-        return LoopState(metrics: metrics, unitsPerStep: unitsPerStep,
-                         alarm: CollapseAlarm(layers: config.model.layers, threshold: tc.collapseThreshold,
-                                              patience: tc.collapsePatience))
+        return LoopState(
+            metrics: metrics, unitsPerStep: unitsPerStep,
+            alarm: CollapseAlarm(
+                layers: config.model.layers, threshold: tc.collapseThreshold,
+                patience: tc.collapsePatience))
     }
 
     /// Forward and backward over the step's micro-batches, the gradient sync overlapped with the
@@ -230,8 +244,10 @@ public final class Trainer {
     /// The global gradient norm, or nil when the step is skipped for a non-finite loss or norm
     /// (`train.on_nonfinite: skip`); throws when the policy says stop. Both are reduced values,
     /// so every rank takes the same branch.
-    func checkFinite(step: Int, _ pass: StepPass, _ loop: inout LoopState,
-                     onEvent: (TrainEvent) -> Void) throws -> Double? {
+    func checkFinite(
+        step: Int, _ pass: StepPass, _ loop: inout LoopState,
+        onEvent: (TrainEvent) -> Void
+    ) throws -> Double? {
         let tc = config.train
         let norm: Double
         if partitions != nil {
@@ -250,7 +266,8 @@ public final class Trainer {
         loop.skippedInARow += 1
         let what = "loss \(pass.lossSum / Double(loop.unitsPerStep)), gradient norm \(norm)"
         if tc.onNonFinite == .stop || loop.skippedInARow > tc.maxSkippedSteps {
-            let why = tc.onNonFinite == .stop
+            let why =
+                tc.onNonFinite == .stop
                 ? " (train.on_nonfinite: stop)"
                 : "; \(loop.skippedInARow) steps in a row (train.max_skipped_steps: \(tc.maxSkippedSteps))"
             throw NonFiniteError(message: "step \(step): \(what) not finite" + why)
@@ -266,9 +283,10 @@ public final class Trainer {
         let tc = config.train, params = workload.params
         let lr = schedule.lr(at: step)
         let clip: Float = tc.gradClip > 0 && norm > Double(tc.gradClip) ? tc.gradClip / Float(norm) : 1
-        optimizer.update(layout: workload.layout, elements: owned, params: params.pointer,
-                         grads: workload.grads.pointer + owned.lowerBound, m: m.pointer, v: v.pointer,
-                         base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
+        optimizer.update(
+            layout: workload.layout, elements: owned, params: params.pointer,
+            grads: workload.grads.pointer + owned.lowerBound, m: m.pointer, v: v.pointer,
+            base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
         if let partitions {
             let ta = Date()
             try comm.allgather(params.pointer, counts: partitions.map(\.count))
@@ -279,8 +297,10 @@ public final class Trainer {
 
     /// At logged steps: the metrics line (with per-layer attention health on rank 0), the step
     /// event, and the collapse alarm.
-    func report(step: Int, _ pass: StepPass, gradNorm norm: Double, _ loop: inout LoopState,
-                onEvent: (TrainEvent) -> Void) throws {
+    func report(
+        step: Int, _ pass: StepPass, gradNorm norm: Double, _ loop: inout LoopState,
+        onEvent: (TrainEvent) -> Void
+    ) throws {
         let tc = config.train
         let stepLoss = pass.lossSum / Double(loop.unitsPerStep)
         loop.lastLoss = stepLoss
@@ -290,13 +310,14 @@ public final class Trainer {
         let steps = Double(loop.windowSteps)
         let stepSec = now.timeIntervalSince(loop.windowStart) / steps
         let rate = Double(loop.unitsPerStep) / stepSec
-        let sm = StepMetrics(step: step, steps: tc.steps, epoch: pass.epoch, loss: stepLoss,
-                             lr: Double(schedule.lr(at: step)), gradNorm: norm,
-                             tokensPerSecond: workload.unit == "tokens" ? rate : nil,
-                             imagesPerSecond: workload.unit == "images" ? rate : nil,
-                             stepSeconds: stepSec, elapsedSeconds: now.timeIntervalSince(loop.start),
-                             etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
-                             computeSeconds: loop.computeSeconds / steps, commSeconds: loop.commSeconds / steps)
+        let sm = StepMetrics(
+            step: step, steps: tc.steps, epoch: pass.epoch, loss: stepLoss,
+            lr: Double(schedule.lr(at: step)), gradNorm: norm,
+            tokensPerSecond: workload.unit == "tokens" ? rate : nil,
+            imagesPerSecond: workload.unit == "images" ? rate : nil,
+            stepSeconds: stepSec, elapsedSeconds: now.timeIntervalSince(loop.start),
+            etaSeconds: stepSec * Double(tc.steps - step), attentionRowSum: workload.attentionRowSum,
+            computeSeconds: loop.computeSeconds / steps, commSeconds: loop.commSeconds / steps)
         var health = sm
         if comm.isRoot && config.model.attention != .softmax {
             health.attentionHealth = LayerHealth.measure(workload.stack, params: workload.params.pointer)
@@ -313,8 +334,10 @@ public final class Trainer {
 
     /// Saves at `checkpoint.every` steps, at the last step, and when a rank asked to stop (then
     /// throws `TrainingStopped`).
-    func checkpointIfDue(step: Int, _ pass: StepPass, _ loop: inout LoopState,
-                         onEvent: (TrainEvent) -> Void) throws {
+    func checkpointIfDue(
+        step: Int, _ pass: StepPass, _ loop: inout LoopState,
+        onEvent: (TrainEvent) -> Void
+    ) throws {
         let ck = config.checkpoint
         guard pass.stop || (ck.every > 0 && (step % ck.every == 0 || step == config.train.steps)) else { return }
         let t0 = Date()
@@ -332,9 +355,11 @@ public final class Trainer {
     func sampleIfDue(step: Int, _ loop: inout LoopState, onEvent: (TrainEvent) -> Void) throws {
         let tc = config.train
         guard tc.sampleEvery > 0 && step % tc.sampleEvery == 0 && comm.isRoot,
-              let lm = workload as? LanguageModelWorkload else { return }
-        let s = try lm.sample(step: step, prompt: tc.samplePrompt, tokens: tc.sampleTokens,
-                              seed: SplitMix64.key(config.run.seed, UInt64(step)))
+            let lm = workload as? LanguageModelWorkload
+        else { return }
+        let s = try lm.sample(
+            step: step, prompt: tc.samplePrompt, tokens: tc.sampleTokens,
+            seed: SplitMix64.key(config.run.seed, UInt64(step)))
         try loop.metrics?.append(s)
         onEvent(.sampled(s))
     }
@@ -358,14 +383,16 @@ public final class Trainer {
         let weights = (runDir as NSString).appendingPathComponent("model.safetensors")
         if comm.isRoot { try saveWeights(to: weights) }
         let rate = Double(loop.unitsPerStep * (tc.steps - startStep)) / trainSeconds
-        let summary = RunSummary(attention: config.model.attention.name, steps: tc.steps, finalTrainLoss: loop.lastLoss,
-                                 valid: results.first { $0.split == "valid" }, test: results.first { $0.split == "test" }!,
-                                 tokensPerSecond: workload.unit == "tokens" ? rate : nil,
-                                 imagesPerSecond: workload.unit == "images" ? rate : nil,
-                                 wallSeconds: Date().timeIntervalSince(loop.start), weightsPath: weights)
+        let summary = RunSummary(
+            attention: config.model.attention.name, steps: tc.steps, finalTrainLoss: loop.lastLoss,
+            valid: results.first { $0.split == "valid" }, test: results.first { $0.split == "test" }!,
+            tokensPerSecond: workload.unit == "tokens" ? rate : nil,
+            imagesPerSecond: workload.unit == "images" ? rate : nil,
+            wallSeconds: Date().timeIntervalSince(loop.start), weightsPath: weights)
         if comm.isRoot {
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try writeAtomically(try enc.encode(summary), to: (runDir as NSString).appendingPathComponent("summary.json"))
+            try writeAtomically(
+                try enc.encode(summary), to: (runDir as NSString).appendingPathComponent("summary.json"))
         }
         onEvent(.finished(summary))
         return summary
@@ -404,7 +431,8 @@ public final class Trainer {
     public func saveWeights(to path: String) throws {
         let p = (ema ?? workload.params).pointer
         let tensors = workload.layout.tensors.map {
-            Safetensors.Tensor(name: $0.name, shape: $0.shape, data: UnsafeBufferPointer(start: p + $0.offset, count: $0.count))
+            Safetensors.Tensor(
+                name: $0.name, shape: $0.shape, data: UnsafeBufferPointer(start: p + $0.offset, count: $0.count))
         }
         try Safetensors.write(tensors, metadata: ["format": "pt", "config": workload.modelJSON], to: path)
     }
@@ -413,7 +441,9 @@ public final class Trainer {
 extension TrainConfig {
     /// The model section as JSON (what `eval` and PyTorch users need to rebuild the model);
     /// `outputs` is the vocabulary (LM) or the number of classes (ViT).
-    public func modelJSON(outputs: Int, imageSize: Int = 0, channels: Int = 0, mean: [Float] = [], std: [Float] = []) -> String {
+    public func modelJSON(
+        outputs: Int, imageSize: Int = 0, channels: Int = 0, mean: [Float] = [], std: [Float] = []
+    ) -> String {
         var d: [String: Any] = [
             "kind": model.kind.rawValue, "layers": model.layers, "d_model": model.dModel, "heads": model.heads,
             "d_ff": model.dFF, "norm": model.norm.rawValue, "activation": model.activation.rawValue,
@@ -425,7 +455,9 @@ extension TrainConfig {
             d["tie_embeddings"] = model.tieEmbeddings; d["scale_embeddings"] = model.scaleEmbeddings
             d["output"] = model.adaptive == nil ? "full" : "adaptive"
             if let a = model.adaptive {
-                d["adaptive"] = ["cutoffs": a.cutoffs, "div_val": decimal(a.divVal), "tie_projections": a.tieProjections] as [String: Any]
+                d["adaptive"] =
+                    ["cutoffs": a.cutoffs, "div_val": decimal(a.divVal), "tie_projections": a.tieProjections]
+                    as [String: Any]
             }
         case .vit:
             d["classes"] = outputs; d["image_size"] = imageSize; d["channels"] = channels; d["patch"] = model.patch
@@ -433,7 +465,7 @@ extension TrainConfig {
             d["drop_path"] = decimal(model.dropPath)
             // Inputs are (pixel / 255 − mean[c]) / std[c], channels first.
             d["mean"] = mean.map(decimal); d["std"] = std.map(decimal)
-            d["gelu"] = "tanh" // PyTorch: nn.GELU(approximate="tanh")
+            d["gelu"] = "tanh"  // PyTorch: nn.GELU(approximate="tanh")
         }
         switch model.attention {
         case .softmax: d["attention"] = ["kind": "softmax"]
@@ -474,7 +506,10 @@ struct MemoryRecord: Encodable {
     var optimizerBytes: [Int]
     var zero1: Bool
     enum CodingKeys: String, CodingKey {
-        case event, memoryBytes = "memory_bytes", optimizerBytes = "optimizer_bytes", zero1
+        case event
+        case memoryBytes = "memory_bytes"
+        case optimizerBytes = "optimizer_bytes"
+        case zero1
     }
 }
 
@@ -495,14 +530,16 @@ extension Trainer {
     /// Saves a sharded checkpoint of the state after `step` (every rank calls this).
     @discardableResult
     public func saveCheckpoint(step: Int, epoch: Int) throws -> String {
-        let state = TrainerState(step: step, epoch: epoch, samplesSeen: step * config.train.batchSize,
-                                 globalBatch: config.train.batchSize, worldSize: comm.size, shards: comm.size,
-                                 seed: config.run.seed, configHash: String(config.hash, radix: 16),
-                                 modelConfig: workload.modelJSON, files: [:], recipe: config.recipe)
-        return try Checkpoint.save(root: config.checkpointDirectory, step: step, state: state, layout: workload.layout,
-                                   params: workload.params, m: m, v: v, ema: ema, partitions: partitions, comm: comm,
-                                   keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
-                                   afterShards: { [weak self] in self?.checkpointHook?(step) })
+        let state = TrainerState(
+            step: step, epoch: epoch, samplesSeen: step * config.train.batchSize,
+            globalBatch: config.train.batchSize, worldSize: comm.size, shards: comm.size,
+            seed: config.run.seed, configHash: String(config.hash, radix: 16),
+            modelConfig: workload.modelJSON, files: [:], recipe: config.recipe)
+        return try Checkpoint.save(
+            root: config.checkpointDirectory, step: step, state: state, layout: workload.layout,
+            params: workload.params, m: m, v: v, ema: ema, partitions: partitions, comm: comm,
+            keepLast: config.checkpoint.keepLast, keepEvery: config.checkpoint.keepEvery,
+            afterShards: { [weak self] in self?.checkpointHook?(step) })
     }
 
     /// Continues from a checkpoint folder, or (`"auto"`) from the run's newest verified one if any.
@@ -520,8 +557,9 @@ extension Trainer {
         guard let dir = outcome.folder, !outcome.finished else { return outcome }
         let saved = try Checkpoint.readState(dir)
         outcome.notes += try checkConfig(against: saved, in: dir, allowConfigChange: allowConfigChange)
-        let state = try Checkpoint.load(dir, layout: workload.layout, params: workload.params, m: m, v: v, ema: ema,
-                                        owned: owned)
+        let state = try Checkpoint.load(
+            dir, layout: workload.layout, params: workload.params, m: m, v: v, ema: ema,
+            owned: owned)
         startStep = state.step
         return outcome
     }
@@ -532,8 +570,10 @@ extension Trainer {
         switch request {
         case .none:
             if let newest = Checkpoint.committed(root: root).last {
-                throw CheckpointError("\(root) holds committed checkpoints (newest \((newest.path as NSString).lastPathComponent)): "
-                    + "continue with --resume auto, or start over with --resume fresh (which moves them aside)")
+                throw CheckpointError(
+                    "\(root) holds committed checkpoints (newest "
+                        + "\((newest.path as NSString).lastPathComponent)): "
+                        + "continue with --resume auto, or start over with --resume fresh (which moves them aside)")
             }
             return ResumeOutcome(folder: nil)
         case .fresh:
@@ -564,41 +604,53 @@ extension Trainer {
     func decideWithoutCheckpoint(notes: [String]) throws -> ResumeOutcome {
         guard let steps = finishedSummarySteps() else { return ResumeOutcome(folder: nil, notes: notes) }
         if steps >= config.train.steps { return ResumeOutcome(folder: nil, notes: notes, finished: true) }
-        throw CheckpointError("\(config.runDirectory): the run finished \(steps) steps without a checkpoint to continue "
-            + "from (checkpoint.every: 0); --resume fresh trains again from step 0")
+        throw CheckpointError(
+            "\(config.runDirectory): the run finished \(steps) steps without a checkpoint to "
+                + "continue "
+                + "from (checkpoint.every: 0); --resume fresh trains again from step 0")
     }
 
     /// The step count summary.json records, if the run has one.
     func finishedSummarySteps() -> Int? {
         let path = (config.runDirectory as NSString).appendingPathComponent("summary.json")
         guard let data = FileManager.default.contents(atPath: path),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return nil }
         return obj["steps"] as? Int
     }
 
     /// Refuses a resume whose config changes the model, or the recipe without
     /// `allowConfigChange`; returns the notes to print.
     func checkConfig(against state: TrainerState, in dir: String, allowConfigChange: Bool) throws -> [String] {
-        let c = ConfigChanges.between(oldModel: state.modelConfig, newModel: workload.modelJSON,
-                                      oldRecipe: state.recipe, newRecipe: config.recipe)
+        let c = ConfigChanges.between(
+            oldModel: state.modelConfig, newModel: workload.modelJSON,
+            oldRecipe: state.recipe, newRecipe: config.recipe)
         if !c.model.isEmpty {
-            throw ConfigError("\(dir): the config changes the model this checkpoint holds: "
-                + c.model.joined(separator: ", ") + "; a checkpoint continues only with its own model")
+            throw ConfigError(
+                "\(dir): the config changes the model this checkpoint holds: "
+                    + c.model.joined(separator: ", ") + "; a checkpoint continues only with its own model")
         }
         guard state.globalBatch == config.train.batchSize else {
-            throw ConfigError("\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config says "
-                + "\(config.train.batchSize); the global batch must stay the same to continue the data order")
+            throw ConfigError(
+                "\(dir): the checkpoint was trained with batch_size \(state.globalBatch), the config "
+                    + "says "
+                    + "\(config.train.batchSize); the global batch must stay the same to continue the data order")
         }
         guard state.seed == config.run.seed else {
-            throw ConfigError("\(dir): the checkpoint was trained with run.seed \(state.seed), the config says \(config.run.seed)")
+            throw ConfigError(
+                "\(dir): the checkpoint was trained with run.seed \(state.seed), the config says "
+                    + "\(config.run.seed)")
         }
         guard state.step <= config.train.steps else {
-            throw ConfigError("\(dir): the checkpoint is at step \(state.step), beyond train.steps \(config.train.steps)")
+            throw ConfigError(
+                "\(dir): the checkpoint is at step \(state.step), beyond train.steps "
+                    + "\(config.train.steps)")
         }
         let recipe = c.recipe.joined(separator: ", ")
         if !c.recipe.isEmpty && !allowConfigChange {
-            throw ConfigError("\(dir): the config changes the training recipe: \(recipe); "
-                + "pass --allow-config-change to continue with it")
+            throw ConfigError(
+                "\(dir): the config changes the training recipe: \(recipe); "
+                    + "pass --allow-config-change to continue with it")
         }
         return c.notes + (c.recipe.isEmpty ? [] : ["warning: continuing with a changed recipe: \(recipe)"])
     }
@@ -613,7 +665,9 @@ extension Trainer {
             guard shape == t.shape else {
                 throw FormatError("\(path): tensor '\(t.name)' has shape \(shape), the config needs \(t.shape)")
             }
-            values.withUnsafeBufferPointer { (workload.params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count) }
+            values.withUnsafeBufferPointer {
+                (workload.params.pointer + t.offset).update(from: $0.baseAddress!, count: t.count)
+            }
         }
         ema?.pointer.update(from: workload.params.pointer, count: workload.params.count)
     }

@@ -90,8 +90,9 @@ public final class LanguageModelWorkload: ModelWorkload {
             for shard in corpus.shards {
                 let mx = shard.maxToken()
                 guard Int(mx) < vocab.size else {
-                    throw DataError(shard.path,
-                                    "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
+                    throw DataError(
+                        shard.path,
+                        "holds token id \(mx), outside the vocabulary of \(vocab.size) in \(vocabPath)")
                 }
             }
             return try LMDataset(corpus: corpus, context: T)
@@ -102,8 +103,10 @@ public final class LanguageModelWorkload: ModelWorkload {
         let lm = config.model.lmConfig(vocabSize: vocab.size)
         if let p = lm.problems().first { throw ConfigError("\(config.source): \(p)") }
         let outputRows = lm.adaptive == nil ? crossEntropyChunkRows(rows: microBatch * T, vocabulary: vocab.size) : nil
-        try MemoryBudget.check(MemoryBudget.estimate(config, microBatch: microBatch, tokens: T, outputs: vocab.size,
-                                                     outputRows: outputRows), source: config.source)
+        try MemoryBudget.check(
+            MemoryBudget.estimate(
+                config, microBatch: microBatch, tokens: T, outputs: vocab.size,
+                outputRows: outputRows), source: config.source)
         model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
         inputs = .allocate(capacity: microBatch * T)
         targets = .allocate(capacity: microBatch * T)
@@ -118,14 +121,17 @@ public final class LanguageModelWorkload: ModelWorkload {
     public var modelJSON: String { config.modelJSON(outputs: vocab.size) }
     public var evalSplits: [String] { ["valid", "test"] }
 
-    public func trainForward(samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>,
-                             lossScale: Float) -> Double {
+    public func trainForward(
+        samples: ArraySlice<Int>, epoch: Int, keys: UnsafePointer<UInt64>,
+        lossScale: Float
+    ) -> Double {
         let T = config.model.context
         for (row, sample) in samples.enumerated() {
             train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
         }
-        return model.forward(tokens: inputs, targets: targets, batch: samples.count,
-                             mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        return model.forward(
+            tokens: inputs, targets: targets, batch: samples.count,
+            mode: .train(lossScale: lossScale, dropoutKeys: keys))
     }
 
     func dataset(_ split: String) -> LMDataset {
@@ -139,8 +145,10 @@ public final class LanguageModelWorkload: ModelWorkload {
     /// Perplexity on independent segments of the context length (every token but the first
     /// predicted once). With `stride` (< context) the windows overlap and each scores only its new
     /// tokens, so every token is predicted with at least context − stride tokens of history.
-    public func evaluate(split: String, step: Int, comm: Communicator, maxBatches: Int,
-                         stride: Int?) throws -> EvalResult {
+    public func evaluate(
+        split: String, step: Int, comm: Communicator, maxBatches: Int,
+        stride: Int?
+    ) throws -> EvalResult {
         let data = dataset(split)
         let T = config.model.context
         let stride = min(max(stride ?? T, 1), T)

@@ -10,8 +10,10 @@ import FFData
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (not tests): collectives and kernels, timed in this process.",
-        subcommands: [BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self, BenchBLAS.self,
-                      BenchHash.self])
+        subcommands: [
+            BenchAllreduce.self, BenchAttention.self, BenchStep.self, BenchTokenizer.self, BenchBLAS.self,
+            BenchHash.self,
+        ])
 }
 
 /// Times a raw MPI_Allreduce of the model's gradient bytes next to the bucketed `GradientSync`
@@ -19,7 +21,8 @@ struct Bench: ParsableCommand {
 /// machine two figures taken minutes apart move with the load, a per-round ratio much less.
 /// With `--floats` it times the raw allreduce at each size instead (to fit latency and bandwidth).
 struct BenchAllreduce: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "allreduce",
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce",
         abstract: "Raw MPI_Allreduce vs the trainer's bucketed gradient sync, same bytes (under mpirun).")
 
     @Option(name: .long, help: "The config whose model (and dist.bucket_mb, dist.zero1) to use.")
@@ -60,8 +63,11 @@ struct BenchAllreduce: ParsableCommand {
     }
 
     func raw(_ comm: Communicator, _ buffer: UnsafeMutablePointer<Float>, _ n: Int) throws {
-        if let mpi = comm as? MPICommunicator { try mpi.rawAllreduceSum(buffer, count: n) }
-        else { try comm.allreduceSum(buffer, count: n) }
+        if let mpi = comm as? MPICommunicator {
+            try mpi.rawAllreduceSum(buffer, count: n)
+        } else {
+            try comm.allreduceSum(buffer, count: n)
+        }
     }
 
     func compare(_ cfg: TrainConfig, _ comm: Communicator) throws {
@@ -69,15 +75,16 @@ struct BenchAllreduce: ParsableCommand {
         let model = LanguageModel(config: cfg.model.lmConfig(vocabSize: vocab), maxBatch: 1, threads: 1)
         let n = model.grads.count, bytes = Double(n * 4)
         let owners = cfg.dist.zero1 ? elementPartition(total: n, ranks: comm.size) : nil
-        let sync = GradientSync(comm: comm, stages: model.gradientStages,
-                                bucketFloats: max(1, Int(cfg.dist.bucketMB * 262_144)), owners: owners)
+        let sync = GradientSync(
+            comm: comm, stages: model.gradientStages,
+            bucketFloats: max(1, Int(cfg.dist.bucketMB * 262_144)), owners: owners)
         let g = model.grads.pointer
         let bucketed = {
             sync.begin(grads: g)
             for k in 0..<model.gradientStages.count { try sync.stageDone(k) }
             try sync.finish()
         }
-        try raw(comm, g, n); try bucketed() // warm-up
+        try raw(comm, g, n); try bucketed()  // warm-up
         var r: [Double] = [], b: [Double] = []
         for _ in 0..<rounds {
             r.append(try time(comm) { try raw(comm, g, n) })
@@ -88,15 +95,23 @@ struct BenchAllreduce: ParsableCommand {
         // Bus bandwidth of a ring allreduce: 2 (N-1)/N bytes per byte reduced.
         let factor = 2 * Double(comm.size - 1) / Double(max(comm.size, 1))
         let rm = median(r), bm = median(b)
-        print(String(format: "allreduce of %d floats (%.2f MB), %d ranks, %d buckets (dist.bucket_mb %.2f%@), "
-                     + "median of %d rounds x %d", n, bytes / 1e6, comm.size, sync.buckets.count, cfg.dist.bucketMB,
-                     owners == nil ? "" : ", ZeRO-1: reduced to owners", rounds, repeats))
-        print(String(format: "raw MPI_Allreduce:      %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
-                     rm * 1e3, bytes / rm / 1e9, factor * bytes / rm / 1e9))
-        print(String(format: "bucketed gradient sync: %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
-                     bm * 1e3, bytes / bm / 1e9, factor * bytes / bm / 1e9))
-        print(String(format: "raw / bucketed time: %.3f (median of per-round ratios; min %.3f, max %.3f)",
-                     ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1]))
+        print(
+            String(
+                format: "allreduce of %d floats (%.2f MB), %d ranks, %d buckets (dist.bucket_mb %.2f%@), "
+                    + "median of %d rounds x %d", n, bytes / 1e6, comm.size, sync.buckets.count, cfg.dist.bucketMB,
+                owners == nil ? "" : ", ZeRO-1: reduced to owners", rounds, repeats))
+        print(
+            String(
+                format: "raw MPI_Allreduce:      %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
+                rm * 1e3, bytes / rm / 1e9, factor * bytes / rm / 1e9))
+        print(
+            String(
+                format: "bucketed gradient sync: %8.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s",
+                bm * 1e3, bytes / bm / 1e9, factor * bytes / bm / 1e9))
+        print(
+            String(
+                format: "raw / bucketed time: %.3f (median of per-round ratios; min %.3f, max %.3f)",
+                ratios[ratios.count / 2], ratios[0], ratios[ratios.count - 1]))
     }
 
     /// One line per size: the median over rounds of the raw allreduce's mean time.
@@ -110,8 +125,10 @@ struct BenchAllreduce: ParsableCommand {
             var t: [Double] = []
             for _ in 0..<rounds { t.append(try time(comm) { try raw(comm, buffer, n) }) }
             if comm.isRoot {
-                print(String(format: "{\"ranks\":%d,\"floats\":%d,\"bytes\":%d,\"seconds\":%.8f}",
-                             comm.size, n, 4 * n, median(t)))
+                print(
+                    String(
+                        format: "{\"ranks\":%d,\"floats\":%d,\"bytes\":%d,\"seconds\":%.8f}",
+                        comm.size, n, 4 * n, median(t)))
             }
         }
     }
@@ -140,8 +157,9 @@ func medianSeconds(repeats: Int, _ body: () throws -> Void) rethrows -> Double {
 /// Peak resident memory of this process so far (VmHWM), in MB.
 func peakRSSMegabytes() -> Double {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return .nan }
     return kb / 1024
 }
 
@@ -162,7 +180,8 @@ func json(_ key: String, _ value: Double, _ format: String) -> String {
 
 /// Forward + backward of one fused attention call on random data.
 struct BenchAttention: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "attention",
+    static let configuration = CommandConfiguration(
+        commandName: "attention",
         abstract: "Fused attention forward+backward: time, pair-dims/s, memory.",
         discussion: """
             With --kind both the two kernels alternate call by call for --rounds rounds, and the \
@@ -181,8 +200,9 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Rounds of --kind both: one Fourier and one softmax call each.") var rounds = 9
     @Option(help: "Standard deviation of q and k (v is N(0, 1)).") var std: Double = 0.25
     @Option(name: .customLong("r-init")) var rInit: Float = 2.0
-    @Option(name: .customLong("r-mode"),
-            help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
+    @Option(
+        name: .customLong("r-mode"),
+        help: "How R is shared (scalar, per_dim, per_head); R_k = r-init (1 + k / 10).")
     var rMode: String = "scalar"
     @Option(help: "Fourier kernel: fused or plain (model.attention.kernel).") var kernel: String = "fused"
     @Flag(help: "Print a hash of the Fourier kernel's outputs and gradients from one call on fresh buffers.")
@@ -236,8 +256,9 @@ struct BenchAttention: ParsableCommand {
             }
             let t1 = Date()
             if k == "fourier" {
-                a.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat,
-                                  spec: spec, shape: shape)
+                a.fourierBackward(
+                    dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: stat,
+                    spec: spec, shape: shape)
             } else {
                 a.softmaxBackward(dqkv: &dqkv, dout: g, out: out, qkv: qkv, rowLSE: stat, shape: shape)
             }
@@ -246,21 +267,29 @@ struct BenchAttention: ParsableCommand {
         var times: [String: [(Double, Double)]] = [:]
         var rowSums: [String: Double] = [:]
         for k in kinds {
-            _ = call(k)   // warm-up, and the row sums of its forward
+            _ = call(k)  // warm-up, and the row sums of its forward
             cpu[k] = []
             rowSums[k] = k == "fourier" ? stat.reduce(0.0) { $0 + Double(($1 - 1e-6) / $1) } / Double(stat.count) : 1
         }
         for _ in 0..<(kinds.count == 2 ? rounds : repeats) {
             for k in kinds { times[k, default: []].append(call(k)) }
         }
+        report(kinds: kinds, kernels: kernels, times: times, cpu: cpu, rowSums: rowSums, pairs: pairs)
+    }
+
+    /// One JSON line per kind, and the per-round ratio when both ran.
+    func report(kinds: [String], kernels: [String: AttentionKernels], times: [String: [(Double, Double)]],
+                cpu: [String: [Double]], rowSums: [String: Double], pairs: Double) {
         // The yardsticks, measured after the timings: the core's FMA peak (per core-second) and
         // what sgemm reaches on this process's threads (wall clock, as the kernels' own times).
         let peak = FMAThroughput.measure(), sgemmGFLOPs = measuredSgemmGFLOPs()
         for k in kinds {
-            var fields = ["\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"",
-                          json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
-                          json("peak_rss_mb", peakRSSMegabytes(), "%.1f"),
-                          json("attn_row_sum_mean", rowSums[k]!, "%.4f")]
+            var fields = [
+                "\"kind\":\"\(k)\"", "\"kernel\":\"\(k == "fourier" ? kernel : "gemm")\"",
+                json("workspace_mb", Double(kernels[k]!.workspaceBytes) / 1e6, "%.2f"),
+                json("peak_rss_mb", peakRSSMegabytes(), "%.1f"),
+                json("attn_row_sum_mean", rowSums[k]!, "%.4f"),
+            ]
             fields += timingFields(times[k]!, cpu: cpu[k]!, pairs: pairs, peak: peak, sgemmGFLOPs: sgemmGFLOPs)
             print("{" + fields.joined(separator: ",") + "}")
         }
@@ -268,8 +297,10 @@ struct BenchAttention: ParsableCommand {
     }
 
     /// Shape, times, pair-dims/s and MFU of one kind's calls, as JSON fields.
-    func timingFields(_ t: [(Double, Double)], cpu: [Double], pairs: Double, peak: FMAThroughput,
-                      sgemmGFLOPs: Double) -> [String] {
+    func timingFields(
+        _ t: [(Double, Double)], cpu: [Double], pairs: Double, peak: FMAThroughput,
+        sgemmGFLOPs: Double
+    ) -> [String] {
         let fwd = median(t.map(\.0)), bwd = median(t.map(\.1)), total = median(t.map { $0.0 + $0.1 })
         // Model FLOPs as for a softmax layer (QK^T and AV: 2 · 2 D per visible pair forward,
         // twice that backward), the same count for both kinds, as `bench step` counts them.
@@ -294,12 +325,17 @@ struct BenchAttention: ParsableCommand {
     func printRatio(_ f: [(Double, Double)], _ s: [(Double, Double)]) {
         let ratios = zip(f, s).map { ($0.0 + $0.1) / ($1.0 + $1.1) }.sorted()
         let mid = ratios[ratios.count / 2], low = ratios[0], high = ratios[ratios.count - 1]
-        print("{\"ratio\":\"fourier/softmax\",\"dim\":\(dim),\"rounds\":\(ratios.count),"
-              + [json("median", mid, "%.3f"), json("min", low, "%.3f"),
-                 json("max", high, "%.3f")].joined(separator: ",")
-              + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
-        print(String(format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
-                     mid, ratios.count, low, high))
+        print(
+            "{\"ratio\":\"fourier/softmax\",\"dim\":\(dim),\"rounds\":\(ratios.count),"
+                + [
+                    json("median", mid, "%.3f"), json("min", low, "%.3f"),
+                    json("max", high, "%.3f"),
+                ].joined(separator: ",")
+                + ",\"rounds_at_most_3\":\(ratios.filter { $0 <= 3 }.count)}")
+        print(
+            String(
+                format: "fourier / softmax fwd+bwd time: %.2fx (median of %d alternating rounds, %.2f–%.2f)",
+                mid, ratios.count, low, high))
     }
 
     /// A hash of the bits of O, S, dqkv and dR from one Fourier call on fresh buffers: equal
@@ -310,19 +346,23 @@ struct BenchAttention: ParsableCommand {
         var dq = [Float](repeating: 0, count: qkv.count), dr = [Float](repeating: 0, count: R.count)
         let a = AttentionKernels(maxSeq: shape.seq, headDim: shape.headDim, threads: threads)
         a.fourierForward(out: &o, rowSum: &st, qkv: qkv, R: R, spec: spec, shape: shape)
-        a.fourierBackward(dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec,
-                          shape: shape)
+        a.fourierBackward(
+            dqkv: &dq, dR: &dr, dout: g, out: o, qkv: qkv, R: R, rowSum: st, spec: spec,
+            shape: shape)
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for x in o + st + dq + dr { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
-        print(String(format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}",
-                     hash, shape.headDim, rMode))
+        print(
+            String(
+                format: "{\"checksum\":\"%016llx\",\"dim\":%d,\"r_mode\":\"%@\"}",
+                hash, shape.headDim, rMode))
     }
 }
 
 /// Training steps of a config's model on its data: tokens/s and MFU against sgemm measured here
 /// and against the core's FMA peak (`FMAThroughput`).
 struct BenchStep: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "step",
+    static let configuration = CommandConfiguration(
+        commandName: "step",
         abstract: "Training steps of a config: tokens/s, model GFLOP/s, MFU vs in-process sgemm and vs the FMA peak.")
 
     @Option var config: String
@@ -339,8 +379,9 @@ struct BenchStep: ParsableCommand {
             cfg.train.steps = steps + 2
             let trainer = try Trainer(config: cfg)
             guard let lm = trainer.workload as? LanguageModelWorkload else {
-                throw ValidationError("bench step measures language-model configs; "
-                                      + "image runs report images/s in their progress lines")
+                throw ValidationError(
+                    "bench step measures language-model configs; "
+                        + "image runs report images/s in their progress lines")
             }
             let m = cfg.model
             let T = m.context, C = m.dModel, F = m.dFF, L = m.layers, V = lm.vocab.size
@@ -348,7 +389,7 @@ struct BenchStep: ParsableCommand {
             // attention: QK^T and AV, 2 x 2 x C per visible key (T+1)/2 on average (causal).
             let weights = Double(L * (4 * C * C + 2 * C * F) + V * C)
             let attn = Double(L) * 4 * Double(C) * Double(T + 1) / 2
-            let flopsPerToken = 3 * (2 * weights + attn) // backward = 2 x forward
+            let flopsPerToken = 3 * (2 * weights + attn)  // backward = 2 x forward
             // Each timed step is followed by a short sgemm probe (outside the step's time), and
             // the MFU is taken per step against the probe next to it: the machine's speed moves
             // within a run, and one sgemm figure taken apart from the steps moves the MFU with it.
@@ -395,17 +436,20 @@ struct BenchStep: ParsableCommand {
 /// sgemm of every kernel family this CPU supports, each in its own process (OpenBLAS reads
 /// OPENBLAS_CORETYPE only when it loads), next to the library's own pick.
 struct BenchBLAS: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "blas",
+    static let configuration = CommandConfiguration(
+        commandName: "blas",
         abstract: "sgemm GFLOP/s (one thread) and the self-test of each OpenBLAS kernel family this CPU supports.")
 
     func run() throws {
         let candidates: [String?] = [nil] + BLASKernelCandidate.supported(by: CPUInfo.flags)
         for r in probeBLASKernels(candidates) {
             let status = r.rejection.map { "\"rejected: \($0)\"" } ?? "\"ok\""
-            print(String(format: "{\"provider\":\"%@\",\"library\":\"%@\",\"kernels\":\"%@\",\"loaded\":\"%@\","
-                         + "\"gflops\":%.2f,\"self_test_error\":%.3g,\"status\":%@}",
-                         BLASLibrary.config, BLASLibrary.path, r.requested, r.loaded, r.gflops, r.selfTestError,
-                         status))
+            print(
+                String(
+                    format: "{\"provider\":\"%@\",\"library\":\"%@\",\"kernels\":\"%@\",\"loaded\":\"%@\","
+                        + "\"gflops\":%.2f,\"self_test_error\":%.3g,\"status\":%@}",
+                    BLASLibrary.config, BLASLibrary.path, r.requested, r.loaded, r.gflops, r.selfTestError,
+                    status))
         }
     }
 }

@@ -23,7 +23,7 @@ struct BenchTokenizer: ParsableCommand {
             }
             let bytes = texts.reduce(0) { $0 + $1.utf8.count }
             var tokens = 0
-            for t in texts { tokens += bpe.encode(t).count } // warm-up
+            for t in texts { tokens += bpe.encode(t).count }  // warm-up
             var seconds: [Double] = []
             for _ in 0..<max(rounds, 1) {
                 let t0 = Date()
@@ -31,8 +31,10 @@ struct BenchTokenizer: ParsableCommand {
                 seconds.append(Date().timeIntervalSince(t0))
             }
             let median = seconds.sorted()[seconds.count / 2]
-            print(String(format: "swift-ff-train gpt2: %d bytes, %d tokens, median %.3f s over %d rounds, %.2f MB/s",
-                         bytes, tokens, median, seconds.count, Double(bytes) / median / 1e6))
+            print(
+                String(
+                    format: "swift-ff-train gpt2: %d bytes, %d tokens, median %.3f s over %d rounds, %.2f MB/s",
+                    bytes, tokens, median, seconds.count, Double(bytes) / median / 1e6))
         } catch { fail(error) }
     }
 }

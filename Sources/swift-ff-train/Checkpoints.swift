@@ -7,7 +7,10 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Consolidate a checkpoint into one model.safetensors + config.json (loads in PyTorch).")
 
-    @Argument(help: "A checkpoint folder (runs/NAME/checkpoints/step-NNNNNNNN) or a run's checkpoints folder (its latest).")
+    @Argument(
+        help: ArgumentHelp(
+            "A checkpoint folder (runs/NAME/checkpoints/step-NNNNNNNN) or a run's checkpoints "
+                + "folder (its latest)."))
     var checkpoint: String
 
     @Option(name: .long, help: "Output folder.")
@@ -40,11 +43,16 @@ struct Inspect: ParsableCommand {
             let s = try Checkpoint.inspect(dir)
             let st = s.state
             print("\(dir)")
-            print("step \(st.step), epoch \(st.epoch), \(st.samplesSeen) samples seen, global batch \(st.globalBatch), written by \(st.worldSize) rank(s) in \(st.shards) shard(s), seed \(st.seed)")
+            print(
+                "step \(st.step), epoch \(st.epoch), \(st.samplesSeen) samples seen, global batch "
+                    + "\(st.globalBatch), written by \(st.worldSize) rank(s) in \(st.shards) shard(s), seed \(st.seed)")
             print("\(s.tensors.count) tensors, \(s.parameters) parameters")
             var bad = 0
             for f in s.files {
-                print(String(format: "  %-44@ %12d bytes  %@", f.name as NSString, f.bytes, f.checksumOK ? "sha256 ok" : "CHECKSUM MISMATCH OR MISSING"))
+                print(
+                    String(
+                        format: "  %-44@ %12d bytes  %@", f.name as NSString, f.bytes,
+                        f.checksumOK ? "sha256 ok" : "CHECKSUM MISMATCH OR MISSING"))
                 if !f.checksumOK { bad += 1 }
             }
             if tensors { for t in s.tensors { print("  \(t.name) \(t.shape) in \(t.file)") } }

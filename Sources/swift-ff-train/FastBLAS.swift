@@ -5,21 +5,27 @@ import FFKernels
 /// lacks them, instead of dying on an illegal instruction later.
 func checkCPUFeatures() {
     #if FF_AVX2
-    let flags = CPUInfo.flags
-    guard !flags.isEmpty else { return }
-    if !flags.isSuperset(of: ["avx2", "fma"]) {
-        FileHandle.standardError.write(Data(("error: this build of swift-ff-train needs a CPU with AVX2 and FMA "
-            + "(x86-64 from 2013 on); rebuild on this machine, or with FF_PORTABLE=1 swift build -c release\n").utf8))
-        exit(1)
-    }
-    #if FF_AVX512
-    if !flags.isSuperset(of: ["avx512f", "avx512vl", "avx512bw", "avx512dq"]) {
-        FileHandle.standardError.write(Data(("error: this build of swift-ff-train was made on a CPU with AVX-512 and "
-            + "this one lacks it; rebuild on this machine, or with FF_CPU=avx2 swift build -c release "
-            + "for both\n").utf8))
-        exit(1)
-    }
-    #endif
+        let flags = CPUInfo.flags
+        guard !flags.isEmpty else { return }
+        if !flags.isSuperset(of: ["avx2", "fma"]) {
+            FileHandle.standardError.write(
+                Data(
+                    ("error: this build of swift-ff-train needs a CPU with AVX2 and FMA "
+                        + "(x86-64 from 2013 on); rebuild on this machine, or with FF_PORTABLE=1 swift build -c "
+                            + "release\n")
+                        .utf8))
+            exit(1)
+        }
+        #if FF_AVX512
+            if !flags.isSuperset(of: ["avx512f", "avx512vl", "avx512bw", "avx512dq"]) {
+                FileHandle.standardError.write(
+                    Data(
+                        ("error: this build of swift-ff-train was made on a CPU with AVX-512 and "
+                            + "this one lacks it; rebuild on this machine, or with FF_CPU=avx2 swift build -c release "
+                            + "for both\n").utf8))
+                exit(1)
+            }
+        #endif
     #endif
 }
 
@@ -28,7 +34,8 @@ enum CPUInfo {
     static let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
     static func field(_ name: String) -> String? {
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
-              let colon = line.firstIndex(of: ":") else { return nil }
+            let colon = line.firstIndex(of: ":")
+        else { return nil }
         return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
     }
     static let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
@@ -66,8 +73,9 @@ func ensureFastBLASKernels() {
     guard needsFastBLAS(CommandLine.arguments) else { return }
     if let user = env[BLASEnv.coretype] {
         if env[BLASEnv.reexeced] == nil {
-            reportBLAS("kernels \(blasCoreName()) (\(BLASEnv.coretype)=\(user) set in the environment: "
-                       + "selection skipped)")
+            reportBLAS(
+                "kernels \(blasCoreName()) (\(BLASEnv.coretype)=\(user) set in the environment: "
+                    + "selection skipped)")
         }
         return
     }
@@ -78,8 +86,9 @@ func ensureFastBLASKernels() {
     }
     let candidates = BLASKernelCandidate.supported(by: CPUInfo.flags)
     guard !candidates.isEmpty else { return }
-    let key = BLASKernelCache.key(cpuModel: CPUInfo.model, cpuFlags: CPUInfo.flags, library: BLASLibrary.path,
-                                  version: BLASLibrary.config)
+    let key = BLASKernelCache.key(
+        cpuModel: CPUInfo.model, cpuFlags: CPUInfo.flags, library: BLASLibrary.path,
+        version: BLASLibrary.config)
     let directory = blasCacheDirectory(env)
     var source = "cached"
     var cache = env[BLASEnv.mode] == "measure" ? nil : cachedChoice(directory: directory, key: key, env: env)
@@ -144,8 +153,9 @@ func describe(_ cache: BLASKernelCache, source: String, path: String) -> String 
         r.rejection.map { "\(r.requested) rejected: \($0)" } ?? String(format: "%@ %.1f", r.requested, r.gflops)
     }.joined(separator: ", ")
     let best = cache.results.first { $0.requested == cache.kernels }?.gflops ?? .nan
-    return String(format: "kernels %@, %.1f GFLOP/s sgemm on one thread (%@ %@; %@)",
-                  cache.kernels, best, source, path, all)
+    return String(
+        format: "kernels %@, %.1f GFLOP/s sgemm on one thread (%@ %@; %@)",
+        cache.kernels, best, source, path, all)
 }
 
 func reportBLAS(_ line: String) {
@@ -163,8 +173,9 @@ func runBLASProbe() -> Never {
     let requested = env[BLASEnv.coretype] ?? loaded
     let error = BLASSelfTest.error()
     let ok = loaded.lowercased() == requested.lowercased()
-    let result = BLASProbeResult(requested: requested, loaded: loaded, gflops: ok ? sgemmGFLOPs() : 0,
-                                 selfTestError: error)
+    let result = BLASProbeResult(
+        requested: requested, loaded: loaded, gflops: ok ? sgemmGFLOPs() : 0,
+        selfTestError: error)
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     FileHandle.standardOutput.write((try? encoder.encode(result)) ?? Data())

@@ -25,7 +25,8 @@ struct Fuzz: ParsableCommand {
         if let corpus, let files = try? FileManager.default.contentsOfDirectory(atPath: corpus) {
             for f in files {
                 guard let k = HostileInput.Kind.allCases.first(where: { f.hasPrefix($0.rawValue + "-") }),
-                      let d = FileManager.default.contents(atPath: corpus + "/" + f) else { continue }
+                    let d = FileManager.default.contents(atPath: corpus + "/" + f)
+                else { continue }
                 seeds[k, default: []].append(d)
             }
         }
@@ -44,16 +45,23 @@ struct Fuzz: ParsableCommand {
             count += 1
             // Novelty by error class (the message without file names and numbers): keep the first
             // input of each class as a corpus entry and a seed for further mutation.
-            let cls = kind.rawValue + ":" + (result.map { $0.replacingOccurrences(of: scratch, with: "")
-                .components(separatedBy: CharacterSet.decimalDigits).joined().prefix(80) }.map(String.init) ?? "accepted")
+            let cls =
+                kind.rawValue + ":"
+                + (result.map {
+                    $0.replacingOccurrences(of: scratch, with: "")
+                        .components(separatedBy: CharacterSet.decimalDigits).joined().prefix(80)
+                }.map(String.init) ?? "accepted")
             if result == nil { accepted += 1 }
             if seenErrors.insert(cls).inserted && input.count < 4096 {
-                FileManager.default.createFile(atPath: out + "/new/\(kind.rawValue)-\(seenErrors.count).bin", contents: input)
+                FileManager.default.createFile(
+                    atPath: out + "/new/\(kind.rawValue)-\(seenErrors.count).bin", contents: input)
                 seeds[kind]!.append(input)
             }
             if count % 20000 == 0 { print("\(count) inputs, \(seenErrors.count) distinct outcomes"); fflush(stdout) }
         }
         for k in HostileInput.Kind.allCases { unlink(out + "/current-\(k.rawValue).bin") }
-        print("fuzz: \(count) inputs in \(Int(seconds)) s, \(accepted) accepted, \(seenErrors.count) distinct outcomes, 0 crashes")
+        print(
+            "fuzz: \(count) inputs in \(Int(seconds)) s, \(accepted) accepted, \(seenErrors.count) distinct "
+                + "outcomes, 0 crashes")
     }
 }

@@ -9,13 +9,13 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Continue a prompt with a trained language model, streaming the text as it is drawn.",
         discussion: """
-        WEIGHTS is a run folder (its model.safetensors, else its latest checkpoint), a checkpoint \
-        folder, or a .safetensors file written by swift-ff-train (the model config is in its \
-        metadata). The vocabulary is --vocab, else the data of --config, else a vocab.json in the \
-        run folder (training writes one there). Generation stops at <eos> / <|endoftext|> or after \
-        --max-new-tokens; tokens per second go to standard error. Keys and values are cached; when \
-        the text outgrows the context the window drops its older half and the cache is rebuilt.
-        """)
+            WEIGHTS is a run folder (its model.safetensors, else its latest checkpoint), a checkpoint \
+            folder, or a .safetensors file written by swift-ff-train (the model config is in its \
+            metadata). The vocabulary is --vocab, else the data of --config, else a vocab.json in the \
+            run folder (training writes one there). Generation stops at <eos> / <|endoftext|> or after \
+            --max-new-tokens; tokens per second go to standard error. Keys and values are cached; when \
+            the text outgrows the context the window drops its older half and the cache is rebuilt.
+            """)
 
     @Argument(help: "A run folder, a checkpoint folder or a .safetensors file.") var weights: String
     @Argument(help: "The prompt (or --prompt-file; empty: start from a document/line start).") var prompt: String?
@@ -43,8 +43,9 @@ struct Generate: ParsableCommand {
             let lm = try LMConfig(modelJSON: saved.modelJSON, source: saved.path)
             let vocabulary = try loadVocabulary(saved)
             guard vocabulary.size == lm.vocabSize else {
-                throw ConfigError("\(saved.path): the model has \(lm.vocabSize) tokens, the vocabulary "
-                    + "\(vocabulary.size)")
+                throw ConfigError(
+                    "\(saved.path): the model has \(lm.vocabSize) tokens, the vocabulary "
+                        + "\(vocabulary.size)")
             }
             let model = LanguageModel(config: lm, maxBatch: 1)
             try saved.load(layout: model.layout, params: model.params)
@@ -62,8 +63,9 @@ struct Generate: ParsableCommand {
                 out.write(Data(vocabulary.bytes(of: tok)))
             }
             out.write(Data("\n".utf8))
-            report(tokens: tokens.count, promptTokens: ids.count, start: t0, firstToken: first ?? Date(),
-                   slides: gen.slides)
+            report(
+                tokens: tokens.count, promptTokens: ids.count, start: t0, firstToken: first ?? Date(),
+                slides: gen.slides)
         } catch { fail(error) }
     }
 
@@ -93,9 +95,10 @@ struct Generate: ParsableCommand {
     func report(tokens: Int, promptTokens: Int, start: Date, firstToken: Date, slides: Int) {
         let total = Date().timeIntervalSince(start), decode = Date().timeIntervalSince(firstToken)
         let rate = tokens > 1 ? Double(tokens - 1) / max(decode, 1e-9) : Double(tokens) / max(total, 1e-9)
-        var line = String(format: "generated %d tokens in %.2f s: %.1f tokens/s (prompt %d tokens, "
-                          + "first token after %.2f s)",
-                          tokens, total, rate, promptTokens, firstToken.timeIntervalSince(start))
+        var line = String(
+            format: "generated %d tokens in %.2f s: %.1f tokens/s (prompt %d tokens, "
+                + "first token after %.2f s)",
+            tokens, total, rate, promptTokens, firstToken.timeIntervalSince(start))
         if slides > 0 { line += ", window slid \(slides) time(s)" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }

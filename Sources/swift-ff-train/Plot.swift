@@ -15,9 +15,14 @@ struct Plot: ParsableCommand {
     func run() throws {
         do {
             let curves = try runs.map { r -> RunCurves in
-                let isDir = (try? FileManager.default.attributesOfItem(atPath: r)[.type] as? FileAttributeType) == .typeDirectory
+                let isDir =
+                    (try? FileManager.default.attributesOfItem(atPath: r)[.type] as? FileAttributeType)
+                    == .typeDirectory
                 let path = isDir ? (r as NSString).appendingPathComponent("metrics.jsonl") : r
-                let name = isDir ? (r as NSString).lastPathComponent : ((r as NSString).deletingLastPathComponent as NSString).lastPathComponent
+                let name =
+                    isDir
+                    ? (r as NSString).lastPathComponent
+                    : ((r as NSString).deletingLastPathComponent as NSString).lastPathComponent
                 return try RunCurves.read(path, name: name)
             }
             try writeAtomically(Data(curvesSVG(curves, title: title).utf8), to: output)

@@ -6,12 +6,12 @@ struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn UTF-8 text (train/valid/test) into token shards and a vocabulary.",
         discussion: """
-        The input folder holds one file per split, named wiki.SPLIT.tokens (WikiText-103 as it \
-        comes), SPLIT.tokens or SPLIT.txt. The output folder receives vocab.json and \
-        train.bin, valid.bin, test.bin. The vocabulary is built from the training split only. \
-        --tokenizer gpt2 uses GPT-2's byte-level BPE from a ranks file (launch/fetch-gpt2-ranks.sh) \
-        and puts <|endoftext|> after every document (a WikiText top-level heading starts one).
-        """)
+            The input folder holds one file per split, named wiki.SPLIT.tokens (WikiText-103 as it \
+            comes), SPLIT.tokens or SPLIT.txt. The output folder receives vocab.json and \
+            train.bin, valid.bin, test.bin. The vocabulary is built from the training split only. \
+            --tokenizer gpt2 uses GPT-2's byte-level BPE from a ranks file (launch/fetch-gpt2-ranks.sh) \
+            and puts <|endoftext|> after every document (a WikiText top-level heading starts one).
+            """)
 
     @Option(name: .long, help: "Folder with the train/valid/test text files.")
     var input: String
@@ -25,8 +25,9 @@ struct Prepare: ParsableCommand {
     @Option(name: .long, help: "gpt2: the tiktoken ranks file (launch/fetch-gpt2-ranks.sh writes it).")
     var bpeRanks: String = "data/gpt2/gpt2.tiktoken"
 
-    @Option(name: .long,
-            help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
+    @Option(
+        name: .long,
+        help: "Tokens per shard: SPLIT-000000.bin, SPLIT-000001.bin, ... (0: one SPLIT.bin per split).")
     var shardTokens: Int = 0
 
     @Option(name: .long, help: "Threads: chunks of the input encoded at once, written in file order.")
@@ -49,7 +50,9 @@ struct Prepare: ParsableCommand {
         if let maxVocab, maxVocab < 3 { throw ValidationError("--max-vocab must be at least 3") }
         guard shardTokens >= 0 else { throw ValidationError("--shard-tokens must be >= 0") }
         guard chunkBytes >= 1 else { throw ValidationError("--chunk-bytes must be >= 1") }
-        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1 ... 1024 (got \(threads))") }
+        guard (1...1024).contains(threads) else {
+            throw ValidationError("--threads must be 1 ... 1024 (got \(threads))")
+        }
     }
 
     func findSplit(_ split: String) throws -> String {
@@ -76,10 +79,10 @@ struct Prepare: ParsableCommand {
                     try writer.append(ids)
                 }
                 let paths = try writer.finish()
-                if split == "train" && kind != .word { tok.vocab.counts = hist } // counts of the training split
+                if split == "train" && kind != .word { tok.vocab.counts = hist }  // counts of the training split
                 lines.append(summary(split, hist, tok.vocab, writer, paths))
             }
-            for l in lines { print(l) } // after train: unigram figures need its counts
+            for l in lines { print(l) }  // after train: unigram figures need its counts
             try tok.vocab.write(to: (output as NSString).appendingPathComponent("vocab.json"))
             if shardTokens > 0 {
                 let globs = "train: \"train-*.bin\", valid: \"valid-*.bin\", test: \"test-*.bin\""
@@ -98,8 +101,9 @@ struct Prepare: ParsableCommand {
         let unk = v.tokenizer == .word ? hist[1] : 0
         let all = (output as NSString).appendingPathComponent(w.pattern)
         let out = paths.count == 1 ? paths[0] : "\(paths.count) shards \(all)"
-        return String(format: "%@: %d tokens, %.2f%% <unk>, unigram perplexity %.1f -> %@",
-                      split, w.total, 100 * Double(unk) / Double(n), exp(nll / Double(n)), out)
+        return String(
+            format: "%@: %d tokens, %.2f%% <unk>, unigram perplexity %.1f -> %@",
+            split, w.total, 100 * Double(unk) / Double(n), exp(nll / Double(n)), out)
     }
 }
 

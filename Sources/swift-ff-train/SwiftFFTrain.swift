@@ -10,8 +10,10 @@ struct SwiftFFTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swift-ff-train",
         abstract: "Train FourierFormer (and softmax) Transformers on CPUs, in one process or over MPI.",
-        subcommands: [Train.self, Prepare.self, Eval.self, Generate.self, Analyze.self, Plot.self, Export.self, Inspect.self,
-                      Bench.self, Fuzz.self],
+        subcommands: [
+            Train.self, Prepare.self, Eval.self, Generate.self, Analyze.self, Plot.self, Export.self, Inspect.self,
+            Bench.self, Fuzz.self,
+        ],
         defaultSubcommand: Train.self)
 
     static func main() {
@@ -66,24 +68,36 @@ nonisolated(unsafe) var stepBitsPerNat: Double?
 func printEvent(_ e: TrainEvent) {
     switch e {
     case .started(let s):
-        print("swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, \(s.data), \(s.worldSize) rank(s), \(s.steps) steps x \(s.unitsPerStep) \(s.unit); run folder \(s.runDirectory)")
+        print(
+            "swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, \(s.data), \(s.worldSize) "
+                + "rank(s), \(s.steps) steps x \(s.unitsPerStep) \(s.unit); run folder \(s.runDirectory)")
         let mb = { (b: [Int]) in b.map { String(format: "%.1f", Double($0) / 1e6) }.joined(separator: ", ") }
-        print("memory per rank (MB): \(mb(s.memoryPerRank)) in all, of which AdamW moments \(mb(s.optimizerBytesPerRank))\(s.zero1 ? " (ZeRO-1 partitions)" : "")")
+        print(
+            "memory per rank (MB): \(mb(s.memoryPerRank)) in all, of which AdamW moments "
+                + "\(mb(s.optimizerBytesPerRank))\(s.zero1 ? " (ZeRO-1 partitions)" : "")")
     case .step(let m):
         let health = m.attentionRowSum.map { String(format: "%.3f", $0) }.joined(separator: ",")
-        let rate = m.imagesPerSecond.map { String(format: "%.1f img/s", $0) } ?? String(format: "%.0f tok/s", m.tokensPerSecond ?? .nan)
-        print(String(format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %@ | %@ elapsed, ETA %@ | attn row-sum %@",
-                     m.step, m.steps, m.loss, m.lr, m.gradNorm, rate,
-                     formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health)
-              + (stepBitsPerNat.map { String(format: " | %.4f bits/byte", m.loss * $0) } ?? ""))
+        let rate =
+            m.imagesPerSecond.map { String(format: "%.1f img/s", $0) }
+            ?? String(format: "%.0f tok/s", m.tokensPerSecond ?? .nan)
+        print(
+            String(
+                format: "step %5d/%d | loss %.4f | lr %.2e | grad %.3f | %@ | %@ elapsed, ETA %@ | attn row-sum %@",
+                m.step, m.steps, m.loss, m.lr, m.gradNorm, rate,
+                formatDuration(m.elapsedSeconds), formatDuration(m.etaSeconds), health)
+                + (stepBitsPerNat.map { String(format: " | %.4f bits/byte", m.loss * $0) } ?? ""))
     case .evaluated(let r):
         var line: String
         if let top1 = r.top1, let top5 = r.top5 {
-            line = String(format: "eval step %d | %@ loss %.4f | top-1 %.2f%% | top-5 %.2f%% (%d images)", r.step, r.split, r.loss,
-                          100 * top1, 100 * top5, r.images ?? 0)
+            line = String(
+                format: "eval step %d | %@ loss %.4f | top-1 %.2f%% | top-5 %.2f%% (%d images)", r.step, r.split,
+                r.loss,
+                100 * top1, 100 * top5, r.images ?? 0)
         } else {
-            line = String(format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss, r.split,
-                          r.perplexity ?? .nan, r.tokens ?? 0)
+            line = String(
+                format: "eval step %d | %@ loss %.4f | %@ perplexity %.2f (%d tokens)", r.step, r.split, r.loss,
+                r.split,
+                r.perplexity ?? .nan, r.tokens ?? 0)
         }
         if r.ema == true { line += " | EMA weights" }
         if let s = r.stride { line += " | stride \(s)" }
@@ -93,7 +107,9 @@ func printEvent(_ e: TrainEvent) {
     case .skipped(let step, let reason):
         print("warning: step \(step): \(reason)")
     case .calibrated(let r):
-        print("R set from the data (r_init: auto), per layer: " + r.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+        print(
+            "R set from the data (r_init: auto), per layer: "
+                + r.map { String(format: "%.3f", $0) }.joined(separator: ", "))
     case .sampled(let s):
         print("sample step \(s.step): \(s.prompt)\(s.text)")
     case .collapse(let c):
@@ -120,13 +136,16 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp(
-        "'auto': continue from the run's newest verified checkpoint (or start fresh if there is none); "
-            + "'fresh': start over, moving existing checkpoints aside; or a checkpoint folder."))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "'auto': continue from the run's newest verified checkpoint (or start fresh if there is none); "
+                + "'fresh': start over, moving existing checkpoints aside; or a checkpoint folder."))
     var resume: String?
 
-    @Flag(name: .customLong("allow-config-change"),
-          help: "Resume although the training recipe (learning rate, schedule, dropout, ...) changed.")
+    @Flag(
+        name: .customLong("allow-config-change"),
+        help: "Resume although the training recipe (learning rate, schedule, dropout, ...) changed.")
     var allowConfigChange = false
 
     @Option(name: .customLong("debug-kill-rank"), help: .hidden) var debugKillRank: Int?
@@ -169,7 +188,10 @@ struct Train: ParsableCommand {
             var currentStep = 0
             mpi?.where_ = { "step \(currentStep)" }
             let (killRank, killStep, stallRank, stallStep, stallSeconds, stopAt) =
-                (debugKillRank, debugKillSteps.isEmpty ? [1] : debugKillSteps, debugStallRank, debugStallStep, debugStallSeconds, debugStopAtStep)
+                (
+                    debugKillRank, debugKillSteps.isEmpty ? [1] : debugKillSteps, debugStallRank, debugStallStep,
+                    debugStallSeconds, debugStopAtStep
+                )
             let stallAt = debugStallAt, marker = debugKillMarker
             if comm.rank == stallRank && stallAt == "collective" {
                 var stalled = false
@@ -208,7 +230,8 @@ struct Train: ParsableCommand {
                 FileManager.default.createFile(atPath: path, contents: nil)
                 let handle = FileHandle(forWritingAtPath: path)
                 trainer.onSamples = { step, epoch, samples in
-                    handle?.write(Data(("\(step) \(epoch) " + samples.map(String.init).joined(separator: " ") + "\n").utf8))
+                    handle?.write(
+                        Data(("\(step) \(epoch) " + samples.map(String.init).joined(separator: " ") + "\n").utf8))
                 }
             }
             do {
@@ -234,11 +257,14 @@ extension Train {
         guard comm.isRoot else { return outcome.finished }
         for note in outcome.notes { print(note) }
         if outcome.finished {
-            print("swift-ff-train: run \(cfg.runDirectory) is complete (\(cfg.train.steps) steps, summary.json "
-                + "written); nothing to do. Raise train.steps to train further.")
+            print(
+                "swift-ff-train: run \(cfg.runDirectory) is complete (\(cfg.train.steps) steps, summary.json "
+                    + "written); nothing to do. Raise train.steps to train further.")
         } else if let dir = outcome.folder {
-            print(String(format: "resuming from %@ at step %d (verified and loaded in %.2f s)", dir, trainer.startStep,
-                         Date().timeIntervalSince(t0)))
+            print(
+                String(
+                    format: "resuming from %@ at step %d (verified and loaded in %.2f s)", dir, trainer.startStep,
+                    Date().timeIntervalSince(t0)))
         } else if resume == "auto" {
             print("no committed checkpoint under \(cfg.checkpointDirectory): starting fresh")
         }
@@ -248,7 +274,9 @@ extension Train {
 }
 
 struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Valid and test perplexity (language models) or loss, top-1 and top-5 (images) of saved weights.")
+    static let configuration = CommandConfiguration(
+        abstract: "Valid and test perplexity (language models) or loss, "
+            + "top-1 and top-5 (images) of saved weights.")
 
     @Option(name: .long, help: "The YAML config the weights were trained with.")
     var config: String
@@ -256,7 +284,11 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config value: key.path=value (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Weights: a .safetensors file, a checkpoint folder, or a run folder (default: the run's model.safetensors).")
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Weights: a .safetensors file, a checkpoint folder, or a run folder "
+                + "(default: the run's model.safetensors)."))
     var weights: String?
 
     @Option(name: .long, help: "Sliding-window stride (default: the context, i.e. independent segments).")
@@ -266,7 +298,8 @@ struct Eval: ParsableCommand {
         do {
             let cfg = try TrainConfig.load(path: config, overrides: overrides)
             let trainer = try Trainer(config: cfg)
-            let saved = try SavedModel.locate(weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors"))
+            let saved = try SavedModel.locate(
+                weights ?? (cfg.runDirectory as NSString).appendingPathComponent("model.safetensors"))
             try saved.load(layout: trainer.workload.layout, params: trainer.workload.params, ema: trainer.ema)
             if stride != nil && cfg.model.kind != .lm {
                 throw ConfigError("--stride applies to language models (model.kind: lm)")
@@ -274,7 +307,11 @@ struct Eval: ParsableCommand {
             if let stride, stride < 1 || stride > cfg.model.context {
                 throw ConfigError("--stride \(stride) must be between 1 and the context (\(cfg.model.context))")
             }
-            if saved.step == nil { print("note: \(saved.path): the training step is unknown (no summary.json beside it); eval step 0") }
+            if saved.step == nil {
+                print(
+                    "note: \(saved.path): the training step is unknown (no summary.json beside "
+                        + "it); eval step 0")
+            }
             for r in try trainer.evaluateSplits(step: saved.step ?? 0, stride: stride) { printEvent(.evaluated(r)) }
         } catch {
             fail(error)

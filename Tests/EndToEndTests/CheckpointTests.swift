@@ -55,8 +55,9 @@ final class CheckpointTests: XCTestCase {
         let re = try h.config(name: "zero-re", batch: 12, checkpointEvery: 10, zero1: true)
         ok(try train(2, ["--config", re, "--debug-stop-at-step", "10"]))
         let files = try FileManager.default.contentsOfDirectory(atPath: h.checkpoints("zero-re") + "/step-00000010")
-        XCTAssertEqual(files.filter { $0.hasPrefix("optimizer-") }.sorted(),
-                       ["optimizer-00001-of-00002.safetensors", "optimizer-00002-of-00002.safetensors"])
+        XCTAssertEqual(
+            files.filter { $0.hasPrefix("optimizer-") }.sorted(),
+            ["optimizer-00001-of-00002.safetensors", "optimizer-00002-of-00002.safetensors"])
         ok(try train(3, ["--config", re, "--resume", "auto"]))
         XCTAssertLessThan(relL2(try h.weights("zero-re"), try h.weights("plain")), 1e-5)
     }
@@ -108,10 +109,12 @@ final class CheckpointTests: XCTestCase {
         }
         let reference = try read(h.dir + "/full", ranks: 1)
         var resumed = try read(h.dir + "/a", ranks: 2)
-        resumed.merge(try read(h.dir + "/b", ranks: 3)) { _, _ in XCTFail("a step ran twice"); return [] }
+        resumed.merge(try read(h.dir + "/b", ranks: 3)) { _, _ in
+            XCTFail("a step ran twice"); return []
+        }
         XCTAssertEqual(Set(resumed.keys), Set(1...24))
         for s in 1...24 { XCTAssertEqual(resumed[s]!.sorted(), reference[s]!.sorted(), "samples of step \(s)") }
-        let epoch0 = (1...14).flatMap { resumed[$0]! } // 190 samples / 12: 15 steps per epoch
+        let epoch0 = (1...14).flatMap { resumed[$0]! }  // 190 samples / 12: 15 steps per epoch
         XCTAssertEqual(epoch0.count, Set(epoch0).count, "a sample was seen twice within the epoch")
     }
 
@@ -123,8 +126,9 @@ final class CheckpointTests: XCTestCase {
         XCTAssertNotEqual(crashed.status, 0)
         let root = h.checkpoints("crash")
         XCTAssertEqual(try String(contentsOfFile: root + "/latest", encoding: .utf8), "step-00000005\n")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/step-00000010/model-00001-of-00002.safetensors"),
-                      "the shards of the interrupted save were written")
+        XCTAssertTrue(
+            FileManager.default.fileExists(atPath: root + "/step-00000010/model-00001-of-00002.safetensors"),
+            "the shards of the interrupted save were written")
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/step-00000010/trainer_state.json"))
         let resumed = try train(2, ["--config", cfg, "--resume", "auto"])
         ok(resumed)
@@ -153,7 +157,10 @@ final class CheckpointTests: XCTestCase {
         try original.prefix(original.count - 100).write(to: URL(fileURLWithPath: model))
         o = try train(2, ["--config", cfg, "--resume", ck, "--set", "train.steps=12"])
         XCTAssertNotEqual(o.status, 0)
-        XCTAssertTrue(o.output.contains("rank 0: error:") && o.output.contains("rank 1: error:"), "every rank reports: \(o.output)")
+        XCTAssertTrue(
+            o.output.contains("rank 0: error:") && o.output.contains("rank 1: error:"),
+            "every rank "
+                + "reports: \(o.output)")
         XCTAssertTrue(o.output.contains("model-00002-of-00002.safetensors: checksum mismatch: sha256"), o.output)
         // Missing.
         try FileManager.default.removeItem(atPath: model)
@@ -175,15 +182,19 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue(inspect.output.contains("3 shard(s)"), inspect.output)
         let (exported, meta) = try Safetensors.read(path: out + "/model.safetensors")
         XCTAssertNotNil(meta["config"])
-        XCTAssertEqual(exported.mapValues { $0.values }, try h.weights("e"), "the final weights equal the step-10 checkpoint")
-        XCTAssertNoThrow(try JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: out + "/config.json")!))
+        XCTAssertEqual(
+            exported.mapValues { $0.values }, try h.weights("e"),
+            "the final weights equal the step-10 "
+                + "checkpoint")
+        XCTAssertNoThrow(
+            try JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: out + "/config.json")!))
         // The reference reader: Hugging Face's safetensors package.
         let py = """
-        import sys, json
-        from safetensors.numpy import load_file
-        t = load_file(sys.argv[1])
-        print(json.dumps({k: [list(v.shape), float(v.astype('float64').sum())] for k, v in t.items()}))
-        """
+            import sys, json
+            from safetensors.numpy import load_file
+            t = load_file(sys.argv[1])
+            print(json.dumps({k: [list(v.shape), float(v.astype('float64').sum())] for k, v in t.items()}))
+            """
         let probe = try h.run(["python3", "-c", "import safetensors.numpy"])
         guard probe.status == 0 else { throw XCTSkip("python3 safetensors not installed (launch/test.sh installs it)") }
         let r = try h.run(["python3", "-c", py, out + "/model.safetensors"])
@@ -201,12 +212,18 @@ final class CheckpointTests: XCTestCase {
     /// config.json keeps the config's decimals (floats are not widened to 9.999999974752427e-07).
     func testExportedConfigKeepsTheConfigsDecimals() throws {
         let cfg = try h.config(name: "dec", steps: 2, checkpointEvery: 2)
-        ok(try train(1, ["--config", cfg, "--set", "model.attention.eps=1.0e-6", "--set", "model.dropout=0.1",
-                         "--set", "model.attention.r_init=0.3"]))
+        ok(
+            try train(
+                1,
+                [
+                    "--config", cfg, "--set", "model.attention.eps=1.0e-6", "--set", "model.dropout=0.1",
+                    "--set", "model.attention.r_init=0.3",
+                ]))
         let out = h.dir + "/export"
         ok(try h.run([h.binary, "export", h.checkpoints("dec"), "--output", out]))
         let text = try String(contentsOfFile: out + "/config.json", encoding: .utf8)
-        XCTAssertFalse(text.contains("9.99999997") || text.contains("0.10000000149") || text.contains("0.30000001"), text)
+        XCTAssertFalse(
+            text.contains("9.99999997") || text.contains("0.10000000149") || text.contains("0.30000001"), text)
         let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
         let attention = json["attention"] as! [String: Any]
         XCTAssertEqual(attention["eps"] as? Double, 1e-6, text)

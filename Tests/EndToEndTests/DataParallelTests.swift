@@ -20,7 +20,9 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(Set(a.keys), Set(b.keys))
         var num = 0.0, den = 0.0, worst = (0.0, "")
         for (name, x) in a {
-            guard let y = b[name], x.count == y.count else { XCTFail("tensor \(name) differs in shape"); return .infinity }
+            guard let y = b[name], x.count == y.count else {
+                XCTFail("tensor \(name) differs in shape"); return .infinity
+            }
             var tn = 0.0, td = 0.0
             for i in 0..<x.count { let d = Double(x[i] - y[i]); tn += d * d; td += Double(y[i]) * Double(y[i]) }
             num += tn; den += td
@@ -54,7 +56,9 @@ final class DataParallelTests: XCTestCase {
     func testAutoRIsIdenticalForOneTwoAndThreeRanks() throws {
         func calibrated(_ run: String) throws -> [Double] {
             let text = try String(contentsOfFile: "\(h.dir)/runs/\(run)/metrics.jsonl", encoding: .utf8)
-            let lines = try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            let lines = try text.split(separator: "\n").map {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+            }
             let r = lines.filter { $0["event"] as? String == "r_calibrated" }
             XCTAssertEqual(r.count, 1, run)
             return r.first?["r"] as? [Double] ?? []
@@ -141,8 +145,11 @@ final class DataParallelTests: XCTestCase {
 
     func testConfigMismatchStopsEveryRankWithTheMessage() throws {
         let cfg = try h.config(name: "mismatch")
-        let o = try h.run(["mpirun", "--oversubscribe", "-n", "1", h.binary, "--config", cfg, ":",
-                           "-n", "1", h.binary, "--config", cfg, "--set", "train.lr=0.5"], timeout: 60)
+        let o = try h.run(
+            [
+                "mpirun", "--oversubscribe", "-n", "1", h.binary, "--config", cfg, ":",
+                "-n", "1", h.binary, "--config", cfg, "--set", "train.lr=0.5",
+            ], timeout: 60)
         XCTAssertFalse(o.timedOut, o.output)
         XCTAssertNotEqual(o.status, 0)
         XCTAssertTrue(o.output.contains("rank 1: error: rank 1: config"), o.output)
@@ -161,8 +168,12 @@ final class DataParallelTests: XCTestCase {
 
     func testStalledRankTripsTheWatchdogWhichNamesIt() throws {
         let cfg = try h.config(name: "stalled", steps: 50, watchdog: 3)
-        let o = try h.mpirun(2, ["--config", cfg, "--debug-stall-rank", "1", "--debug-stall-step", "4",
-                                 "--debug-stall-seconds", "120"], timeout: 60)
+        let o = try h.mpirun(
+            2,
+            [
+                "--config", cfg, "--debug-stall-rank", "1", "--debug-stall-step", "4",
+                "--debug-stall-seconds", "120",
+            ], timeout: 60)
         XCTAssertFalse(o.timedOut, o.output)
         XCTAssertNotEqual(o.status, 0)
         XCTAssertTrue(o.output.contains("rank 0: watchdog: collective"), o.output)
@@ -176,8 +187,12 @@ final class DataParallelTests: XCTestCase {
     func testStalledRankOfFourInTheMiddleOfAStepIsTheOneNamed() throws {
         for at in ["backward", "collective"] {
             let cfg = try h.config(name: "stall4-\(at)", steps: 50, watchdog: 3)
-            let o = try h.mpirun(4, ["--config", cfg, "--debug-stall-rank", "1", "--debug-stall-step", "5",
-                                     "--debug-stall-at", at, "--debug-stall-seconds", "120"], timeout: 90)
+            let o = try h.mpirun(
+                4,
+                [
+                    "--config", cfg, "--debug-stall-rank", "1", "--debug-stall-step", "5",
+                    "--debug-stall-at", at, "--debug-stall-seconds", "120",
+                ], timeout: 90)
             XCTAssertFalse(o.timedOut, o.output)
             XCTAssertNotEqual(o.status, 0, o.output)
             let reports = o.output.split(separator: "\n").filter { $0.contains("watchdog: collective") }
@@ -186,8 +201,9 @@ final class DataParallelTests: XCTestCase {
                 XCTAssertTrue(line.contains("at step 5"), "\(at): \(line)")
                 XCTAssertTrue(line.contains("waiting for rank(s) 1 ("), "\(at): \(line)")
                 for innocent in [0, 2, 3] {
-                    XCTAssertFalse(line.contains("rank(s) \(innocent) (") || line.contains(", \(innocent) ("),
-                                   "\(at): names rank \(innocent): \(line)")
+                    XCTAssertFalse(
+                        line.contains("rank(s) \(innocent) (") || line.contains(", \(innocent) ("),
+                        "\(at): names rank \(innocent): \(line)")
                 }
             }
         }

@@ -24,11 +24,13 @@ final class FaultTests: XCTestCase {
 
     func testNaNWithStopPolicyEndsEveryRankAndKeepsTheLastCheckpoint() throws {
         let cfg = try h.config(name: "nanstop", checkpointEvery: 2)
-        let o = try h.mpirun(2, ["--config", cfg, "--set", "train.on_nonfinite=stop", "--debug-nan-rank", "0", "--debug-nan-steps", "5"])
+        let o = try h.mpirun(
+            2, ["--config", cfg, "--set", "train.on_nonfinite=stop", "--debug-nan-rank", "0", "--debug-nan-steps", "5"])
         XCTAssertNotEqual(o.status, 0)
         for r in 0..<2 { XCTAssertTrue(o.output.contains("rank \(r): error: step 5: loss"), o.output) }
         XCTAssertTrue(o.output.contains("not finite (train.on_nonfinite: stop)"), o.output)
-        XCTAssertEqual(try String(contentsOfFile: h.checkpoints("nanstop") + "/latest", encoding: .utf8), "step-00000004\n")
+        XCTAssertEqual(
+            try String(contentsOfFile: h.checkpoints("nanstop") + "/latest", encoding: .utf8), "step-00000004\n")
         let resumed = try h.mpirun(2, ["--config", cfg, "--resume", "auto"])
         XCTAssertEqual(resumed.status, 0, resumed.output)
         XCTAssertTrue(resumed.output.contains("at step 4"), resumed.output)
@@ -36,8 +38,10 @@ final class FaultTests: XCTestCase {
 
     func testTooManySkippedStepsInARowStop() throws {
         let cfg = try h.config(name: "nanrun")
-        let o = try h.run([h.binary, "--config", cfg, "--set", "train.max_skipped_steps=2",
-                           "--debug-nan-rank", "0", "--debug-nan-steps", "3", "--debug-nan-steps", "4", "--debug-nan-steps", "5"])
+        let o = try h.run([
+            h.binary, "--config", cfg, "--set", "train.max_skipped_steps=2",
+            "--debug-nan-rank", "0", "--debug-nan-steps", "3", "--debug-nan-steps", "4", "--debug-nan-steps", "5",
+        ])
         XCTAssertNotEqual(o.status, 0)
         XCTAssertTrue(o.output.contains("3 steps in a row (train.max_skipped_steps: 2)"), o.output)
     }
@@ -66,7 +70,9 @@ final class FaultTests: XCTestCase {
         let cfg = try h.config(name: "term", steps: 100000, logEvery: 1)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        var env = ProcessInfo.processInfo.environment.filter {
+            !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_")
+        }
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         p.environment = env
         p.arguments = ["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none", h.binary, "--config", cfg]
@@ -75,7 +81,9 @@ final class FaultTests: XCTestCase {
         try p.run()
         let metrics = h.dir + "/runs/term/metrics.jsonl"
         let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline, ((try? String(contentsOfFile: metrics, encoding: .utf8))?.split(separator: "\n").count ?? 0) < 5 {
+        while Date() < deadline,
+            ((try? String(contentsOfFile: metrics, encoding: .utf8))?.split(separator: "\n").count ?? 0) < 5
+        {
             usleep(100_000)
         }
         // What SLURM does before pre-emption: SIGTERM to every task.
@@ -91,8 +99,12 @@ final class FaultTests: XCTestCase {
         let latest = try String(contentsOfFile: h.checkpoints("term") + "/latest", encoding: .utf8)
         XCTAssertTrue(latest.hasPrefix("step-"), latest)
         // Fewer steps than planned: a recipe change, allowed explicitly.
-        let resumed = try h.mpirun(2, ["--config", cfg, "--resume", "auto", "--allow-config-change",
-                                       "--set", "train.steps=\(Int(latest.dropFirst(5).trimmingCharacters(in: .newlines))! + 2)"])
+        let resumed = try h.mpirun(
+            2,
+            [
+                "--config", cfg, "--resume", "auto", "--allow-config-change",
+                "--set", "train.steps=\(Int(latest.dropFirst(5).trimmingCharacters(in: .newlines))! + 2)",
+            ])
         XCTAssertEqual(resumed.status, 0, resumed.output)
     }
 }
@@ -114,7 +126,10 @@ final class RecoveryAndBadInputTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: h.checkpoints(name) + "/latest", encoding: .utf8), "step-00000004\n")
         let resumed = try h.mpirun(2, ["--config", cfg, "--resume", "auto"])
         XCTAssertEqual(resumed.status, 0, resumed.output)
-        XCTAssertEqual(try h.weights(name), try h.weights("\(name)-full"), "resumed run must equal the uninterrupted one bit for bit")
+        XCTAssertEqual(
+            try h.weights(name), try h.weights("\(name)-full"),
+            "resumed run must equal the uninterrupted "
+                + "one bit for bit")
         return fault
     }
 
@@ -124,7 +139,9 @@ final class RecoveryAndBadInputTests: XCTestCase {
     }
 
     func testStalledRankThenResume() throws {
-        let o = try recoverAfter(["--debug-stall-rank", "0", "--debug-stall-step", "6", "--debug-stall-seconds", "120"], name: "stall", watchdog: 3)
+        let o = try recoverAfter(
+            ["--debug-stall-rank", "0", "--debug-stall-step", "6", "--debug-stall-seconds", "120"], name: "stall",
+            watchdog: 3)
         XCTAssertTrue(o.output.contains("rank 1: watchdog: collective"), o.output)
         XCTAssertTrue(o.output.contains("waiting for rank(s) 0"), o.output)
     }
@@ -133,14 +150,22 @@ final class RecoveryAndBadInputTests: XCTestCase {
         let cfg = try h.config(name: "div", batch: 8)
         let o = try h.mpirun(3, ["--config", cfg], timeout: 60)
         XCTAssertNotEqual(o.status, 0)
-        for r in 0..<3 { XCTAssertTrue(o.output.contains("rank \(r): error: \(cfg): train.batch_size (8) must be divisible by ranks x grad_accum (3 x 1)"), o.output) }
+        for r in 0..<3 {
+            XCTAssertTrue(
+                o.output.contains(
+                    "rank \(r): error: \(cfg): train.batch_size (8) must be "
+                        + "divisible by ranks x grad_accum (3 x 1)"), o.output)
+        }
     }
 
     func testMissingDataOnOneRankIsReportedByEveryRank() throws {
         let cfg = try h.config(name: "missing")
         // Rank 1 reads another data folder that lacks the shards.
-        let o = try h.run(["mpirun", "--oversubscribe", "-n", "1", h.binary, "--config", cfg, ":",
-                           "-n", "1", h.binary, "--config", cfg, "--set", "data.dir=\(h.dir)/nowhere"], timeout: 60)
+        let o = try h.run(
+            [
+                "mpirun", "--oversubscribe", "-n", "1", h.binary, "--config", cfg, ":",
+                "-n", "1", h.binary, "--config", cfg, "--set", "data.dir=\(h.dir)/nowhere",
+            ], timeout: 60)
         XCTAssertNotEqual(o.status, 0)
         XCTAssertTrue(o.output.contains("rank 1: error:"), o.output)
         XCTAssertTrue(o.output.contains("rank 0: error:"), o.output)
@@ -150,19 +175,28 @@ final class RecoveryAndBadInputTests: XCTestCase {
         let cfg = try h.config(name: "shape", steps: 4, checkpointEvery: 4)
         XCTAssertEqual(try h.run([h.binary, "--config", cfg]).status, 0)
         let ck = h.checkpoints("shape") + "/step-00000004"
-        let wider = try h.run([h.binary, "--config", cfg, "--set", "model.d_ff=128", "--set", "run.name=other", "--resume", ck])
+        let wider = try h.run([
+            h.binary, "--config", cfg, "--set", "model.d_ff=128", "--set", "run.name=other", "--resume", ck,
+        ])
         XCTAssertNotEqual(wider.status, 0)
-        XCTAssertTrue(wider.output.contains("the config changes the model this checkpoint holds: model.d_ff: 64 -> 128"),
-                      wider.output)
+        XCTAssertTrue(
+            wider.output.contains("the config changes the model this checkpoint holds: model.d_ff: 64 -> 128"),
+            wider.output)
         // Another vocabulary: same data folder layout, one more word.
         let other = h.dir + "/data2"
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
-        for f in ["train.bin", "valid.bin", "test.bin"] { try FileManager.default.copyItem(atPath: h.dir + "/data/" + f, toPath: other + "/" + f) }
-        var vocab = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: h.dir + "/data/vocab.json"))) as! [String: Any]
+        for f in ["train.bin", "valid.bin", "test.bin"] {
+            try FileManager.default.copyItem(atPath: h.dir + "/data/" + f, toPath: other + "/" + f)
+        }
+        var vocab =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: h.dir + "/data/vocab.json")))
+            as! [String: Any]
         vocab["tokens"] = (vocab["tokens"] as! [String]) + ["zebra"]
         vocab["counts"] = (vocab["counts"] as! [Int]) + [1]
         try JSONSerialization.data(withJSONObject: vocab).write(to: URL(fileURLWithPath: other + "/vocab.json"))
-        let vocabMismatch = try h.run([h.binary, "--config", cfg, "--set", "data.dir=\(other)", "--set", "run.name=v", "--resume", ck])
+        let vocabMismatch = try h.run([
+            h.binary, "--config", cfg, "--set", "data.dir=\(other)", "--set", "run.name=v", "--resume", ck,
+        ])
         XCTAssertNotEqual(vocabMismatch.status, 0)
         XCTAssertTrue(vocabMismatch.output.contains("model.vocab_size:"), vocabMismatch.output)
     }

@@ -19,7 +19,9 @@ final class Harness {
         // The test bundle sits beside the executable in .build/<config>/.
         let exe = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).resolvingSymlinksInPath()
         var candidate = exe.deletingLastPathComponent()
-        if candidate.path.hasSuffix(".xctest/Contents/MacOS") { candidate = candidate.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
+        if candidate.path.hasSuffix(".xctest/Contents/MacOS") {
+            candidate = candidate.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        }
         binary = candidate.appendingPathComponent("swift-ff-train").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw XCTSkip("swift-ff-train not built beside the tests at \(binary): run `swift build --build-tests`")
@@ -27,7 +29,11 @@ final class Harness {
         var lines: [String] = []
         var rng = SplitMix64(seed: 1)
         let subjects = ["the cat", "a dog", "the old man", "my sister"], verbs = ["sees", "likes", "finds"]
-        for _ in 0..<400 { lines.append(" \(subjects[rng.nextInt(below: 4)]) \(verbs[rng.nextInt(below: 3)]) the red ball . ") }
+        for _ in 0..<400 {
+            lines.append(
+                " \(subjects[rng.nextInt(below: 4)]) \(verbs[rng.nextInt(below: 3)]) the red "
+                    + "ball . ")
+        }
         let text = lines.joined(separator: "\n") + "\n"
         let vocab = Vocabulary.buildWord(trainText: text, minCount: 1, maxSize: nil)
         try vocab.write(to: dir + "/data/vocab.json")
@@ -40,17 +46,19 @@ final class Harness {
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
     /// Writes a config; `extra` lines are appended to the train section.
-    func config(name: String, attention: String = "fourier", steps: Int = 20, batch: Int = 8,
-                accum: Int = 1, dropout: Double = 0.1, watchdog: Double = 60, checkpointEvery: Int = 0,
-                zero1: Bool = false, logEvery: Int = 5, weightDecay: Double = 0) throws -> String {
+    func config(
+        name: String, attention: String = "fourier", steps: Int = 20, batch: Int = 8,
+        accum: Int = 1, dropout: Double = 0.1, watchdog: Double = 60, checkpointEvery: Int = 0,
+        zero1: Bool = false, logEvery: Int = 5, weightDecay: Double = 0
+    ) throws -> String {
         let yaml = """
-        run: {name: \(name), dir: \(dir)/runs, seed: 5}
-        data: {dir: \(dir)/data}
-        model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: \(dropout), attention: {kind: \(attention)}}
-        train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: \(logEvery), weight_decay: \(weightDecay)}
-        dist: {watchdog_s: \(watchdog), bucket_mb: 0.01, zero1: \(zero1)}
-        checkpoint: {every: \(checkpointEvery), keep_last: 5}
-        """
+            run: {name: \(name), dir: \(dir)/runs, seed: 5}
+            data: {dir: \(dir)/data}
+            model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: \(dropout), attention: {kind: \(attention)}}
+            train: {steps: \(steps), batch_size: \(batch), grad_accum: \(accum), lr: 3.0e-3, warmup_steps: 3, grad_clip: 1.0, threads: 1, log_every: \(logEvery), weight_decay: \(weightDecay)}
+            dist: {watchdog_s: \(watchdog), bucket_mb: 0.01, zero1: \(zero1)}
+            checkpoint: {every: \(checkpointEvery), keep_last: 5}
+            """
         let path = "\(dir)/\(name).yaml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -68,7 +76,9 @@ final class Harness {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        var env = ProcessInfo.processInfo.environment.filter {
+            !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_")
+        }
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
@@ -94,7 +104,8 @@ final class Harness {
         p.waitUntilExit()
         try? out.close()
         let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        return Outcome(status: p.terminationStatus, output: text, seconds: Date().timeIntervalSince(start), timedOut: timedOut)
+        return Outcome(
+            status: p.terminationStatus, output: text, seconds: Date().timeIntervalSince(start), timedOut: timedOut)
     }
 
     /// `mpirun -n N` of the trainer; `mca` adds `--mca KEY VALUE` pairs.

@@ -17,12 +17,12 @@ final class LanguageToolsTests: XCTestCase {
         try writeTokenShard(Array(ids.prefix(300)), to: data + "/valid.bin")
         try writeTokenShard(Array(ids.suffix(300)), to: data + "/test.bin")
         let yaml = """
-        run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
-        data: {dir: \(data)}
-        model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 32, dropout: 0.0, norm: pre, attention: {kind: fourier, r_init: 0.5}}
-        train: {steps: \(steps), batch_size: 8, lr: 3.0e-3, warmup_steps: 2, threads: 1, log_every: 5\(extra)}
-        checkpoint: {every: 5, keep_last: 5}
-        """
+            run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
+            data: {dir: \(data)}
+            model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 32, dropout: 0.0, norm: pre, attention: {kind: fourier, r_init: 0.5}}
+            train: {steps: \(steps), batch_size: 8, lr: 3.0e-3, warmup_steps: 2, threads: 1, log_every: 5\(extra)}
+            checkpoint: {every: 5, keep_last: 5}
+            """
         let path = "\(h.dir)/\(name).yaml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -49,7 +49,9 @@ final class LanguageToolsTests: XCTestCase {
             XCTAssertEqual(bpb, loss / log(2), accuracy: 1e-9)
         }
         XCTAssertEqual(evals, 2)
-        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+        let summary =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json")))
+            as! [String: Any]
         let test = summary["test"] as! [String: Any]
         XCTAssertEqual(test["bits_per_byte"] as! Double, (test["loss"] as! Double) / log(2), accuracy: 1e-9)
 
@@ -83,11 +85,15 @@ extension LanguageToolsTests {
         for line in help.output.split(separator: "\n", omittingEmptySubsequences: false) {
             if line.hasPrefix("SUBCOMMANDS:") { inSubcommands = true; continue }
             if line.isEmpty { inSubcommands = false }
-            if inSubcommands, line.hasPrefix("  "), !line.hasPrefix("   "), let name = line.split(separator: " ").first { names.append(String(name)) }
+            if inSubcommands, line.hasPrefix("  "), !line.hasPrefix("   "), let name = line.split(separator: " ").first
+            {
+                names.append(String(name))
+            }
         }
         XCTAssertTrue(names.contains("plot"), help.output)
         for name in names where name != "train" && name != "fuzz" {
-            XCTAssertTrue(table.contains { $0.hasPrefix("| `swift-ff-train \(name)") }, "README lacks a row for \(name)")
+            XCTAssertTrue(
+                table.contains { $0.hasPrefix("| `swift-ff-train \(name)") }, "README lacks a row for \(name)")
         }
     }
 }
@@ -140,14 +146,24 @@ extension LanguageToolsTests {
         let raw = h.dir + "/raw"
         try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true)
         var text = ""
-        for i in 0..<300 { text += " the \(["cat", "dog", "bird"][i % 3]) sat on mat \(i % 7) .\(i % 5 == 0 ? "\r\n" : "\n")" }
-        for split in ["train", "valid", "test"] { try text.write(toFile: "\(raw)/\(split).txt", atomically: true, encoding: .utf8) }
+        for i in 0..<300 {
+            text +=
+                " the \(["cat", "dog", "bird"][i % 3]) sat on mat \(i % 7) "
+                + ".\(i % 5 == 0 ? "\r\n" : "\n")"
+        }
+        for split in ["train", "valid", "test"] {
+            try text.write(toFile: "\(raw)/\(split).txt", atomically: true, encoding: .utf8)
+        }
         for tok in ["word", "byte"] {
-            let one = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-one", "--tokenizer", tok,
-                                 "--threads", "1"])
+            let one = try h.run([
+                h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-one", "--tokenizer", tok,
+                "--threads", "1",
+            ])
             XCTAssertEqual(one.status, 0, one.output)
-            let many = try h.run([h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-many", "--tokenizer", tok,
-                                  "--shard-tokens", "700", "--chunk-bytes", "64", "--threads", "3"])
+            let many = try h.run([
+                h.binary, "prepare", "--input", raw, "--output", "\(h.dir)/\(tok)-many", "--tokenizer", tok,
+                "--shard-tokens", "700", "--chunk-bytes", "64", "--threads", "3",
+            ])
             XCTAssertEqual(many.status, 0, many.output)
             for split in ["train", "valid", "test"] {
                 let a = try TokenCorpus(dir: "\(h.dir)/\(tok)-one", patterns: ["\(split).bin"])
@@ -155,26 +171,37 @@ extension LanguageToolsTests {
                 XCTAssertGreaterThan(b.shards.count, 1)
                 XCTAssertEqual((0..<a.count).map { a[$0] }, (0..<b.count).map { b[$0] }, "\(tok) \(split)")
             }
-            XCTAssertEqual(try Vocabulary.read(from: "\(h.dir)/\(tok)-one/vocab.json"),
-                           try Vocabulary.read(from: "\(h.dir)/\(tok)-many/vocab.json"))
+            XCTAssertEqual(
+                try Vocabulary.read(from: "\(h.dir)/\(tok)-one/vocab.json"),
+                try Vocabulary.read(from: "\(h.dir)/\(tok)-many/vocab.json"))
         }
         func config(_ name: String, _ data: String, _ shards: String) throws -> String {
             let yaml = """
-            run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
-            data: {dir: \(data), \(shards)}
-            model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, context: 16, dropout: 0.1}
-            train: {steps: 8, batch_size: 4, lr: 3.0e-3, threads: 1, log_every: 1}
-            checkpoint: {every: 0}
-            """
+                run: {name: \(name), dir: \(h.dir)/runs, seed: 3}
+                data: {dir: \(data), \(shards)}
+                model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, context: 16, dropout: 0.1}
+                train: {steps: 8, batch_size: 4, lr: 3.0e-3, threads: 1, log_every: 1}
+                checkpoint: {every: 0}
+                """
             try yaml.write(toFile: "\(h.dir)/\(name).yaml", atomically: true, encoding: .utf8)
             return "\(h.dir)/\(name).yaml"
         }
         let many = "\(h.dir)/word-many"
-        let trainShards = try FileManager.default.contentsOfDirectory(atPath: many).filter { $0.hasPrefix("train-") }.sorted()
+        let trainShards = try FileManager.default.contentsOfDirectory(atPath: many).filter { $0.hasPrefix("train-") }
+            .sorted()
         let runs = [
             ("single", try config("single", "\(h.dir)/word-one", "train: train.bin")),
-            ("glob", try config("glob", many, "train: \"train-*.bin\", valid: \"valid-*.bin\", test: [\"test-*.bin\"]")),
-            ("list", try config("list", many, "train: [\(trainShards.joined(separator: ", "))], valid: \"valid-*.bin\", test: \"test-*.bin\"")),
+            (
+                "glob",
+                try config("glob", many, "train: \"train-*.bin\", valid: \"valid-*.bin\", test: [\"test-*.bin\"]")
+            ),
+            (
+                "list",
+                try config(
+                    "list", many,
+                    "train: [\(trainShards.joined(separator: ", "))], valid: "
+                        + "\"valid-*.bin\", test: \"test-*.bin\"")
+            ),
         ]
         for (_, cfg) in runs { let r = try h.run([h.binary, "--config", cfg]); XCTAssertEqual(r.status, 0, r.output) }
         XCTAssertEqual(try h.losses("glob"), try h.losses("single"))
@@ -195,7 +222,10 @@ extension LanguageToolsTests {
     /// train.sample_every: samples printed and kept in metrics.jsonl, the same for the same seed.
     func testSamplesDuringTraining() throws {
         let h = try Harness()
-        let cfg = try byteRun(h, name: "samples", extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to be\"")
+        let cfg = try byteRun(
+            h, name: "samples",
+            extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to "
+                + "be\"")
         let a = try h.run([h.binary, "--config", cfg])
         XCTAssertEqual(a.status, 0, a.output)
         XCTAssertTrue(a.output.contains("sample step 5: to be"), a.output)
@@ -206,7 +236,10 @@ extension LanguageToolsTests {
         }
         XCTAssertEqual(samples.map { $0["step"] as! Int }, [5, 10])
         XCTAssertTrue(samples.allSatisfy { ($0["prompt"] as! String) == "to be" && !($0["text"] as! String).isEmpty })
-        let cfg2 = try byteRun(h, name: "samples2", extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to be\"")
+        let cfg2 = try byteRun(
+            h, name: "samples2",
+            extra: ", sample_every: 5, sample_tokens: 12, sample_prompt: \"to "
+                + "be\"")
         let b = try h.run([h.binary, "--config", cfg2])
         let lines = { (o: Harness.Outcome) in o.output.split(separator: "\n").filter { $0.hasPrefix("sample step") } }
         XCTAssertEqual(lines(a), lines(b))

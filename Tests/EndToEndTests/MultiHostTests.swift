@@ -23,11 +23,14 @@ final class MultiHostTests: XCTestCase {
 
     /// `hosts` namespaces with `perHost` ranks each; hosts other than host 0 get a private,
     /// empty `privateDir` when one is given.
-    func hosts(_ hosts: Int, _ perHost: Int, _ args: [String], privateDir: String? = nil,
-               timeout: Double = 240) throws -> Harness.Outcome {
+    func hosts(
+        _ hosts: Int, _ perHost: Int, _ args: [String], privateDir: String? = nil,
+        timeout: Double = 240
+    ) throws -> Harness.Outcome {
         let isolate = privateDir.map { ["-P", $0] } ?? []
-        return try h.run(["SWIFT_FF_TRAIN=\(h.binary)", "bash", script, "-H", "\(hosts)", "-n", "\(perHost)"]
-                         + isolate + ["--"] + args, timeout: timeout)
+        return try h.run(
+            ["SWIFT_FF_TRAIN=\(h.binary)", "bash", script, "-H", "\(hosts)", "-n", "\(perHost)"]
+                + isolate + ["--"] + args, timeout: timeout)
     }
 
     func testTwoHostsOfTwoRanksEqualOneRank() throws {
@@ -57,8 +60,10 @@ final class MultiHostTests: XCTestCase {
         for (perHost, stalled) in [(1, 1), (2, 3)] {
             let name = "stall-\(perHost)"
             let cfg = try h.config(name: name, steps: 50, watchdog: 3)
-            let stall = ["--debug-stall-rank", "\(stalled)", "--debug-stall-step", "4", "--debug-stall-at", "backward",
-                         "--debug-stall-seconds", "120"]
+            let stall = [
+                "--debug-stall-rank", "\(stalled)", "--debug-stall-step", "4", "--debug-stall-at", "backward",
+                "--debug-stall-seconds", "120",
+            ]
             let o = try hosts(2, perHost, ["--config", cfg] + stall, timeout: 120)
             XCTAssertFalse(o.timedOut, o.output)
             XCTAssertNotEqual(o.status, 0, o.output)
@@ -72,8 +77,9 @@ final class MultiHostTests: XCTestCase {
                 XCTAssertTrue(line.contains("waiting for rank(s) \(stalled) (on host "), String(line))
                 XCTAssertTrue(line.contains("-h1"), "names the stalled rank's host: \(line)")
                 for innocent in 0..<(2 * perHost) where innocent != stalled {
-                    XCTAssertFalse(line.contains("rank(s) \(innocent) (") || line.contains(", \(innocent) ("),
-                                   "names rank \(innocent): \(line)")
+                    XCTAssertFalse(
+                        line.contains("rank(s) \(innocent) (") || line.contains(", \(innocent) ("),
+                        "names rank \(innocent): \(line)")
                 }
             }
         }
@@ -91,8 +97,10 @@ final class MultiHostTests: XCTestCase {
         for r in 0..<2 {
             XCTAssertTrue(o.output.contains("rank \(r): error: checkpoint folder \(folder): rank 0 on host "), o.output)
         }
-        XCTAssertTrue(o.output.contains("-h1: model-00002-of-00002.safetensors (missing), "
-                                        + "optimizer-00002-of-00002.safetensors (missing)"), o.output)
+        XCTAssertTrue(
+            o.output.contains(
+                "-h1: model-00002-of-00002.safetensors (missing), "
+                    + "optimizer-00002-of-00002.safetensors (missing)"), o.output)
         XCTAssertTrue(o.output.contains("Nothing was committed."), o.output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/trainer_state.json"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: h.checkpoints("unshared") + "/latest"))
@@ -105,8 +113,10 @@ final class MultiHostTests: XCTestCase {
         for (name, resume) in [("to1", 1), ("to3", 3)] {
             let cfg = try h.config(name: name, batch: 12, checkpointEvery: 10)
             ok(try hosts(2, 1, ["--config", cfg, "--debug-stop-at-step", "10"]))
-            ok(resume == 1 ? try h.run([h.binary, "--config", cfg, "--resume", "auto"])
-                           : try hosts(3, 1, ["--config", cfg, "--resume", "auto"]))
+            ok(
+                resume == 1
+                    ? try h.run([h.binary, "--config", cfg, "--resume", "auto"])
+                    : try hosts(3, 1, ["--config", cfg, "--resume", "auto"]))
             XCTAssertLessThan(relL2(try h.weights(name), reference), 1e-5, "2 hosts -> \(resume)")
         }
     }

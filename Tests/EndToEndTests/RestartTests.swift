@@ -20,9 +20,12 @@ final class RestartTests: XCTestCase {
         let cfg = try h.config(name: "flaky", steps: 10, watchdog: 20, checkpointEvery: 2)
         let logs = h.dir + "/restart-logs"
         // Rank 1 dies in step 3 and, after the restart from step 2, in step 7; each kill fires once.
-        let o = try h.run(["bash", script, "-n", "2", "--max-restarts", "3", "--log-dir", logs, "--bin", h.binary,
-                           "--", "--config", cfg, "--debug-kill-rank", "1", "--debug-kill-step", "3",
-                           "--debug-kill-step", "7", "--debug-kill-marker", h.dir + "/kill"], timeout: 300)
+        let o = try h.run(
+            [
+                "bash", script, "-n", "2", "--max-restarts", "3", "--log-dir", logs, "--bin", h.binary,
+                "--", "--config", cfg, "--debug-kill-rank", "1", "--debug-kill-step", "3",
+                "--debug-kill-step", "7", "--debug-kill-marker", h.dir + "/kill",
+            ], timeout: 300)
         XCTAssertFalse(o.timedOut, o.output)
         XCTAssertEqual(o.status, 0, o.output)
         let log = try String(contentsOfFile: logs + "/restarts.log", encoding: .utf8)
@@ -38,8 +41,11 @@ final class RestartTests: XCTestCase {
 
     func testRestartsStopAtTheLimitWithTheCause() throws {
         let cfg = try h.config(name: "always", steps: 10, checkpointEvery: 2)
-        let o = try h.run(["bash", script, "-n", "2", "--max-restarts", "1", "--log-dir", h.dir + "/l", "--bin", h.binary,
-                           "--", "--config", cfg, "--debug-kill-rank", "0", "--debug-kill-step", "3"], timeout: 200)
+        let o = try h.run(
+            [
+                "bash", script, "-n", "2", "--max-restarts", "1", "--log-dir", h.dir + "/l", "--bin", h.binary,
+                "--", "--config", cfg, "--debug-kill-rank", "0", "--debug-kill-step", "3",
+            ], timeout: 200)
         XCTAssertNotEqual(o.status, 0, o.output)
         let log = try String(contentsOfFile: h.dir + "/l/restarts.log", encoding: .utf8)
         XCTAssertTrue(log.contains("restart 1 of 1"), log)
@@ -50,14 +56,18 @@ final class RestartTests: XCTestCase {
     /// restart; a bad config fails once and is not restarted.
     func testRankCountStepsDownToDivideTheBatchAndStartUpErrorsAreNotRestarted() throws {
         let cfg = try h.config(name: "three", steps: 4, batch: 8)
-        let o = try h.run(["bash", script, "-n", "3", "--log-dir", h.dir + "/a", "--bin", h.binary, "--", "--config", cfg],
-                          timeout: 200)
+        let o = try h.run(
+            ["bash", script, "-n", "3", "--log-dir", h.dir + "/a", "--bin", h.binary, "--", "--config", cfg],
+            timeout: 200)
         XCTAssertEqual(o.status, 0, o.output)
         let log = try String(contentsOfFile: h.dir + "/a/restarts.log", encoding: .utf8)
         XCTAssertTrue(log.contains("3 ranks do not divide the global batch: trying 2"), log)
         XCTAssertTrue(log.contains("finished after 0 restart(s) on 2 rank(s)"), log)
-        let bad = try h.run(["bash", script, "-n", "2", "--log-dir", h.dir + "/b", "--bin", h.binary, "--",
-                             "--config", h.dir + "/none.yaml"], timeout: 100)
+        let bad = try h.run(
+            [
+                "bash", script, "-n", "2", "--log-dir", h.dir + "/b", "--bin", h.binary, "--",
+                "--config", h.dir + "/none.yaml",
+            ], timeout: 100)
         XCTAssertNotEqual(bad.status, 0)
         let badLog = try String(contentsOfFile: h.dir + "/b/restarts.log", encoding: .utf8)
         XCTAssertTrue(badLog.contains("failed before training started"), badLog)

@@ -50,8 +50,9 @@ final class ResumeTests: XCTestCase {
     func testLatestPointingOutsideTheCheckpointsFolderIsRefused() throws {
         let cfg = try h.config(name: "out", steps: 4, checkpointEvery: 2)
         ok(try h.run([h.binary, "--config", cfg, "--debug-stop-at-step", "2"]))
-        try "../../other-run/checkpoints/step-00000002\n".write(toFile: h.checkpoints("out") + "/latest",
-                                                                 atomically: true, encoding: .utf8)
+        try "../../other-run/checkpoints/step-00000002\n".write(
+            toFile: h.checkpoints("out") + "/latest",
+            atomically: true, encoding: .utf8)
         let o = try h.run([h.binary, "--config", cfg, "--resume", "auto"])
         failed(o, "latest: names '../../other-run/checkpoints/step-00000002', not a folder inside")
         failed(try h.run([h.binary, "inspect", h.checkpoints("out")]), "not a folder inside")
@@ -110,17 +111,22 @@ final class ResumeTests: XCTestCase {
     func testConfigChangesOnResumeAreNamedAndModelChangesRefused() throws {
         let cfg = try h.config(name: "cc", steps: 6, checkpointEvery: 2)
         ok(try h.run([h.binary, "--config", cfg, "--debug-stop-at-step", "2"]))
-        let p = try h.run([h.binary, "--config", cfg, "--resume", "auto", "--set", "model.attention.p=6",
-                           "--set", "model.layers=3", "--allow-config-change"])
+        let p = try h.run([
+            h.binary, "--config", cfg, "--resume", "auto", "--set", "model.attention.p=6",
+            "--set", "model.layers=3", "--allow-config-change",
+        ])
         failed(p, "the config changes the model this checkpoint holds: model.attention.p: 4 -> 6")
         XCTAssertTrue(p.output.contains("model.layers: 2 -> 3"), p.output)
         let lr = try h.run([h.binary, "--config", cfg, "--resume", "auto", "--set", "train.lr=0.001"])
         failed(lr, "the config changes the training recipe: train.lr: 0.003 -> 0.001; pass --allow-config-change")
         // R's initial value is in the weights: changing r_init is no change at all.
-        let allowed = try h.run([h.binary, "--config", cfg, "--resume", "auto", "--set", "train.lr=0.001",
-                                 "--set", "model.attention.r_init=1.5", "--allow-config-change"])
+        let allowed = try h.run([
+            h.binary, "--config", cfg, "--resume", "auto", "--set", "train.lr=0.001",
+            "--set", "model.attention.r_init=1.5", "--allow-config-change",
+        ])
         ok(allowed)
-        XCTAssertTrue(allowed.output.contains("warning: continuing with a changed recipe: train.lr: 0.003 -> 0.001"),
-                      allowed.output)
+        XCTAssertTrue(
+            allowed.output.contains("warning: continuing with a changed recipe: train.lr: 0.003 -> 0.001"),
+            allowed.output)
     }
 }

@@ -38,21 +38,23 @@ final class DataTests: XCTestCase {
         // Short file and missing file.
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: p))
         XCTAssertThrowsError(try TokenShard(path: p)) { e in XCTAssertTrue("\(e)".contains("shorter than"), "\(e)") }
-        XCTAssertThrowsError(try TokenShard(path: dir + "/none.bin")) { e in XCTAssertTrue("\(e)".contains("none.bin"), "\(e)") }
+        XCTAssertThrowsError(try TokenShard(path: dir + "/none.bin")) { e in
+            XCTAssertTrue("\(e)".contains("none.bin"), "\(e)")
+        }
     }
 
     func testWordVocabularyFollowsWikiTextConventions() {
         let train = " = Title = \n the cat sat on the mat \n the dog <unk> \n"
         let v = Vocabulary.buildWord(trainText: train, minCount: 2, maxSize: nil)
         XCTAssertEqual(Array(v.tokens.prefix(2)), ["<eos>", "<unk>"])
-        XCTAssertEqual(v.tokens[2], "the")          // most frequent first
-        XCTAssertEqual(v.tokens.count, 4)           // "=" (2x), "the" (3x); the rest are rare
-        XCTAssertEqual(v.counts[1], 7)              // <unk>: Title cat sat on mat dog <unk>
+        XCTAssertEqual(v.tokens[2], "the")  // most frequent first
+        XCTAssertEqual(v.tokens.count, 4)  // "=" (2x), "the" (3x); the rest are rare
+        XCTAssertEqual(v.counts[1], 7)  // <unk>: Title cat sat on mat dog <unk>
         let ids = v.encode(" the zebra = \n")
         XCTAssertEqual(ids, [2, 1, Int32(v.tokens.firstIndex(of: "=")!), 0])
         // Counts: 3 lines of <eos>, "the" 3, "=" 2, everything else <unk> (incl. the literal <unk>).
         XCTAssertEqual(v.counts[0], 3)
-        XCTAssertEqual(v.counts.reduce(0, +), 3 + 12) // 12 words, 3 lines
+        XCTAssertEqual(v.counts.reduce(0, +), 3 + 12)  // 12 words, 3 lines
         let capped = Vocabulary.buildWord(trainText: train, minCount: 1, maxSize: 3)
         XCTAssertEqual(capped.tokens, ["<eos>", "<unk>", "the"])
     }
@@ -88,7 +90,7 @@ final class DataTests: XCTestCase {
 
     func testSamplerVisitsEverySampleOncePerEpoch() {
         let s = EpochSampler(count: 103, seed: 42, globalBatch: 10)
-        XCTAssertEqual(s.stepsPerEpoch, 10) // 3 dropped per epoch
+        XCTAssertEqual(s.stepsPerEpoch, 10)  // 3 dropped per epoch
         for epoch in 0..<3 {
             let o = s.order(epoch: epoch)
             XCTAssertEqual(o.sorted(), Array(0..<103))
@@ -120,7 +122,12 @@ final class SlidingWindowTests: XCTestCase {
                 for t in 0..<16 where tgt[t] >= 0 {
                     scored.append(tgt[t])
                     XCTAssertEqual(tgt[t], inp[t] + 1, "target follows its input")
-                    if w > 0 { XCTAssertGreaterThanOrEqual(t, 16 - stride, "a later window scores only its last stride tokens") }
+                    if w > 0 {
+                        XCTAssertGreaterThanOrEqual(
+                            t, 16 - stride,
+                            "a later window scores only its last "
+                                + "stride tokens")
+                    }
                 }
             }
             XCTAssertEqual(scored, Array(tokens.dropFirst()), "stride \(stride)")

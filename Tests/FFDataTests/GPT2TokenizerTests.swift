@@ -26,8 +26,11 @@ final class GPT2TokenizerTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", Self.root + "/launch/gpt2_reference.py", "--ranks", Self.ranksPath, "--out", out,
-                       "--sample-bytes", String(sampleBytes)] + corpora.flatMap { ["--corpus", $0] }
+        p.arguments =
+            [
+                "python3", Self.root + "/launch/gpt2_reference.py", "--ranks", Self.ranksPath, "--out", out,
+                "--sample-bytes", String(sampleBytes),
+            ] + corpora.flatMap { ["--corpus", $0] }
         let err = Pipe()
         p.standardError = err
         try p.run()
@@ -41,8 +44,10 @@ final class GPT2TokenizerTests: XCTestCase {
         }
         let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         return (obj["cases"] as! [[String: Any]]).map { c in
-            (c["name"] as! String, [UInt8](Data(base64Encoded: c["bytes"] as! String)!),
-             (c["ids"] as! [Int]).map { Int32($0) })
+            (
+                c["name"] as! String, [UInt8](Data(base64Encoded: c["bytes"] as! String)!),
+                (c["ids"] as! [Int]).map { Int32($0) }
+            )
         }
     }
 
@@ -51,9 +56,13 @@ final class GPT2TokenizerTests: XCTestCase {
             let text = String(decoding: c.bytes, as: UTF8.self)
             let ids = bpe.encode(text)
             if ids != c.ids {
-                let at = zip(ids, c.ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(ids.count, c.ids.count)
-                XCTFail("\(c.name): \(ids.count) ids vs tiktoken's \(c.ids.count); first difference at \(at): "
-                    + "\(Array(ids[at..<min(at + 5, ids.count)])) vs \(Array(c.ids[at..<min(at + 5, c.ids.count)]))")
+                let at =
+                    zip(ids, c.ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                    ?? min(ids.count, c.ids.count)
+                XCTFail(
+                    "\(c.name): \(ids.count) ids vs tiktoken's \(c.ids.count); first difference at \(at): "
+                        + "\(Array(ids[at..<min(at + 5, ids.count)])) vs \(Array(c.ids[at..<min(at + 5, c.ids.count)]))"
+                )
             }
             XCTAssertEqual(bpe.decodeBytes(ids), Array(text.utf8), "\(c.name): decode(encode(x)) != x")
         }

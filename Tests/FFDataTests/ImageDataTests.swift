@@ -74,8 +74,10 @@ final class ImageDataTests: XCTestCase {
 
     /// The real dataset from the Debian package: sizes, balanced labels, pixel statistics.
     func testFashionMNISTFromTheDebianPackage() throws {
-        let train = try ImageDataset(images: fashionDir + "/train-images-idx3-ubyte.gz", labels: fashionDir + "/train-labels-idx1-ubyte.gz")
-        let test = try ImageDataset(images: fashionDir + "/t10k-images-idx3-ubyte.gz", labels: fashionDir + "/t10k-labels-idx1-ubyte.gz")
+        let train = try ImageDataset(
+            images: fashionDir + "/train-images-idx3-ubyte.gz", labels: fashionDir + "/train-labels-idx1-ubyte.gz")
+        let test = try ImageDataset(
+            images: fashionDir + "/t10k-images-idx3-ubyte.gz", labels: fashionDir + "/t10k-labels-idx1-ubyte.gz")
         XCTAssertEqual([train.count, train.height, train.width, train.channels], [60000, 28, 28, 1])
         XCTAssertEqual(test.count, 10000)
         XCTAssertEqual(train.labelRange, 10)
@@ -90,11 +92,13 @@ final class ImageDataTests: XCTestCase {
     func makePipeline(_ aug: Augmentation, seed: UInt64 = 7) throws -> (ImagePipeline, ImageDataset) {
         let n = 40, s = 12
         var rng = SplitMix64(seed: 3)
-        try IDXArray(dims: [n, s, s, 3], bytes: randomBytes(n * s * s * 3, seed: 11)).write(to: dir + "/im.gz", gzip: true)
+        try IDXArray(dims: [n, s, s, 3], bytes: randomBytes(n * s * s * 3, seed: 11)).write(
+            to: dir + "/im.gz", gzip: true)
         try IDXArray(dims: [n], bytes: Data((0..<n).map { _ in UInt8(rng.nextInt(below: 5)) })).write(to: dir + "/lb")
         let data = try ImageDataset(images: dir + "/im.gz", labels: dir + "/lb")
-        let p = ImagePipeline(data: data, classes: 5, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3], augment: aug,
-                              seed: seed, partnerPool: Array(0..<n))
+        let p = ImagePipeline(
+            data: data, classes: 5, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3], augment: aug,
+            seed: seed, partnerPool: Array(0..<n))
         return (p, data)
     }
 
@@ -108,14 +112,15 @@ final class ImageDataTests: XCTestCase {
     /// another rank, or after a resume) and whatever was drawn before; another epoch -> different.
     func testAugmentationIsDeterministicPerSeedEpochAndSample() throws {
         var aug = Augmentation()
-        aug.cropPadding = 2; aug.flip = true; aug.mixup = 0.8; aug.cutmix = 1.0; aug.erase = 0.5; aug.labelSmoothing = 0.1
+        aug.cropPadding = 2; aug.flip = true; aug.mixup = 0.8; aug.cutmix = 1.0; aug.erase = 0.5;
+        aug.labelSmoothing = 0.1
         let (a, _) = try makePipeline(aug)
         let (b, _) = try makePipeline(aug)
         let (c, _) = try makePipeline(aug, seed: 8)
         var sameAcrossEpochs = 0, sameAcrossSeeds = 0
         for i in [0, 5, 39] {
             let x = sample(a, i, epoch: 3)
-            for j in (0..<10).reversed() { _ = sample(b, j, epoch: 1) } // other draws in between
+            for j in (0..<10).reversed() { _ = sample(b, j, epoch: 1) }  // other draws in between
             XCTAssertEqual(x.0, sample(b, i, epoch: 3).0)
             XCTAssertEqual(x.1, sample(b, i, epoch: 3).1)
             XCTAssertEqual(x.1.reduce(0, +), 1, accuracy: 1e-5, "a target is a distribution")
@@ -174,9 +179,13 @@ final class ImageDataTests: XCTestCase {
             let (x, _) = sample(f, i, epoch: 2)
             if x == px { continue }
             flipped += 1
-            for c in 0..<3 { for y in 0..<12 { for xx in 0..<12 {
-                XCTAssertEqual(x[(c * 12 + y) * 12 + xx], px[(c * 12 + y) * 12 + 11 - xx])
-            } } }
+            for c in 0..<3 {
+                for y in 0..<12 {
+                    for xx in 0..<12 {
+                        XCTAssertEqual(x[(c * 12 + y) * 12 + xx], px[(c * 12 + y) * 12 + 11 - xx])
+                    }
+                }
+            }
         }
         XCTAssertTrue((8...32).contains(flipped), "about half flipped: \(flipped)")
     }

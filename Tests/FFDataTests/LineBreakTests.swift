@@ -12,7 +12,7 @@ final class LineBreakTests: XCTestCase {
         XCTAssertEqual(lines("a b c\r\nd"), ["a b c", "d"])
         XCTAssertEqual(lines("a\nb\r\nc\rd\r\n"), ["a", "b", "c", "d"])
         XCTAssertEqual(lines("a\r\n\r\nb"), ["a", "", "b"])
-        XCTAssertEqual(lines("a\n\rb"), ["a", "", "b"]) // "\n" then a lone "\r": two breaks
+        XCTAssertEqual(lines("a\n\rb"), ["a", "", "b"])  // "\n" then a lone "\r": two breaks
         XCTAssertEqual(lines(""), [])
         XCTAssertEqual(lines("\r\n"), [""])
         XCTAssertEqual(lines("é\r\nü"), ["é", "ü"])

@@ -59,7 +59,9 @@ final class TokenCorpusTests: XCTestCase {
         let w = ShardWriter(dir: dir, split: "train", shardTokens: 4)
         try w.append([1, 2, 3]); try w.append([4, 5, 6, 7, 8, 9])
         let paths = try w.finish()
-        XCTAssertEqual(paths.map { ($0 as NSString).lastPathComponent }, ["train-000000.bin", "train-000001.bin", "train-000002.bin"])
+        XCTAssertEqual(
+            paths.map { ($0 as NSString).lastPathComponent },
+            ["train-000000.bin", "train-000001.bin", "train-000002.bin"])
         let c = try TokenCorpus(dir: dir, patterns: [w.pattern])
         XCTAssertEqual((0..<c.count).map { c[$0] }, [1, 2, 3, 4, 5, 6, 7, 8, 9])
 
@@ -76,7 +78,8 @@ final class TokenCorpusTests: XCTestCase {
             }
         }
         try Data([0x61, 0xFF, 0x0A]).write(to: URL(fileURLWithPath: dir + "/bad.txt"))
-        XCTAssertThrowsError(try forEachTextChunk(path: dir + "/bad.txt", chunkBytes: 10, cut: .afterNewline) { _ in }) { e in
+        XCTAssertThrowsError(try forEachTextChunk(path: dir + "/bad.txt", chunkBytes: 10, cut: .afterNewline) { _ in })
+        { e in
             XCTAssertTrue("\(e)".contains("bad.txt") && "\(e)".contains("not valid UTF-8"), "\(e)")
         }
     }

@@ -28,8 +28,9 @@ final class AttentionTests: XCTestCase {
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
         var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
         k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
-        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
-                          shape: shape)
+        k.fourierBackward(
+            dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+            shape: shape)
 
         var refO = [Double](), gotO = [Double](), refDq = [Double](), gotDq = [Double]()
         var refDk = [Double](), gotDk = [Double](), refDv = [Double](), gotDv = [Double]()
@@ -46,10 +47,12 @@ final class AttentionTests: XCTestCase {
                 let r: [Double] = (0..<c.D).map { d in
                     Double(R[c.mode.index(head: h, dim: d)])
                 }
-                let fwd = FourierReference.forward(q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6,
-                                                   causal: c.causal)
-                let bwd = FourierReference.backward(q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4,
-                                                    eps: 1e-6, causal: c.causal)
+                let fwd = FourierReference.forward(
+                    q: q, k: kk, v: v, r: r, T: c.T, D: c.D, Dv: c.D, p: 4, eps: 1e-6,
+                    causal: c.causal)
+                let bwd = FourierReference.backward(
+                    q: q, k: kk, v: v, r: r, g: gg, T: c.T, D: c.D, Dv: c.D, p: 4,
+                    eps: 1e-6, causal: c.causal)
                 refO += fwd.o; gotO += slice(out, 0, C)
                 refDq += bwd.dq; gotDq += slice(dqkv, 0, 3 * C)
                 refDk += bwd.dk; gotDk += slice(dqkv, C, 3 * C)
@@ -63,8 +66,10 @@ final class AttentionTests: XCTestCase {
                 }
             }
         }
-        return ["O": relErr(gotO, refO), "dq": relErr(gotDq, refDq), "dk": relErr(gotDk, refDk),
-                "dv": relErr(gotDv, refDv), "dR": relErr(dR.map(Double.init), refDR)]
+        return [
+            "O": relErr(gotO, refO), "dq": relErr(gotDq, refDq), "dk": relErr(gotDk, refDk),
+            "dv": relErr(gotDv, refDv), "dR": relErr(dR.map(Double.init), refDR),
+        ]
     }
 
     func testFourierMatchesFloat64ReferenceInEveryMode() {
@@ -107,16 +112,19 @@ final class AttentionTests: XCTestCase {
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
         var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
         k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
-        k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
-                          shape: shape)
+        k.fourierBackward(
+            dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+            shape: shape)
         return [out, rows, dqkv, dR]
     }
 
     /// The fused kernel against the plain one, output for output, over tiles with tails, padded
     /// key blocks, every R mode and head sizes up to 64.
     func testFusedFourierMatchesPlainKernel() {
-        let shapes = [(T: 37, D: 6, scale: 1.5), (T: 21, D: 16, scale: 0.3), (T: 40, D: 13, scale: 0.8),
-                      (T: 33, D: 64, scale: 0.1)]
+        let shapes = [
+            (T: 37, D: 6, scale: 1.5), (T: 21, D: 16, scale: 0.3), (T: 40, D: 13, scale: 0.8),
+            (T: 33, D: 64, scale: 0.1),
+        ]
         for (n, s) in shapes.enumerated() {
             for mode in RMode.allCases {
                 for causal in [true, false] {
@@ -151,8 +159,9 @@ final class AttentionTests: XCTestCase {
             }
             _ = loss()
             var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: R.count)
-            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
-                              shape: shape)
+            k.fourierBackward(
+                dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
+                shape: shape)
             let h: Float = 1e-2
             func central(_ old: Float, _ set: (Float) -> Void) -> Double {
                 set(old + h); let lp = loss()
@@ -172,8 +181,10 @@ final class AttentionTests: XCTestCase {
     /// one (D = 48), and angles far outside the small-|u| series (std up to 2.5, R up to 2.5; wider
     /// would make every W negligible against eps).
     func testFourierTilesTailsAndWideAngles() {
-        let cases = [(37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0),
-                     (20, 48, 0.3, 0.0)]
+        let cases = [
+            (37, 6, 1.5, 0.0), (21, 12, 0.8, 0.0), (9, 3, 2.5, 0.0), (18, 13, 1.0, 0.0), (40, 16, 0.5, 6.0),
+            (20, 48, 0.3, 0.0),
+        ]
         for (T, D, scale, offset) in cases {
             for causal in [true, false] {
                 let errs = compareFourier(Case(B: 1, T: T, H: 2, D: D, causal: causal, scale: scale, offset: offset))
@@ -197,8 +208,9 @@ final class AttentionTests: XCTestCase {
             var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
             let shape = AttentionShape(batch: 1, seq: T, heads: 1, headDim: D, causal: true)
             k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: [1], spec: FourierSpec(), shape: shape)
-            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows,
-                              spec: FourierSpec(), shape: shape)
+            k.fourierBackward(
+                dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [1], rowSum: rows,
+                spec: FourierSpec(), shape: shape)
             return k.workspaceBytes
         }
         let small = workspace(T: 128), large = workspace(T: 1024)
@@ -253,8 +265,9 @@ final class AttentionTests: XCTestCase {
             XCTAssertTrue(rows.allSatisfy { $0 < 1e-5 }, "R \(R): \(rows)")
             var dqkv = [Float](repeating: 0, count: qkv.count), dR: [Float] = [0]
             let g = [Float](repeating: 1, count: T * C)
-            k.fourierBackward(dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [R], rowSum: rows,
-                              spec: FourierSpec(), shape: shape)
+            k.fourierBackward(
+                dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: [R], rowSum: rows,
+                spec: FourierSpec(), shape: shape)
             XCTAssertTrue(dqkv.allSatisfy { $0.isFinite }, "R \(R): \(dqkv)")
             XCTAssertTrue(dR[0].isFinite, "R \(R)")
         }
@@ -291,13 +304,13 @@ final class AttentionTests: XCTestCase {
     /// The Fourier kernels flush subnormals on their threads while they run (forward and
     /// backward must do so alike); the caller's thread gets its floating-point mode back.
     func testFourierKernelsLeaveTheCallersFloatingPointMode() {
-        let factors: [Float] = [1e-30, 1e-9]        // in an array: not folded at compile time
+        let factors: [Float] = [1e-30, 1e-9]  // in an array: not folded at compile time
         func subnormalSurvives() -> Bool {
-            (factors[0] * factors[1]).isSubnormal   // 1e-39; 0 with flush-to-zero
+            (factors[0] * factors[1]).isSubnormal  // 1e-39; 0 with flush-to-zero
         }
         XCTAssertTrue(subnormalSurvives())
         let c = Case(B: 1, T: 5, H: 1, D: 4)
-        _ = compareFourier(c, threads: 1)           // one worker: the kernels run on this thread
+        _ = compareFourier(c, threads: 1)  // one worker: the kernels run on this thread
         XCTAssertTrue(subnormalSurvives())
     }
 
@@ -345,8 +358,9 @@ final class AttentionTests: XCTestCase {
             let o = FourierReference.forward(q: q, k: k, v: v, r: r, T: T, D: D, Dv: D, p: 4, eps: 1e-6, causal: true).o
             return zip(o, g).reduce(0) { $0 + $1.0 * $1.1 }
         }
-        let bwd = FourierReference.backward(q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6,
-                                            causal: true)
+        let bwd = FourierReference.backward(
+            q: q, k: k, v: v, r: r, g: g, T: T, D: D, Dv: D, p: 4, eps: 1e-6,
+            causal: true)
         var fdq = [Double](repeating: 0, count: q.count), fdr = [Double](repeating: 0, count: D)
         for i in 0..<q.count {
             let o = q[i]; q[i] = o + 1e-6; let lp = loss(); q[i] = o - 1e-6; let lm = loss(); q[i] = o

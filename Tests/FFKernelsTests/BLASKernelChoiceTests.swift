@@ -71,8 +71,9 @@ final class BLASKernelChoiceTests: XCTestCase {
         let rounds = [
             BLASProbeResult(requested: "SkylakeX", loaded: "SkylakeX", gflops: 150, selfTestError: 1e-7),
             BLASProbeResult(requested: "SkylakeX", loaded: "SkylakeX", gflops: 190, selfTestError: 3e-7),
-            BLASProbeResult(requested: "SkylakeX", loaded: "probe exited with status 4", gflops: 0,
-                            selfTestError: BLASSelfTest.failed),
+            BLASProbeResult(
+                requested: "SkylakeX", loaded: "probe exited with status 4", gflops: 0,
+                selfTestError: BLASSelfTest.failed),
         ]
         let merged = BLASProbeResult.merge(Array(rounds[..<2]))
         XCTAssertEqual(merged?.gflops, 190)
@@ -84,26 +85,32 @@ final class BLASKernelChoiceTests: XCTestCase {
     func testCacheRoundTripAndMisses() throws {
         let dir = NSTemporaryDirectory() + "ff-blas-cache-\(getpid())-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let key = BLASKernelCache.key(cpuModel: "AMD EPYC", cpuFlags: ["avx2", "fma"],
-                                      library: "/lib/libopenblas.so.0", version: "OpenBLAS 0.3.21")
+        let key = BLASKernelCache.key(
+            cpuModel: "AMD EPYC", cpuFlags: ["avx2", "fma"],
+            library: "/lib/libopenblas.so.0", version: "OpenBLAS 0.3.21")
         XCTAssertNil(BLASKernelCache.load(directory: dir, key: key))
-        let cache = BLASKernelCache(key: key, kernels: "Zen", results: [
-            BLASProbeResult(requested: "Haswell", loaded: "Haswell", gflops: 61.5, selfTestError: 3e-8),
-            BLASProbeResult(requested: "Zen", loaded: "Zen", gflops: 64.25, selfTestError: 3e-8),
-            BLASProbeResult(requested: "SkylakeX", loaded: "probe exited with status 4", gflops: 0,
-                            selfTestError: BLASSelfTest.failed),
-        ])
+        let cache = BLASKernelCache(
+            key: key, kernels: "Zen",
+            results: [
+                BLASProbeResult(requested: "Haswell", loaded: "Haswell", gflops: 61.5, selfTestError: 3e-8),
+                BLASProbeResult(requested: "Zen", loaded: "Zen", gflops: 64.25, selfTestError: 3e-8),
+                BLASProbeResult(
+                    requested: "SkylakeX", loaded: "probe exited with status 4", gflops: 0,
+                    selfTestError: BLASSelfTest.failed),
+            ])
         try cache.save(directory: dir)
         XCTAssertEqual(BLASKernelCache.load(directory: dir, key: key), cache)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["blas-\(key).json"])
 
-        let other = BLASKernelCache.key(cpuModel: "AMD EPYC", cpuFlags: ["avx2", "fma"],
-                                        library: "/lib/libopenblas.so.0", version: "OpenBLAS 0.3.34")
+        let other = BLASKernelCache.key(
+            cpuModel: "AMD EPYC", cpuFlags: ["avx2", "fma"],
+            library: "/lib/libopenblas.so.0", version: "OpenBLAS 0.3.34")
         XCTAssertNotEqual(other, key)
         XCTAssertNil(BLASKernelCache.load(directory: dir, key: other))
         // A file under the right name that records another key, or a choice that failed, is not trusted.
-        try FileManager.default.copyItem(atPath: BLASKernelCache.path(directory: dir, key: key),
-                                         toPath: BLASKernelCache.path(directory: dir, key: other))
+        try FileManager.default.copyItem(
+            atPath: BLASKernelCache.path(directory: dir, key: key),
+            toPath: BLASKernelCache.path(directory: dir, key: other))
         XCTAssertNil(BLASKernelCache.load(directory: dir, key: other))
         var lying = cache
         lying.kernels = "SkylakeX"

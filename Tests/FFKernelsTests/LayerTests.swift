@@ -29,7 +29,8 @@ final class LayerTests: XCTestCase {
             linearForward(&y, x, w, b, M: M, K: K, N: N)
             return dot(y, g)
         }
-        var dx = [Float](repeating: 0, count: M * K), dw = [Float](repeating: 0, count: N * K), db = [Float](repeating: 0, count: N)
+        var dx = [Float](repeating: 0, count: M * K), dw = [Float](repeating: 0, count: N * K),
+            db = [Float](repeating: 0, count: N)
         linearBackward(dinp: &dx, dweight: &dw, dbias: &db, dout: g, inp: x, weight: w, M: M, K: K, N: N)
         let (x0, w0, b0) = (x, w, b)
         XCTAssertLessThan(relErr(dx.map(Double.init), numericGradient(&x) { fwd($0, w0, b0) }), 1e-3)
@@ -76,7 +77,7 @@ final class LayerTests: XCTestCase {
 
     func testCrossEntropyValueAndBackward() {
         var rng = TestRNG(4)
-        let M = 3, V = 21 // V not a multiple of 8: exercises the scalar tail
+        let M = 3, V = 21  // V not a multiple of 8: exercises the scalar tail
         var logits = rng.normals(M * V, std: 3)
         let targets: [Int32] = [4, -1, 20]
         var rowLoss = [Double](repeating: 0, count: M)

@@ -5,7 +5,7 @@ import XCTest
 /// The fused output layer (logits GEMM + cross-entropy + both gradients, by row blocks) against the
 /// unfused layer that materialises every logit, and against finite differences.
 final class LinearCrossEntropyTests: XCTestCase {
-    let M = 13, K = 6, V = 19 // V not a multiple of 8, M not a multiple of the block sizes below
+    let M = 13, K = 6, V = 19  // V not a multiple of 8, M not a multiple of the block sizes below
     var rng = TestRNG(21)
     lazy var x = rng.normals(M * K)
     lazy var w = rng.normals(V * K, std: 0.7)
@@ -20,8 +20,9 @@ final class LinearCrossEntropyTests: XCTestCase {
                 let g = scale.map {
                     LinearCrossEntropyGradient(scale: $0, dx: dxp.baseAddress!, dweight: dwp.baseAddress!)
                 }
-                return linearCrossEntropy(x: x, weight: w, targets: targets, M: M, K: K, V: V, chunk: chunk,
-                                          scratch: &scratch, rowLoss: &rowLoss, gradient: g, threads: threads)
+                return linearCrossEntropy(
+                    x: x, weight: w, targets: targets, M: M, K: K, V: V, chunk: chunk,
+                    scratch: &scratch, rowLoss: &rowLoss, gradient: g, threads: threads)
             }
         }
         return (loss, dx, dw)

@@ -2,4 +2,3 @@ import FFCore
 import FFKernels
 import FFTestSupport
 import Foundation
-

@@ -16,14 +16,16 @@ final class ThreadedLoopTests: XCTestCase {
             var rstd = [Float](repeating: 0, count: M), dx = [Float](repeating: 0.5, count: M * C)
             var dw = [Float](repeating: 0.25, count: C), db = [Float](repeating: -0.25, count: C)
             layerNormForward(&y, mean: &mean, rstd: &rstd, x, weight: w, bias: b, M: M, C: C, threads: threads)
-            layerNormBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, mean: mean, rstd: rstd,
-                              M: M, C: C, threads: threads)
+            layerNormBackward(
+                dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, mean: mean, rstd: rstd,
+                M: M, C: C, threads: threads)
             var act = [Float](repeating: 0, count: M * C), dact = [Float](repeating: 0.1, count: M * C)
             activationForward(.gelu, &act, x, count: M * C - 3, threads: threads)
             activationBackward(.gelu, dx: &dact, dy: dy, x: x, count: M * C - 3, threads: threads)
             var dwl = [Float](repeating: 0, count: N * C), dbl = [Float](repeating: 0, count: N)
-            linearBackward(dinp: nil, dweight: &dwl, dbias: &dbl, dout: dout, inp: inp, weight: weight,
-                           M: M, K: C, N: N, threads: threads)
+            linearBackward(
+                dinp: nil, dweight: &dwl, dbias: &dbl, dout: dout, inp: inp, weight: weight,
+                M: M, K: C, N: N, threads: threads)
             return [y, mean, rstd, dx, dw, db, act, dact, dbl]
         }
         let one = run(1)

@@ -20,11 +20,15 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         let softmax: AdaptiveSoftmax
         let params: FlatBuffer, grads: FlatBuffer
 
-        init(_ config: AdaptiveSoftmaxConfig, maxRows: Int, tailChunk: Int? = nil, embedding withEmbedding: Bool, seed: UInt64) {
+        init(
+            _ config: AdaptiveSoftmaxConfig, maxRows: Int, tailChunk: Int? = nil, embedding withEmbedding: Bool,
+            seed: UInt64
+        ) {
             var layout = ParameterLayout()
             embedding = withEmbedding ? AdaptiveEmbedding(config: config, layout: &layout, maxRows: maxRows) : nil
-            softmax = AdaptiveSoftmax(config: config, layout: &layout, maxRows: maxRows, tailChunk: tailChunk, threads: 2,
-                                      tiedTo: config.tieWeights ? embedding : nil)
+            softmax = AdaptiveSoftmax(
+                config: config, layout: &layout, maxRows: maxRows, tailChunk: tailChunk, threads: 2,
+                tiedTo: config.tieWeights ? embedding : nil)
             self.layout = layout
             params = FlatBuffer(count: layout.count); grads = FlatBuffer(count: layout.count)
             embedding?.bind(params: params, grads: grads)
@@ -62,7 +66,9 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         var out: [String] = []
         for g in groups {
             let scale = g.numeric.map(abs).max() ?? 0
-            if scale == 0 { out.append("\(g.name): numeric gradient is all zero (the check would see nothing)"); continue }
+            if scale == 0 {
+                out.append("\(g.name): numeric gradient is all zero (the check would see nothing)"); continue
+            }
             for i in g.analytic.indices where abs(g.analytic[i] - g.numeric[i]) > tolerance * scale {
                 out.append("\(g.name)[\(i)]: analytic \(g.analytic[i]) vs numeric \(g.numeric[i]) (scale \(scale))")
             }
@@ -87,8 +93,10 @@ final class AdaptiveSoftmaxTests: XCTestCase {
     /// scratch must not leak), and returns analytic vs numeric gradient groups: hidden and every
     /// parameter tensor. Gradients and dhidden start from junk, so accumulation is checked too.
     /// Tails are scored 2 rows at a time, so each tail runs several chunks, the last one partial.
-    func softmaxGroups(_ config: AdaptiveSoftmaxConfig, lossScale: Float = 0.37, seed: UInt64 = 3,
-                       file: StaticString = #filePath, line: UInt = #line) -> [Group] {
+    func softmaxGroups(
+        _ config: AdaptiveSoftmaxConfig, lossScale: Float = 0.37, seed: UInt64 = 3,
+        file: StaticString = #filePath, line: UInt = #line
+    ) -> [Group] {
         let M = Self.targets.count, C = config.dModel
         let f = Fixture(config, maxRows: M + 4, tailChunk: 2, embedding: config.tieWeights, seed: seed)
         var rng = SplitMix64(seed: seed &+ 100)
@@ -115,7 +123,8 @@ final class AdaptiveSoftmaxTests: XCTestCase {
             return s
         }
         let ref = reference()
-        XCTAssertEqual(loss, ref, accuracy: 1e-5 * abs(ref), "forward loss vs the Double reference", file: file, line: line)
+        XCTAssertEqual(
+            loss, ref, accuracy: 1e-5 * abs(ref), "forward loss vs the Double reference", file: file, line: line)
         let scaled = { Double(lossScale) * reference() }
 
         var groups: [Group] = []
@@ -136,20 +145,27 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         return groups
     }
 
-    func config(cutoffs: [Int] = cutoffs, divVal: Float, tie: Bool = false, tieProj: Bool = false,
-                projectShortlist: Bool = false) -> AdaptiveSoftmaxConfig {
-        AdaptiveSoftmaxConfig(vocabSize: 23, dModel: 8, cutoffs: cutoffs, divVal: divVal, tieWeights: tie,
-                              tieProjections: tieProj, projectShortlist: projectShortlist)
+    func config(
+        cutoffs: [Int] = cutoffs, divVal: Float, tie: Bool = false, tieProj: Bool = false,
+        projectShortlist: Bool = false
+    ) -> AdaptiveSoftmaxConfig {
+        AdaptiveSoftmaxConfig(
+            vocabSize: 23, dModel: 8, cutoffs: cutoffs, divVal: divVal, tieWeights: tie,
+            tieProjections: tieProj, projectShortlist: projectShortlist)
     }
 
     // MARK: Adaptive softmax
 
     func testSoftmaxGradientDivVal1() {
         let groups = softmaxGroups(config(divVal: 1))
-        XCTAssertEqual(groups.map(\.name), ["hidden", "adaptive_softmax.head.weight",
-            "adaptive_softmax.tail.0.proj.weight", "adaptive_softmax.tail.0.out.weight",
-            "adaptive_softmax.tail.1.proj.weight", "adaptive_softmax.tail.1.out.weight",
-            "adaptive_softmax.tail.2.proj.weight", "adaptive_softmax.tail.2.out.weight"])
+        XCTAssertEqual(
+            groups.map(\.name),
+            [
+                "hidden", "adaptive_softmax.head.weight",
+                "adaptive_softmax.tail.0.proj.weight", "adaptive_softmax.tail.0.out.weight",
+                "adaptive_softmax.tail.1.proj.weight", "adaptive_softmax.tail.1.out.weight",
+                "adaptive_softmax.tail.2.proj.weight", "adaptive_softmax.tail.2.out.weight",
+            ])
         expectMatch(groups, "softmax divVal 1")
     }
 
@@ -187,7 +203,8 @@ final class AdaptiveSoftmaxTests: XCTestCase {
     /// linearForward + crossEntropy + linearBackward with the same weight.
     func testNoCutoffsEqualsPlainSoftmax() {
         let V = 37, C = 16, M = 20, scale: Float = 0.25
-        let f = Fixture(AdaptiveSoftmaxConfig(vocabSize: V, dModel: C, cutoffs: []), maxRows: M, embedding: false, seed: 11)
+        let f = Fixture(
+            AdaptiveSoftmaxConfig(vocabSize: V, dModel: C, cutoffs: []), maxRows: M, embedding: false, seed: 11)
         XCTAssertEqual(f.layout.tensors.map(\.name), ["adaptive_softmax.head.weight"])
         XCTAssertEqual(f.layout.tensors[0].shape, [V, C])
         var rng = SplitMix64(seed: 12)
@@ -220,8 +237,10 @@ final class AdaptiveSoftmaxTests: XCTestCase {
     /// exp(log p) sums to 1 over the vocabulary, and the training forward of one row scores
     /// every word as logProbabilities does.
     func testProbabilitiesSumToOneAndMatchForward() {
-        let configs = [config(divVal: 1), config(divVal: 2), config(divVal: 2, tie: true, tieProj: true, projectShortlist: true),
-                       config(cutoffs: [], divVal: 1), config(cutoffs: [1, 2, 3, 4], divVal: 1.5)]
+        let configs = [
+            config(divVal: 1), config(divVal: 2), config(divVal: 2, tie: true, tieProj: true, projectShortlist: true),
+            config(cutoffs: [], divVal: 1), config(cutoffs: [1, 2, 3, 4], divVal: 1.5),
+        ]
         for c in configs {
             let f = Fixture(c, maxRows: 1, embedding: c.tieWeights, seed: 21)
             var rng = SplitMix64(seed: 22)
@@ -283,8 +302,9 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         }
         XCTAssertLessThan(maxOutErr, 1e-5, "forward vs embedding(of:)")
         let groups = layout.tensors.map { t in
-            Group(name: t.name, analytic: t.range.map { Double(grads[$0] - junk[$0]) },
-                  numeric: t.range.map { i in derivative(get: { params[i] }, set: { params[i] = $0 }, loss: reference) })
+            Group(
+                name: t.name, analytic: t.range.map { Double(grads[$0] - junk[$0]) },
+                numeric: t.range.map { i in derivative(get: { params[i] }, set: { params[i] = $0 }, loss: reference) })
         }
         return (groups, layout)
     }
@@ -292,13 +312,18 @@ final class AdaptiveSoftmaxTests: XCTestCase {
     func testEmbeddingGradient() {
         let (g1, l1) = embeddingGroups(config(divVal: 1), seed: 31)
         expectMatch(g1, "embedding divVal 1")
-        XCTAssertEqual(l1.tensors.map(\.name), ["adaptive_input.embeddings.0.weight",
-            "adaptive_input.embeddings.1.weight", "adaptive_input.projections.1.weight",
-            "adaptive_input.embeddings.2.weight", "adaptive_input.projections.2.weight",
-            "adaptive_input.embeddings.3.weight", "adaptive_input.projections.3.weight"])
+        XCTAssertEqual(
+            l1.tensors.map(\.name),
+            [
+                "adaptive_input.embeddings.0.weight",
+                "adaptive_input.embeddings.1.weight", "adaptive_input.projections.1.weight",
+                "adaptive_input.embeddings.2.weight", "adaptive_input.projections.2.weight",
+                "adaptive_input.embeddings.3.weight", "adaptive_input.projections.3.weight",
+            ])
         let (g2, l2) = embeddingGroups(config(divVal: 2, projectShortlist: true), seed: 32)
         expectMatch(g2, "embedding divVal 2, projected shortlist")
-        XCTAssertEqual(l2.tensors.map(\.shape), [[5, 8], [8, 8], [6, 4], [8, 4], [6, 2], [8, 2], [6, 1], [8, 1]])
+        XCTAssertEqual(
+            l2.tensors.map(\.shape), [[5, 8], [8, 8], [6, 4], [8, 4], [6, 2], [8, 2], [6, 1], [8, 1]])
     }
 
     // MARK: Tied pair
@@ -328,10 +353,11 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         let ref = reference()
         XCTAssertEqual(loss, ref, accuracy: 1e-5 * ref)
         let groups = f.layout.tensors.map { t in
-            Group(name: t.name, analytic: t.range.map { Double(f.grads[$0] - junk[$0]) },
-                  numeric: t.range.map { i in
-                      derivative(get: { f.params[i] }, set: { f.params[i] = $0 }, loss: { Double(scale) * reference() })
-                  })
+            Group(
+                name: t.name, analytic: t.range.map { Double(f.grads[$0] - junk[$0]) },
+                numeric: t.range.map { i in
+                    derivative(get: { f.params[i] }, set: { f.params[i] = $0 }, loss: { Double(scale) * reference() })
+                })
         }
         return (groups, f.layout)
     }
@@ -340,16 +366,20 @@ final class AdaptiveSoftmaxTests: XCTestCase {
         let (g, layout) = tiedGroups(config(divVal: 2, tie: true), seed: 41)
         expectMatch(g, "tied weights divVal 2")
         // The tables are held once; the softmax keeps its cluster rows and its own projections.
-        XCTAssertEqual(layout.tensors.filter { $0.name.hasPrefix("adaptive_softmax.") }.map(\.name),
-                       ["adaptive_softmax.head.clusters.weight", "adaptive_softmax.tail.0.proj.weight",
-                        "adaptive_softmax.tail.1.proj.weight", "adaptive_softmax.tail.2.proj.weight"])
+        XCTAssertEqual(
+            layout.tensors.filter { $0.name.hasPrefix("adaptive_softmax.") }.map(\.name),
+            [
+                "adaptive_softmax.head.clusters.weight", "adaptive_softmax.tail.0.proj.weight",
+                "adaptive_softmax.tail.1.proj.weight", "adaptive_softmax.tail.2.proj.weight",
+            ])
     }
 
     func testTiedWeightsAndProjectionsGradient() {
         let (g, layout) = tiedGroups(config(divVal: 2, tie: true, tieProj: true, projectShortlist: true), seed: 42)
         expectMatch(g, "tied weights+projections divVal 2, projected shortlist")
-        XCTAssertEqual(layout.tensors.filter { $0.name.hasPrefix("adaptive_softmax.") }.map(\.name),
-                       ["adaptive_softmax.head.clusters.weight"])
+        XCTAssertEqual(
+            layout.tensors.filter { $0.name.hasPrefix("adaptive_softmax.") }.map(\.name),
+            ["adaptive_softmax.head.clusters.weight"])
         let (g1, _) = tiedGroups(config(divVal: 1, tie: true, tieProj: true), seed: 43)
         expectMatch(g1, "tied weights+projections divVal 1")
         // One cluster, tied: the ordinary tied embedding / output matrix.
@@ -362,8 +392,9 @@ final class AdaptiveSoftmaxTests: XCTestCase {
 
     func testProblems() {
         XCTAssertEqual(config(divVal: 2).problems(), [])
-        let bad = AdaptiveSoftmaxConfig(vocabSize: 100, dModel: 8, cutoffs: [0, 50, 40, 100], divVal: 0.5,
-                                        tieWeights: false, tieProjections: true)
+        let bad = AdaptiveSoftmaxConfig(
+            vocabSize: 100, dModel: 8, cutoffs: [0, 50, 40, 100], divVal: 0.5,
+            tieWeights: false, tieProjections: true)
         let p = bad.problems()
         XCTAssertEqual(p.count, 5, "\(p)")
         XCTAssertTrue(p.contains { $0.contains("positive") })
@@ -376,19 +407,27 @@ final class AdaptiveSoftmaxTests: XCTestCase {
     /// The WikiText-103 setup (Baevski & Auli): cutoffs 20k/40k/200k, divVal 4, tied weights and
     /// projections; names and shapes as documented.
     func testWikiText103Layout() {
-        let c = AdaptiveSoftmaxConfig(vocabSize: 267_735, dModel: 1024, cutoffs: [20_000, 40_000, 200_000], divVal: 4,
-                                      tieWeights: true, tieProjections: true)
+        let c = AdaptiveSoftmaxConfig(
+            vocabSize: 267_735, dModel: 1024, cutoffs: [20_000, 40_000, 200_000], divVal: 4,
+            tieWeights: true, tieProjections: true)
         var layout = ParameterLayout()
         let emb = AdaptiveEmbedding(config: c, layout: &layout, maxRows: 1)
         let sm = AdaptiveSoftmax(config: c, layout: &layout, maxRows: 1, tiedTo: emb)
-        XCTAssertEqual(layout.tensors.map(\.name), [
-            "adaptive_input.embeddings.0.weight",
-            "adaptive_input.embeddings.1.weight", "adaptive_input.projections.1.weight",
-            "adaptive_input.embeddings.2.weight", "adaptive_input.projections.2.weight",
-            "adaptive_input.embeddings.3.weight", "adaptive_input.projections.3.weight",
-            "adaptive_softmax.head.clusters.weight"])
-        XCTAssertEqual(layout.tensors.map(\.shape), [[20_000, 1024], [20_000, 256], [1024, 256], [160_000, 64],
-                                                     [1024, 64], [67_735, 16], [1024, 16], [3, 1024]])
+        XCTAssertEqual(
+            layout.tensors.map(\.name),
+            [
+                "adaptive_input.embeddings.0.weight",
+                "adaptive_input.embeddings.1.weight", "adaptive_input.projections.1.weight",
+                "adaptive_input.embeddings.2.weight", "adaptive_input.projections.2.weight",
+                "adaptive_input.embeddings.3.weight", "adaptive_input.projections.3.weight",
+                "adaptive_softmax.head.clusters.weight",
+            ])
+        XCTAssertEqual(
+            layout.tensors.map(\.shape),
+            [
+                [20_000, 1024], [20_000, 256], [1024, 256], [160_000, 64],
+                [1024, 64], [67_735, 16], [1024, 16], [3, 1024],
+            ])
         XCTAssertEqual(sm.registered.map(\.name), ["adaptive_softmax.head.clusters.weight"])
         XCTAssertEqual(c.headSize, 20_003)
     }

@@ -7,8 +7,10 @@ import FFKernels
 /// differences of `loss` at `indices`, Richardson-extrapolated: fp32 forces large steps, and the
 /// extrapolation cancels their h² error. Fails on a relative L2 error above 1e-2 and names the
 /// worst tensor.
-func assertGradientMatchesFiniteDifferences(_ model: TrainableModel, at indices: [Int], loss: () -> Double,
-                                            file: StaticString = #filePath, line: UInt = #line) {
+func assertGradientMatchesFiniteDifferences(
+    _ model: TrainableModel, at indices: [Int], loss: () -> Double,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     var num = 0.0, den = 0.0, worst = (0.0, "")
     func central(_ i: Int, _ h: Float) -> Double {
         let old = model.params[i]
@@ -32,7 +34,9 @@ func assertGradientMatchesFiniteDifferences(_ model: TrainableModel, at indices:
 func sampleIndices(_ layout: ParameterLayout, _ rng: inout SplitMix64, whole: (String) -> Bool) -> [Int] {
     var idx: [Int] = []
     for t in layout.tensors {
-        if whole(t.name) { idx += Array(t.range) } else {
+        if whole(t.name) {
+            idx += Array(t.range)
+        } else {
             for _ in 0..<3 { idx.append(t.offset + rng.nextInt(below: t.count)) }
         }
     }

@@ -4,11 +4,13 @@ import FFKernels
 @testable import FFModel
 
 final class IncrementalDecoderTests: XCTestCase {
-    func model(_ attention: AttentionKind, norm: NormPlacement = .pre, positions: PositionKind = .sinusoidal,
-               context: Int = 12) -> LanguageModel {
+    func model(
+        _ attention: AttentionKind, norm: NormPlacement = .pre, positions: PositionKind = .sinusoidal,
+        context: Int = 12
+    ) -> LanguageModel {
         var c = LMConfig(vocabSize: 37, layers: 2, dModel: 24, heads: 3, dFF: 40, context: context)
         c.attention = attention; c.norm = norm; c.positions = positions; c.dropout = 0
-        c.initStd = 0.2 // large enough that attention is far from uniform
+        c.initStd = 0.2  // large enough that attention is far from uniform
         let m = LanguageModel(config: c, maxBatch: 1)
         m.initialize(seed: 7)
         // R entries that differ by head and dimension, so a wrong index would show.
@@ -23,7 +25,7 @@ final class IncrementalDecoderTests: XCTestCase {
     func fullLogits(_ m: LanguageModel, _ tokens: [Int32]) -> [Float] {
         let T = m.config.context, V = m.config.vocabSize
         let inputs = tokens + [Int32](repeating: 0, count: T - tokens.count)
-        let targets = [Int32](repeating: -1, count: T) // -1 rows keep their logits
+        let targets = [Int32](repeating: -1, count: T)  // -1 rows keep their logits
         _ = m.forward(tokens: inputs, targets: targets, batch: 1, mode: .eval)
         return Array(UnsafeBufferPointer(start: m.logits, count: T * V))
     }
@@ -52,7 +54,10 @@ final class IncrementalDecoderTests: XCTestCase {
                     }
                 }
                 print("cached vs full forward, \(name) \(norm) \(positions): max |diff| \(worst), max |logit| \(scale)")
-                XCTAssertLessThan(worst, 1e-5 * max(1, scale), "\(name) \(norm) \(positions): max |diff| \(worst), max |logit| \(scale)")
+                XCTAssertLessThan(
+                    worst, 1e-5 * max(1, scale),
+                    "\(name) \(norm) \(positions): max |diff| \(worst), "
+                        + "max |logit| \(scale)")
             }
         }
     }
@@ -63,14 +68,17 @@ final class IncrementalDecoderTests: XCTestCase {
         for norm in [NormPlacement.post, .pre] {
             var c = LMConfig(vocabSize: 60, layers: 2, dModel: 16, heads: 2, dFF: 32, context: 8)
             c.attention = .fourier(FourierSpec(), rInit: 1); c.norm = norm; c.dropout = 0; c.initStd = 0.2
-            c.adaptive = AdaptiveSoftmaxConfig(vocabSize: 60, dModel: 16, cutoffs: [20, 40], divVal: 2, tieWeights: true,
-                                               tieProjections: true)
+            c.adaptive = AdaptiveSoftmaxConfig(
+                vocabSize: 60, dModel: 16, cutoffs: [20, 40], divVal: 2, tieWeights: true,
+                tieProjections: true)
             let m = LanguageModel(config: c, maxBatch: 1)
             m.initialize(seed: 5)
             let tokens: [Int32] = [3, 45, 12, 59, 0, 21, 33, 7]
             _ = m.forward(tokens: tokens, targets: tokens, batch: 1, mode: .eval)
             let hidden = norm == .pre ? m.lnfOut : m.stack.layerOutput(c.layers - 1)
-            let full = (0..<8).map { t in m.adaptiveOutput!.logProbabilities(Array(UnsafeBufferPointer(start: hidden + t * 16, count: 16))) }
+            let full = (0..<8).map { t in
+                m.adaptiveOutput!.logProbabilities(Array(UnsafeBufferPointer(start: hidden + t * 16, count: 16)))
+            }
             let dec = IncrementalDecoder(model: m)
             var worst = 0.0
             for t in 0..<8 {
@@ -87,7 +95,7 @@ final class IncrementalDecoderTests: XCTestCase {
             let gen = TextGenerator(model: m, options: SamplingOptions(temperature: 0))
             let tokens: [Int32] = (0..<19).map { Int32(($0 * 7) % 37) }
             let logits = Array(gen.feed(tokens))
-            XCTAssertEqual(gen.window.count, 7, name) // 19 tokens: slides at 9 and 13 and 17, keeping 4 each time
+            XCTAssertEqual(gen.window.count, 7, name)  // 19 tokens: slides at 9 and 13 and 17, keeping 4 each time
             XCTAssertEqual(gen.window, Array(tokens.suffix(7)), name)
             let full = fullLogits(m, gen.window)
             let V = m.config.vocabSize, t = gen.window.count - 1
@@ -130,12 +138,14 @@ final class IncrementalDecoderTests: XCTestCase {
             for step in 1...150 {
                 model.grads.zero()
                 _ = keys.withUnsafeBufferPointer {
-                    model.forward(tokens: inputs, targets: targets, batch: 1,
-                                  mode: .train(lossScale: 1.0 / 12, dropoutKeys: $0.baseAddress!))
+                    model.forward(
+                        tokens: inputs, targets: targets, batch: 1,
+                        mode: .train(lossScale: 1.0 / 12, dropoutKeys: $0.baseAddress!))
                 }
                 model.backward()
-                opt.update(layout: model.layout, params: model.params, grads: model.grads, m: m, v: v, lr: 1e-2,
-                           step: step, gradScale: 1)
+                opt.update(
+                    layout: model.layout, params: model.params, grads: model.grads, m: m, v: v, lr: 1e-2,
+                    step: step, gradScale: 1)
             }
             let gen = TextGenerator(model: model, options: SamplingOptions(temperature: 0))
             let out = gen.generate(prompt: Array(seq.prefix(3)), maxTokens: 10)

@@ -20,16 +20,18 @@ final class LanguageModelGradientTests: XCTestCase {
         var rng = SplitMix64(seed: 9)
         let tokens = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: config.vocabSize)) }
         var targets = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: config.vocabSize)) }
-        targets[3] = -1 // ignored position
+        targets[3] = -1  // ignored position
         let keys: [UInt64] = [11, 12]
         func loss() -> Double {
             keys.withUnsafeBufferPointer { k in
-                model.forward(tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+                model.forward(
+                    tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
             }
         }
         model.grads.zero()
         _ = keys.withUnsafeBufferPointer { k in
-            model.forward(tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
+            model.forward(
+                tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
         }
         model.backward()
         let idx = sampleIndices(model.layout, &rng) { $0.hasSuffix("attn.R") }
@@ -40,8 +42,9 @@ final class LanguageModelGradientTests: XCTestCase {
         for tie in [false, true] {
             var c = tinyConfig()
             c.tieEmbeddings = tie
-            c.adaptive = AdaptiveSoftmaxConfig(vocabSize: c.vocabSize, dModel: c.dModel, cutoffs: [4, 8], divVal: 2,
-                                               tieWeights: tie, tieProjections: tie)
+            c.adaptive = AdaptiveSoftmaxConfig(
+                vocabSize: c.vocabSize, dModel: c.dModel, cutoffs: [4, 8], divVal: 2,
+                tieWeights: tie, tieProjections: tie)
             checkGradient(c)
         }
     }
@@ -62,10 +65,17 @@ final class LanguageModelGradientTests: XCTestCase {
             (b.params.pointer + t.offset).update(from: a.params.pointer + src.offset, count: t.count)
         }
         var rng = SplitMix64(seed: 2)
-        let tokens = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) }, targets = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) }
+        let tokens = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) },
+            targets = (0..<12).map { _ in Int32(rng.nextInt(below: 11)) }
         let keys: [UInt64] = [1, 2]
-        let la = keys.withUnsafeBufferPointer { a.forward(tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!)) }
-        let lb = keys.withUnsafeBufferPointer { b.forward(tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!)) }
+        let la = keys.withUnsafeBufferPointer {
+            a.forward(
+                tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!))
+        }
+        let lb = keys.withUnsafeBufferPointer {
+            b.forward(
+                tokens: tokens, targets: targets, batch: 2, mode: .train(lossScale: 0.5, dropoutKeys: $0.baseAddress!))
+        }
         XCTAssertEqual(la, lb, accuracy: 1e-5 * la)
         a.backward(); b.backward()
         var worst: Float = 0

@@ -11,7 +11,7 @@ final class LanguageModelOutputTests: XCTestCase {
     var config: LMConfig = {
         var c = LMConfig(vocabSize: 11, layers: 1, dModel: 16, heads: 2, dFF: 24, context: 6)
         c.initStd = 0.3
-        c.activation = .gelu // smooth: finite differences across a ReLU kink mean nothing
+        c.activation = .gelu  // smooth: finite differences across a ReLU kink mean nothing
         return c
     }()
     var rng = SplitMix64(seed: 17)
@@ -23,8 +23,9 @@ final class LanguageModelOutputTests: XCTestCase {
 
     func run(_ model: LanguageModel, lossScale: Float) -> Double {
         keys.withUnsafeBufferPointer {
-            model.forward(tokens: tokens, targets: targets, batch: B,
-                          mode: .train(lossScale: lossScale, dropoutKeys: $0.baseAddress!))
+            model.forward(
+                tokens: tokens, targets: targets, batch: B,
+                mode: .train(lossScale: lossScale, dropoutKeys: $0.baseAddress!))
         }
     }
 

@@ -19,11 +19,16 @@ final class TrainingTests: XCTestCase {
             let keys: [UInt64] = [0]
             for step in 1...150 {
                 model.grads.zero()
-                loss = keys.withUnsafeBufferPointer {
-                    model.forward(tokens: inputs, targets: targets, batch: 1, mode: .train(lossScale: 1.0 / 12, dropoutKeys: $0.baseAddress!))
-                } / 12
+                loss =
+                    keys.withUnsafeBufferPointer {
+                        model.forward(
+                            tokens: inputs, targets: targets, batch: 1,
+                            mode: .train(lossScale: 1.0 / 12, dropoutKeys: $0.baseAddress!))
+                    } / 12
                 model.backward()
-                opt.update(layout: model.layout, params: model.params, grads: model.grads, m: m, v: v, lr: 1e-2, step: step, gradScale: 1)
+                opt.update(
+                    layout: model.layout, params: model.params, grads: model.grads, m: m, v: v, lr: 1e-2, step: step,
+                    gradScale: 1)
             }
             XCTAssertLessThan(loss, 0.05, "\(attention.name) did not memorise: loss \(loss)")
             let eval = model.forward(tokens: inputs, targets: targets, batch: 1, mode: .eval) / 12
@@ -43,8 +48,8 @@ final class TrainingTests: XCTestCase {
         // Step 1: m̂ = g', v̂ = g'^2, so the update is lr * sign(g') (plus decay on decaying tensors).
         XCTAssertEqual(p[0], 1 * (1 - 0.001) - 0.01, accuracy: 1e-6)
         XCTAssertEqual(p[1], -2 * (1 - 0.001) + 0.01, accuracy: 1e-6)
-        XCTAssertEqual(p[2], 0.5 - 0.01, accuracy: 1e-6)    // no decay on "b"
-        XCTAssertEqual(m[2], 0.1 * 1.0, accuracy: 1e-6)     // (1 - beta1) * g * gradScale
+        XCTAssertEqual(p[2], 0.5 - 0.01, accuracy: 1e-6)  // no decay on "b"
+        XCTAssertEqual(m[2], 0.1 * 1.0, accuracy: 1e-6)  // (1 - beta1) * g * gradScale
         XCTAssertEqual(v[2], 0.01 * 1.0, accuracy: 1e-6)
     }
 
@@ -65,6 +70,6 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(a.params[a.layout["blocks.0.attn.R"]!.offset], 2.0)
         XCTAssertEqual(a.layout["blocks.0.attn.qkv.weight"]?.shape, [24, 8])
         XCTAssertFalse(a.layout["blocks.0.attn.R"]!.decays)
-        XCTAssertNil(a.layout["lm_head.weight"]) // tied
+        XCTAssertNil(a.layout["lm_head.weight"])  // tied
     }
 }

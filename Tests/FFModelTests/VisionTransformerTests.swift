@@ -33,12 +33,14 @@ final class VisionTransformerTests: XCTestCase {
         let keys: [UInt64] = [1, 2, 3]
         func loss() -> Double {
             keys.withUnsafeBufferPointer { k in
-                model.forward(images: images, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+                model.forward(
+                    images: images, targets: targets, batch: B, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
             }
         }
         model.grads.zero()
         _ = keys.withUnsafeBufferPointer { k in
-            model.forward(images: images, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
+            model.forward(
+                images: images, targets: targets, batch: B, mode: .train(lossScale: 1, dropoutKeys: k.baseAddress!))
         }
         model.backward()
         let idx = sampleIndices(model.layout, &rng) { $0.hasSuffix("attn.R") || $0 == "cls_token" }
@@ -74,7 +76,8 @@ final class VisionTransformerTests: XCTestCase {
         for key in UInt64(0)..<16 {
             let keys: [UInt64] = [key, key + 100]
             let t = keys.withUnsafeBufferPointer { k in
-                model.forward(images: images, targets: targets, batch: 2, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
+                model.forward(
+                    images: images, targets: targets, batch: 2, mode: .train(lossScale: 0, dropoutKeys: k.baseAddress!))
             }
             if abs(t - e1) > 1e-6 { differs += 1 }
         }
@@ -93,7 +96,7 @@ final class VisionTransformerTests: XCTestCase {
     /// written out here as the plain sum.
     func testPatchWindowIsAPaddedStridedConvolution() {
         var c = tinyConfig(.softmax)
-        c.imageSize = 12; c.patch = 4; c.patchWindow = 6 // 3 × 3 patches, padding 1
+        c.imageSize = 12; c.patch = 4; c.patchWindow = 6  // 3 × 3 patches, padding 1
         let B = 2, S = c.imageSize, Ch = c.channels, W = c.patchWindow, P = c.patch, G = c.patchesPerSide
         let model = VisionTransformer(config: c, maxBatch: B, threads: 1)
         model.initialize(seed: 5)
@@ -102,7 +105,8 @@ final class VisionTransformerTests: XCTestCase {
         let targets = [Float](repeating: 1 / Float(c.classes), count: B * c.classes)
         _ = model.forward(images: images, targets: targets, batch: B, mode: .eval)
         let p = model.params.pointer
-        let weight = p + model.layout["patch_embed.proj.weight"]!.offset, bias = p + model.layout["patch_embed.proj.bias"]!.offset
+        let weight = p + model.layout["patch_embed.proj.weight"]!.offset,
+            bias = p + model.layout["patch_embed.proj.bias"]!.offset
         var worst = 0.0
         for b in 0..<B {
             for gy in 0..<G {
@@ -114,7 +118,9 @@ final class VisionTransformerTests: XCTestCase {
                                 for x in 0..<W {
                                     let sy = gy * P - 1 + y, sx = gx * P - 1 + x
                                     guard (0..<S).contains(sy), (0..<S).contains(sx) else { continue }
-                                    sum += Double(weight[((o * Ch + ch) * W + y) * W + x]) * Double(images[((b * Ch + ch) * S + sy) * S + sx])
+                                    sum +=
+                                        Double(weight[((o * Ch + ch) * W + y) * W + x])
+                                        * Double(images[((b * Ch + ch) * S + sy) * S + sx])
                                 }
                             }
                         }

@@ -18,11 +18,11 @@ final class AttentionHealthTests: XCTestCase {
 
     func config(_ overrides: [String] = []) throws -> TrainConfig {
         let yaml = """
-        run: {name: r, dir: \(dir!)/runs, seed: 7}
-        data: {dir: \(dir!)/data}
-        model: {layers: 3, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: 0.0}
-        train: {steps: 40, batch_size: 8, lr: 3.0e-3, warmup_steps: 4, threads: 1, log_every: 5}
-        """
+            run: {name: r, dir: \(dir!)/runs, seed: 7}
+            data: {dir: \(dir!)/data}
+            model: {layers: 3, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: 0.0}
+            train: {steps: 40, batch_size: 8, lr: 3.0e-3, warmup_steps: 4, threads: 1, log_every: 5}
+            """
         var tree = try ConfigReader.parse(yaml: yaml, source: "test.yaml")
         try ConfigReader.applyOverrides(overrides, to: &tree)
         return try TrainConfig.parse(tree: tree, source: "test.yaml")
@@ -30,7 +30,9 @@ final class AttentionHealthTests: XCTestCase {
 
     func metricLines(_ cfg: TrainConfig) throws -> [[String: Any]] {
         let text = try String(contentsOfFile: cfg.runDirectory + "/metrics.jsonl", encoding: .utf8)
-        return try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        return try text.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
     }
 
     /// `auto` is the default, and R then gives the median query/key pair of the calibration
@@ -58,7 +60,9 @@ final class AttentionHealthTests: XCTestCase {
                             for h in 0..<4 {
                                 var y = 1.0
                                 for d in 0..<8 {
-                                    let u = Double(chosen[l]) * Double(qkv[i * 96 + h * 8 + d] - qkv[j * 96 + 32 + h * 8 + d])
+                                    let u =
+                                        Double(chosen[l])
+                                        * Double(qkv[i * 96 + h * 8 + d] - qkv[j * 96 + 32 + h * 8 + d])
                                     y *= u == 0 ? 1 : sin(u) / u
                                 }
                                 w.append(pow(y, 4))
@@ -73,7 +77,8 @@ final class AttentionHealthTests: XCTestCase {
         let fixed = try config(["model.attention.r_init=2.0"])
         XCTAssertNil(fixed.model.rCalibration)
         XCTAssertThrowsError(try config(["model.attention.r_init=-1"])) { e in
-            XCTAssertTrue("\(e)".contains("model.attention.r_init") && "\(e)".contains("positive number or auto"), "\(e)")
+            XCTAssertTrue(
+                "\(e)".contains("model.attention.r_init") && "\(e)".contains("positive number or auto"), "\(e)")
         }
         XCTAssertThrowsError(try config(["model.attention.r_target=1.5"])) { e in
             XCTAssertTrue("\(e)".contains("model.attention.r_target"), "\(e)")
@@ -97,7 +102,10 @@ final class AttentionHealthTests: XCTestCase {
         XCTAssertNotNil(try c.resume(from: cfg.checkpointDirectory + "/step-00000003"))
         var events: [TrainEvent] = []
         try c.run { events.append($0) }
-        XCTAssertFalse(events.contains { if case .calibrated = $0 { return true }; return false })
+        XCTAssertFalse(
+            events.contains {
+                if case .calibrated = $0 { return true }; return false
+            })
         XCTAssertEqual(try metricLines(cfg).filter { $0["event"] as? String == "r_calibrated" }.count, 1)
         XCTAssertEqual(c.workload.params.array, a.workload.params.array)
     }
@@ -108,7 +116,9 @@ final class AttentionHealthTests: XCTestCase {
         let bad = try config(["model.attention.r_init=60", "run.name=bad", "train.steps=20"])
         var events: [TrainEvent] = []
         try Trainer(config: bad).run { events.append($0) }
-        let alarms = events.compactMap { e -> Collapse? in if case .collapse(let c) = e { return c }; return nil }
+        let alarms = events.compactMap { e -> Collapse? in
+            if case .collapse(let c) = e { return c }; return nil
+        }
         XCTAssertEqual(Set(alarms.map(\.layer)), [0, 1, 2], "every layer collapses at R = 60")
         XCTAssertEqual(alarms.count, 3, "one alarm per layer")
         XCTAssertEqual(alarms[0].since, 1)
@@ -118,7 +128,10 @@ final class AttentionHealthTests: XCTestCase {
         let good = try config(["run.name=good"])
         events = []
         try Trainer(config: good).run { events.append($0) }
-        XCTAssertFalse(events.contains { if case .collapse = $0 { return true }; return false })
+        XCTAssertFalse(
+            events.contains {
+                if case .collapse = $0 { return true }; return false
+            })
         let health = try metricLines(good).compactMap { $0["attn_health"] as? [[String: Any]] }
         XCTAssertEqual(health.count, 9, "steps 1, 5, ..., 40")
         for h in health.last! {

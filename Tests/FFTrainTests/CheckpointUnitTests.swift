@@ -13,7 +13,8 @@ final class CheckpointUnitTests: XCTestCase {
             if s != 2 && s != 9 { FileManager.default.createFile(atPath: d + "/trainer_state.json", contents: Data()) }
         }
         // An uncommitted folder newer than every committed one may still be being written: kept.
-        try FileManager.default.createDirectory(atPath: root + "/" + Checkpoint.folderName(step: 9), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: root + "/" + Checkpoint.folderName(step: 9), withIntermediateDirectories: true)
         Checkpoint.prune(root: root, keepLast: 3, keepEvery: 4)
         let left = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
         XCTAssertEqual(left, [4, 6, 7, 8, 9].map { Checkpoint.folderName(step: $0) })
@@ -43,8 +44,9 @@ final class CheckpointUnitTests: XCTestCase {
         }
         XCTAssertEqual(try digest(Data()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         XCTAssertEqual(try digest(Data("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual(FileDigest.sha256(Data("abc".utf8)),
-                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(
+            FileDigest.sha256(Data("abc".utf8)),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         // 1,000,000 x "a", read in pieces that do not divide it (nor the 64-byte block).
         let million = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
         XCTAssertEqual(try digest(Data(repeating: 0x61, count: 1_000_000), chunk: 999), million)

@@ -5,17 +5,17 @@ import FFKernels
 
 final class ConfigTests: XCTestCase {
     let base = """
-    run: {name: t, dir: /tmp/x, seed: 7}
-    data: {dir: /tmp/d}
-    model:
-      layers: 2
-      d_model: 32
-      heads: 4
-      d_ff: 64
-      context: 16
-      attention: {kind: fourier, eps: 1.0e-6, r_mode: per_head, r_init: 1.5}
-    train: {steps: 10, batch_size: 4, lr: 1.0e-3}
-    """
+        run: {name: t, dir: /tmp/x, seed: 7}
+        data: {dir: /tmp/d}
+        model:
+          layers: 2
+          d_model: 32
+          heads: 4
+          d_ff: 64
+          context: 16
+          attention: {kind: fourier, eps: 1.0e-6, r_mode: per_head, r_init: 1.5}
+        train: {steps: 10, batch_size: 4, lr: 1.0e-3}
+        """
 
     func parse(_ yaml: String, _ overrides: [String] = []) throws -> TrainConfig {
         var tree = try ConfigReader.parse(yaml: yaml, source: "c.yaml")
@@ -26,8 +26,9 @@ final class ConfigTests: XCTestCase {
     func assertError(_ yaml: String, _ overrides: [String] = [], contains: String, line: UInt = #line) {
         XCTAssertThrowsError(try parse(yaml, overrides), line: line) { e in
             XCTAssertTrue("\(e)".contains(contains), "message was: \(e)", line: line)
-            XCTAssertTrue("\(e)".hasPrefix("c.yaml") || "\(e)".hasPrefix("--set"), "message names the file: \(e)",
-                          line: line)
+            XCTAssertTrue(
+                "\(e)".hasPrefix("c.yaml") || "\(e)".hasPrefix("--set"), "message names the file: \(e)",
+                line: line)
         }
     }
 
@@ -53,16 +54,20 @@ final class ConfigTests: XCTestCase {
     }
 
     let vit = """
-    run: {name: v, dir: /tmp/x}
-    data: {dir: /usr/share/datasets/fashion-mnist, valid_holdout: 100}
-    model: {kind: vit, patch: 7, layers: 2, d_model: 32, heads: 2, d_ff: 64}
-    augment: {crop_padding: 2, flip: true, mixup: 0.8, cutmix: 1.0, erase: 0.25, label_smoothing: 0.1}
-    train: {steps: 10, batch_size: 8, lr: 1.0e-3, ema: 0.99}
-    """
+        run: {name: v, dir: /tmp/x}
+        data: {dir: /usr/share/datasets/fashion-mnist, valid_holdout: 100}
+        model: {kind: vit, patch: 7, layers: 2, d_model: 32, heads: 2, d_ff: 64}
+        augment: {crop_padding: 2, flip: true, mixup: 0.8, cutmix: 1.0, erase: 0.25, label_smoothing: 0.1}
+        train: {steps: 10, batch_size: 8, lr: 1.0e-3, ema: 0.99}
+        """
 
     func testAdaptiveOutputConfig() throws {
-        let c = try parse(base, ["model.output=adaptive", "model.adaptive.cutoffs=[2000, 4000]",
-                                 "model.adaptive.div_val=2"])
+        let c = try parse(
+            base,
+            [
+                "model.output=adaptive", "model.adaptive.cutoffs=[2000, 4000]",
+                "model.adaptive.div_val=2",
+            ])
         XCTAssertEqual(c.model.adaptive, .init(cutoffs: [2000, 4000], divVal: 2, tieProjections: true))
         let lm = c.model.lmConfig(vocabSize: 5000)
         XCTAssertEqual(lm.adaptive?.tieWeights, true, "tie_embeddings ties the adaptive input and output")
@@ -116,8 +121,9 @@ final class ConfigTests: XCTestCase {
         let misspelt = base.replacingOccurrences(of: "batch_size: 4", with: "batch_szie: 4")
         assertError(misspelt, contains: "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
         assertError(base, ["model.attention.rmode=scalar"], contains: "(did you mean 'model.attention.r_mode'?)")
-        assertError(base, ["train.dropout=0.2"],
-                    contains: "unknown key 'train.dropout' (did you mean 'model.dropout'?)")
+        assertError(
+            base, ["train.dropout=0.2"],
+            contains: "unknown key 'train.dropout' (did you mean 'model.dropout'?)")
         assertError(base, ["trian.threads=2"], contains: "(did you mean 'train'?)")
         assertError("run: {name: t}", contains: "data.dir: missing")
     }

@@ -42,8 +42,11 @@ final class HostileInputTests: XCTestCase {
     /// Inputs kept from fuzzing (crashes once found, and interesting cases): each must be rejected
     /// or accepted cleanly. File names start with the reader's kind.
     func testRegressionCorpus() throws {
-        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("HostileCorpus").path
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasPrefix(".") && $0 != "README.md" }
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("HostileCorpus")
+            .path
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter {
+            !$0.hasPrefix(".") && $0 != "README.md"
+        }
         XCTAssertFalse(files.isEmpty)
         for f in files {
             guard let kind = HostileInput.Kind.allCases.first(where: { f.hasPrefix($0.rawValue + "-") }) else {
@@ -66,7 +69,10 @@ final class HostileInputTests: XCTestCase {
         }
         let cases: [(Data, String)] = [
             (file("{}", claimedLength: UInt64.max), "header length"),
-            (file(#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, dataBytes: 16), "overflows"),
+            (
+                file(#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, dataBytes: 16),
+                "overflows"
+            ),
             (file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, dataBytes: 8), "do not fit"),
             (file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8000000000]}}"#, dataBytes: 8), "do not fit"),
             (file(#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, dataBytes: 8), "negative"),
@@ -74,13 +80,23 @@ final class HostileInputTests: XCTestCase {
             (file("[1,2]"), "not a JSON object"),
             // The reference library's rules: contiguous, in order, covering the data exactly.
             (file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, dataBytes: 8), "leaving a gap"),
-            (file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-                  dataBytes: 8), "overlapping"),
-            (file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, dataBytes: 8), "cover 4 bytes of data, the file holds 8"),
-            (file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"n":1}}"#, dataBytes: 4),
-             "__metadata__ must be a map of strings to strings"),
-            (file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":[]}"#, dataBytes: 4),
-             "__metadata__ must be"),
+            (
+                file(
+                    #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                    dataBytes: 8), "overlapping"
+            ),
+            (
+                file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, dataBytes: 8),
+                "cover 4 bytes of data, the file holds 8"
+            ),
+            (
+                file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"n":1}}"#, dataBytes: 4),
+                "__metadata__ must be a map of strings to strings"
+            ),
+            (
+                file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":[]}"#, dataBytes: 4),
+                "__metadata__ must be"
+            ),
         ]
         for (data, expected) in cases {
             let err = HostileInput.probe(.safetensors, data, scratch: scratch)
@@ -90,19 +106,22 @@ final class HostileInputTests: XCTestCase {
 
     func testHostileTrainerStatesAreRefused() {
         let base = String(decoding: HostileInput.seeds(.trainerState)[0], as: UTF8.self)
-        let cases = [("\"shards\":2", "\"shards\":-1", "out of range"),
-                     ("\"model-00001-of-00002.safetensors\"", "\"..\\/..\\/etc\\/passwd\"", "not a plain name"),
-                     ("\"step\":10", "\"step\":-5", "step: -5 is out of range (0 ... 2^53)"),
-                     ("\"step\":10", "\"step\":1e30", "trainer_state.json: step: 1e30 is out of range (0 ... 2^53)"),
-                     ("\"step\":10", "\"step\":2.5", "step: 2.5 is not an integer"),
-                     ("\"step\":10", "\"step\":\"ten\"", "step: expected an integer"),
-                     ("\"step\":10,", "", "step missing"),
-                     ("\"global_batch\":8", "\"global_batch\":0", "global_batch: 0 is out of range (1 ... 1000000)"),
-                     ("\"seed\":5", "\"seed\":1e20", "seed: 1e20 is out of range")]
+        let cases = [
+            ("\"shards\":2", "\"shards\":-1", "out of range"),
+            ("\"model-00001-of-00002.safetensors\"", "\"..\\/..\\/etc\\/passwd\"", "not a plain name"),
+            ("\"step\":10", "\"step\":-5", "step: -5 is out of range (0 ... 2^53)"),
+            ("\"step\":10", "\"step\":1e30", "trainer_state.json: step: 1e30 is out of range (0 ... 2^53)"),
+            ("\"step\":10", "\"step\":2.5", "step: 2.5 is not an integer"),
+            ("\"step\":10", "\"step\":\"ten\"", "step: expected an integer"),
+            ("\"step\":10,", "", "step missing"),
+            ("\"global_batch\":8", "\"global_batch\":0", "global_batch: 0 is out of range (1 ... 1000000)"),
+            ("\"seed\":5", "\"seed\":1e20", "seed: 1e20 is out of range"),
+        ]
         let path = scratch + "/trainer_state.json"
         for (from, to, expected) in cases {
             XCTAssertTrue(base.contains(from), "seed lacks \(from): \(base)")
-            let err = HostileInput.probe(.trainerState, Data(base.replacingOccurrences(of: from, with: to).utf8), scratch: path)
+            let err = HostileInput.probe(
+                .trainerState, Data(base.replacingOccurrences(of: from, with: to).utf8), scratch: path)
             XCTAssertTrue(err?.contains(expected) == true, "expected '\(expected)', got \(err ?? "accepted")")
         }
     }

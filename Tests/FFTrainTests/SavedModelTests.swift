@@ -7,11 +7,11 @@ import FFKernels
 final class SavedModelTests: XCTestCase {
     func config(_ model: String) throws -> TrainConfig {
         let yaml = """
-        run: {name: t, dir: /tmp/x, seed: 7}
-        data: {dir: /tmp/d}
-        model: {\(model)}
-        train: {steps: 10, batch_size: 4, lr: 1.0e-3}
-        """
+            run: {name: t, dir: /tmp/x, seed: 7}
+            data: {dir: /tmp/d}
+            model: {\(model)}
+            train: {steps: 10, batch_size: 4, lr: 1.0e-3}
+            """
         return try TrainConfig.parse(tree: try ConfigReader.parse(yaml: yaml, source: "c.yaml"), source: "c.yaml")
     }
 
@@ -21,7 +21,8 @@ final class SavedModelTests: XCTestCase {
             "layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, attention: {kind: fourier, r_mode: per_dim, p: 2}",
             "layers: 1, d_model: 16, heads: 2, d_ff: 8, context: 8, norm: pre, positions: learned, activation: gelu, "
                 + "tie_embeddings: false, scale_embeddings: false, attention: {kind: softmax}",
-            "layers: 1, d_model: 16, heads: 2, d_ff: 8, context: 8, output: adaptive, adaptive: {cutoffs: [20, 40], div_val: 2}",
+            "layers: 1, d_model: 16, heads: 2, d_ff: 8, context: 8, output: adaptive, adaptive: {cutoffs: [20, 40], "
+                + "div_val: 2}",
         ]
         for m in models {
             let cfg = try config(m)

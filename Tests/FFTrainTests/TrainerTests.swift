@@ -18,11 +18,11 @@ final class TrainerTests: XCTestCase {
 
     func config(_ overrides: [String] = []) throws -> TrainConfig {
         let yaml = """
-        run: {name: r, dir: \(dir!)/runs, seed: 5}
-        data: {dir: \(dir!)/data}
-        model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: 0.0, norm: pre}
-        train: {steps: 60, batch_size: 8, lr: 3.0e-3, warmup_steps: 5, threads: 1, log_every: 20}
-        """
+            run: {name: r, dir: \(dir!)/runs, seed: 5}
+            data: {dir: \(dir!)/data}
+            model: {layers: 2, d_model: 32, heads: 4, d_ff: 64, context: 16, dropout: 0.0, norm: pre}
+            train: {steps: 60, batch_size: 8, lr: 3.0e-3, warmup_steps: 5, threads: 1, log_every: 20}
+            """
         var tree = try ConfigReader.parse(yaml: yaml, source: "test.yaml")
         try ConfigReader.applyOverrides(overrides, to: &tree)
         return try TrainConfig.parse(tree: tree, source: "test.yaml")
@@ -35,7 +35,10 @@ final class TrainerTests: XCTestCase {
             var events: [TrainEvent] = []
             let summary = try trainer.run { events.append($0) }
             XCTAssertLessThan(summary.test.perplexity!, 0.5 * summary.test.unigramPerplexity!, kind)
-            XCTAssertTrue(events.contains { if case .step(let m) = $0 { return m.step == 60 }; return false })
+            XCTAssertTrue(
+                events.contains {
+                    if case .step(let m) = $0 { return m.step == 60 }; return false
+                })
             let metrics = try String(contentsOfFile: cfg.runDirectory + "/metrics.jsonl", encoding: .utf8)
             let lines = metrics.split(separator: "\n")
             XCTAssertGreaterThanOrEqual(lines.count, 4)
@@ -84,9 +87,12 @@ final class TrainerTests: XCTestCase {
         let values: [Float] = [1, -2, 3.5, 4, 5, 6]
         let path = dir + "/t.safetensors"
         try values.withUnsafeBufferPointer { buf in
-            try Safetensors.write([.init(name: "a", shape: [2, 2], data: UnsafeBufferPointer(rebasing: buf[0..<4])),
-                                   .init(name: "b", shape: [2], data: UnsafeBufferPointer(rebasing: buf[4..<6]))],
-                                  metadata: ["k": "v"], to: path)
+            try Safetensors.write(
+                [
+                    .init(name: "a", shape: [2, 2], data: UnsafeBufferPointer(rebasing: buf[0..<4])),
+                    .init(name: "b", shape: [2], data: UnsafeBufferPointer(rebasing: buf[4..<6])),
+                ],
+                metadata: ["k": "v"], to: path)
         }
         let (t, meta) = try Safetensors.read(path: path)
         XCTAssertEqual(t["a"]?.shape, [2, 2]); XCTAssertEqual(t["a"]?.values, [1, -2, 3.5, 4])
@@ -95,7 +101,9 @@ final class TrainerTests: XCTestCase {
         let headerLen = Int(raw.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         XCTAssertEqual(headerLen % 8, 0)
         try raw.prefix(raw.count - 4).write(to: URL(fileURLWithPath: path))
-        XCTAssertThrowsError(try Safetensors.read(path: path)) { e in XCTAssertTrue("\(e)".contains("do not fit"), "\(e)") }
+        XCTAssertThrowsError(try Safetensors.read(path: path)) { e in
+            XCTAssertTrue("\(e)".contains("do not fit"), "\(e)")
+        }
     }
 }
 

@@ -26,8 +26,10 @@ final class ZeroPartitionTests: XCTestCase {
     func testBucketsCoverTheBufferAndAreReadyWhenTheirLastStageIsDone() {
         for bucket in [1, 30, 100, 256, 5000] {
             for owners in [nil, elementPartition(total: 1000, ranks: 3), elementPartition(total: 1000, ranks: 7)] {
-                let b = GradientSync(comm: SingleProcess(), stages: stages, bucketFloats: bucket,
-                                     owners: owners).buckets
+                let b = GradientSync(
+                    comm: SingleProcess(), stages: stages, bucketFloats: bucket,
+                    owners: owners
+                ).buckets
                 XCTAssertEqual(b.first?.range.upperBound, 1000)
                 XCTAssertEqual(b.last?.range.lowerBound, 0)
                 for k in 1..<b.count { XCTAssertEqual(b[k].range.upperBound, b[k - 1].range.lowerBound) }
@@ -70,9 +72,10 @@ final class ZeroPartitionTests: XCTestCase {
             let moments = parts.map { (FlatBuffer(count: $0.count), FlatBuffer(count: $0.count)) }
             for t in 1...3 {
                 for (r, part) in parts.enumerated() {
-                    opt.update(layout: layout, elements: part, params: q.pointer, grads: h.pointer + part.lowerBound,
-                               m: moments[r].0.pointer, v: moments[r].1.pointer, base: part.lowerBound,
-                               lr: 0.01, step: t, gradScale: 0.7)
+                    opt.update(
+                        layout: layout, elements: part, params: q.pointer, grads: h.pointer + part.lowerBound,
+                        m: moments[r].0.pointer, v: moments[r].1.pointer, base: part.lowerBound,
+                        lr: 0.01, step: t, gradScale: 0.7)
                 }
             }
             for i in 0..<n { XCTAssertEqual(q[i], p[i], "element \(i), \(ranks) pieces") }

@@ -18,9 +18,12 @@ private let scratch = NSTemporaryDirectory() + "ff-readers-fuzz-\(getpid()).bin"
 /// valid example files, prefixed with their selector byte, into DIR: they cover the IDX reader,
 /// which the regression corpus has no files for, and start every reader from an accepted file.
 @_cdecl("LLVMFuzzerInitialize")
-public func fuzzerInitialize(_ argc: UnsafeMutablePointer<CInt>?,
-                             _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?)
-    -> CInt {
+public func fuzzerInitialize(
+    _ argc: UnsafeMutablePointer<CInt>?,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?
+)
+    -> CInt
+{
     guard let dir = ProcessInfo.processInfo.environment["FF_FUZZ_WRITE_SEEDS"] else { return 0 }
     for (selector, kind) in HostileInput.Kind.allCases.enumerated() {
         for (i, seed) in HostileInput.seeds(kind).enumerated() {
