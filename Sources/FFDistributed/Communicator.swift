@@ -12,9 +12,6 @@ public protocol Communicator: AnyObject {
     /// Rank `root`'s bytes copied to every rank.
     func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws
     func barrier() throws
-    /// Sums `send` (Σ counts floats) over ranks; rank r receives the r-th piece (counts[r] floats,
-    /// in rank order) into `recv`.
-    func reduceScatterSum(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, counts: [Int]) throws
     /// In place: rank r contributes the r-th piece (counts[r] floats, pieces in rank order) of
     /// `buffer`, and every rank ends with all pieces.
     func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
@@ -51,12 +48,6 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
     public func broadcast(bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {}
     public func barrier() throws {}
-    public func reduceScatterSum(
-        _ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
-        counts: [Int]
-    ) throws {
-        recv.update(from: send, count: counts[0])
-    }
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
     public func alltoallv(
         _ send: UnsafePointer<Float>, sendCounts: [Int], sendOffsets: [Int],

@@ -272,17 +272,6 @@ public final class MPICommunicator: Communicator {
         try wait(&req, "broadcast(\(count) bytes)")
     }
 
-    public func reduceScatterSum(
-        _ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>,
-        counts: [Int]
-    ) throws {
-        enter()
-        var req: MPI_Request? = nil
-        let c = counts.map { Int32($0) }
-        try check(MPI_Ireduce_scatter(send, recv, c, cmpi_float(), cmpi_sum(), world, &req), "MPI_Ireduce_scatter")
-        try wait(&req, "reduce-scatter(\(counts.reduce(0, +)) floats)")
-    }
-
     public func allgather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
         enter()
         var req: MPI_Request? = nil

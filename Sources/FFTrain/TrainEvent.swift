@@ -29,8 +29,7 @@ public struct StartInfo: Sendable {
     public var attention: String
     public var runDirectory: String
     /// Per rank (in rank order): bytes held for training — parameters, gradients, AdamW moments (all
-    /// or the ZeRO-1 partition), the reduce-scatter buffer, activations, workspaces — and of the
-    /// AdamW moments alone.
+    /// or the ZeRO-1 partition), activations, workspaces — and of the AdamW moments alone.
     public var memoryPerRank: [Int]
     public var optimizerBytesPerRank: [Int]
     public var zero1: Bool

@@ -22,15 +22,8 @@ final class AttentionTests: XCTestCase {
         let g = rng.normals(c.B * c.T * C)
         let nR = c.mode.count(heads: c.H, headDim: c.D)
         let R = (0..<nR).map { _ in Float(1 + 1.5 * rng.uniform()) }
-        let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: c.kernel)
-        let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
-        let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: threads)
-        var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
-        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
-        k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
-        k.fourierBackward(
-            dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,
-            shape: shape)
+        let pass = fourierPass(c, qkv: qkv, dout: g, R: R, kernel: c.kernel, threads: threads)
+        let out = pass[0], dqkv = pass[2], dR = pass[3]
 
         var refO = [Double](), gotO = [Double](), refDq = [Double](), gotDq = [Double]()
         var refDk = [Double](), gotDk = [Double](), refDv = [Double](), gotDv = [Double]()
@@ -106,11 +99,18 @@ final class AttentionTests: XCTestCase {
         let qkv = rng.normals(c.B * c.T * 3 * C, std: c.scale), g = rng.normals(c.B * c.T * C)
         let nR = c.mode.count(heads: c.H, headDim: c.D)
         let R = (0..<nR).map { _ in Float(0.5 + 2 * rng.uniform()) }
+        return fourierPass(c, qkv: qkv, dout: g, R: R, kernel: kernel, threads: 2)
+    }
+
+    /// One forward and backward of `kernel` on fresh buffers; returns O, rowSum, dqkv, dR.
+    func fourierPass(_ c: Case, qkv: [Float], dout g: [Float], R: [Float], kernel: FourierKernel,
+                     threads: Int) -> [[Float]] {
+        let C = c.H * c.D
         let spec = FourierSpec(p: 4, eps: 1e-6, rMode: c.mode, kernel: kernel)
         let shape = AttentionShape(batch: c.B, seq: c.T, heads: c.H, headDim: c.D, causal: c.causal)
-        let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: 2)
+        let k = AttentionKernels(maxSeq: c.T, headDim: c.D, threads: threads)
         var out = [Float](repeating: 0, count: c.B * c.T * C), rows = [Float](repeating: 0, count: c.B * c.H * c.T)
-        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: nR)
+        var dqkv = [Float](repeating: 0, count: qkv.count), dR = [Float](repeating: 0, count: R.count)
         k.fourierForward(out: &out, rowSum: &rows, qkv: qkv, R: R, spec: spec, shape: shape)
         k.fourierBackward(
             dqkv: &dqkv, dR: &dR, dout: g, out: out, qkv: qkv, R: R, rowSum: rows, spec: spec,

@@ -66,21 +66,17 @@ final class LinearCrossEntropyTests: XCTestCase {
     func testGradientsMatchFiniteDifferences() {
         let (_, dx, dw) = fused(chunk: 5, scale: 0.5)
         func loss() -> Double { 0.5 * fused(chunk: 5, scale: nil).0 }
-        var fdx = [Double](), fdw = [Double]()
-        for i in 0..<(M * K) {
-            let old = x[i]
-            x[i] = old + 1e-2; let lp = loss()
-            x[i] = old - 1e-2; let lm = loss()
-            x[i] = old
-            fdx.append((lp - lm) / 2e-2)
+        /// Central differences of the loss in every element of `a` (one of the inputs `loss` reads).
+        func centralDifferences(_ a: ReferenceWritableKeyPath<LinearCrossEntropyTests, [Float]>) -> [Double] {
+            self[keyPath: a].indices.map { i in
+                let old = self[keyPath: a][i]
+                self[keyPath: a][i] = old + 1e-2; let lp = loss()
+                self[keyPath: a][i] = old - 1e-2; let lm = loss()
+                self[keyPath: a][i] = old
+                return (lp - lm) / 2e-2
+            }
         }
-        for i in 0..<(V * K) {
-            let old = w[i]
-            w[i] = old + 1e-2; let lp = loss()
-            w[i] = old - 1e-2; let lm = loss()
-            w[i] = old
-            fdw.append((lp - lm) / 2e-2)
-        }
+        let fdx = centralDifferences(\.x), fdw = centralDifferences(\.w)
         XCTAssertLessThan(relErr(dx.map(Double.init), fdx), 2e-3)
         XCTAssertLessThan(relErr(dw.map(Double.init), fdw), 2e-3)
     }
