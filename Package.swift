@@ -130,6 +130,7 @@ let package = Package(
             ], swiftSettings: defines),
         // Helpers shared by the test targets (numerics, child processes, mpirun): no XCTest in it.
         .target(name: "FFTestSupport", dependencies: ["FFCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "FFCoreTests", dependencies: ["FFCore"]),
         .testTarget(name: "FFKernelsTests", dependencies: ["FFCore", "FFKernels", "FFTestSupport"]),
         .testTarget(name: "FFModelTests", dependencies: ["FFCore", "FFKernels", "FFModel", "FFTestSupport"]),
         .testTarget(name: "FFDataTests", dependencies: ["FFCore", "FFData", "FFTestSupport"]),

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-SYSTEM = {"Foundation", "Dispatch", "XCTest", "Glibc", "Darwin", "Testing", "PackageDescription", "_Concurrency"}
+SYSTEM = {"Foundation", "Dispatch", "Synchronization", "XCTest", "Glibc", "Darwin", "Testing", "PackageDescription", "_Concurrency"}
 PRODUCTS = {"ArgumentParser": "ArgumentParser", "Yams": "Yams"}
 
 pkg = json.loads(subprocess.run(["swift", "package", "dump-package"], capture_output=True, text=True,

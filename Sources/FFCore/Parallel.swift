@@ -1,21 +1,30 @@
-import Dispatch
+import Foundation
 
 /// Runs `body(task, worker)` for task in 0..<count on `threads` workers. Worker w takes tasks
 /// w, w + threads, ...: the split depends only on the counts, so results that are reduced per
 /// task stay deterministic.
+///
+/// Worker 0 is the calling thread; the others come from `WorkerPool`, or from Dispatch when the
+/// pool is busy (a nested call, another thread) or `FF_WORKERS=dispatch` is set.
 public func parallelFor(_ count: Int, threads: Int, _ body: (_ task: Int, _ worker: Int) -> Void) {
     let workers = max(1, min(threads, count))
     if workers == 1 {
         for t in 0..<count { body(t, 0) }
         return
     }
-    withoutActuallyEscaping(body) { body in
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var t = w
-            while t < count { body(t, w); t += workers }
-        }
+    func worker(_ w: Int) {
+        var t = w
+        while t < count { body(t, w); t += workers }
+    }
+    if workerPoolEnabled && WorkerPool.shared.run(workers: workers, worker) { return }
+    withoutActuallyEscaping(worker) { worker in
+        DispatchQueue.concurrentPerform(iterations: workers, execute: worker)
     }
 }
+
+/// `FF_WORKERS=dispatch` runs every parallel loop on Dispatch's threads instead of the pool's (to
+/// compare the two).
+let workerPoolEnabled = ProcessInfo.processInfo.environment["FF_WORKERS"] != "dispatch"
 
 /// Runs `body` on contiguous, near-equal slices of 0..<count, one per worker, in parallel. Fewer
 /// workers take part when a slice would hold under `grain` items: a dispatch costs microseconds,
@@ -28,4 +37,24 @@ public func parallelRanges(_ count: Int, threads: Int, grain: Int, _ body: (Rang
         return
     }
     parallelFor(workers, threads: workers) { w, _ in body((w * count / workers)..<((w + 1) * count / workers)) }
+}
+
+/// Element-wise passes below this many floats per worker stay on one thread.
+public let memoryPassGrain = 16_384
+
+/// p[0..<n] = 0, split over `threads` workers. Between two products a pass over memory on one core
+/// leaves the other cores idle; two cores also move more bytes per second than one.
+public func parallelZero(_ p: UnsafeMutablePointer<Float>, count n: Int, threads: Int) {
+    parallelRanges(n, threads: threads, grain: memoryPassGrain) { r in
+        (p + r.lowerBound).update(repeating: 0, count: r.count)
+    }
+}
+
+/// dst[0..<n] = src[0..<n] (not overlapping), split over `threads` workers.
+public func parallelCopy(
+    _ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, count n: Int, threads: Int
+) {
+    parallelRanges(n, threads: threads, grain: memoryPassGrain) { r in
+        (dst + r.lowerBound).update(from: src + r.lowerBound, count: r.count)
+    }
 }

@@ -93,16 +93,39 @@ public func linearBackward(
     }
 }
 
-/// Plain sgemm, row-major: C(M,N) = alpha · op(A) · op(B) + beta · C. Used by benchmarks to
-/// measure the machine's peak in the same process.
+/// Row-major sgemm: C(M,N) = alpha · op(A) · op(B) + beta · C. With `threads` > 1 and enough
+/// work, C is cut into row or column blocks (whichever dimension is longer), one single-threaded
+/// product per worker: every element of C is the same inner-product chain as in one call, so the
+/// bits do not depend on `threads`. OpenBLAS's own threads stay idle; their spinning between
+/// calls would take a core from our workers in the loops between the products.
 public func sgemm(
-    transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+    threads: Int = 1, transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-    cblas_sgemm(
-        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-        Int32(M), Int32(N), Int32(K), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    func block(_ rows: Range<Int>, _ cols: Range<Int>) {
+        let a0 = a + rows.lowerBound * (transA ? 1 : lda), b0 = b + cols.lowerBound * (transB ? ldb : 1)
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(rows.count), Int32(cols.count), Int32(K), alpha, a0, Int32(lda), b0, Int32(ldb), beta,
+            c + rows.lowerBound * ldc + cols.lowerBound, Int32(ldc))
+    }
+    // Below about 2^20 flops per worker a dispatch costs more than it saves.
+    let workers = min(threads, (2 * M * N * K) >> 20)
+    guard workers > 1, max(M, N) >= 32 * workers else {
+        if M > 0 && N > 0 { block(0..<M, 0..<N) }
+        return
+    }
+    let long = max(M, N), splitRows = M >= N
+    withOurWorkers {
+        parallelFor(workers, threads: workers) { w, _ in
+            // Boundaries on multiples of 16 keep every block but the last on full vector widths.
+            let lo = min(long, (w * long / workers + 8) / 16 * 16)
+            let hi = w == workers - 1 ? long : min(long, ((w + 1) * long / workers + 8) / 16 * 16)
+            guard hi > lo else { return }
+            if splitRows { block(lo..<hi, 0..<N) } else { block(0..<M, lo..<hi) }
+        }
+    }
 }
 
 /// Sets the number of threads OpenBLAS uses in this process.

@@ -1,5 +1,3 @@
-import COpenBLAS
-
 /// Gradient outputs of `linearCrossEntropy`, accumulated (+=) like every backward here.
 public struct LinearCrossEntropyGradient {
     /// The loss is multiplied by this before differentiating (1 / tokens of the step, say).
@@ -37,20 +35,20 @@ public func linearCrossEntropy(
     while start < M {
         let rows = min(chunk, M - start)
         let xs = x + start * K
-        cblas_sgemm(
-            CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(V), Int32(K),
-            1, xs, Int32(K), weight, Int32(K), 0, scratch, Int32(V))
+        sgemm(
+            threads: threads, transA: false, transB: true, M: rows, N: V, K: K, alpha: 1, xs, lda: K, weight,
+            ldb: K, beta: 0, scratch, ldc: V)
         _ = crossEntropy(
             logits: scratch, targets: targets + start, M: rows, V: V, dscale: gradient?.scale,
             rowLoss: rowLoss + start, threads: threads)
         if let g = gradient {
             // scratch now holds dlogits (rows,V).
-            cblas_sgemm(
-                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(K), Int32(V),
-                1, scratch, Int32(V), weight, Int32(K), 1, g.dx + start * K, Int32(K))
-            cblas_sgemm(
-                CblasRowMajor, CblasTrans, CblasNoTrans, Int32(V), Int32(K), Int32(rows),
-                1, scratch, Int32(V), xs, Int32(K), 1, g.dweight, Int32(K))
+            sgemm(
+                threads: threads, transA: false, transB: false, M: rows, N: K, K: V, alpha: 1, scratch, lda: V,
+                weight, ldb: K, beta: 1, g.dx + start * K, ldc: K)
+            sgemm(
+                threads: threads, transA: true, transB: false, M: V, N: K, K: rows, alpha: 1, scratch, lda: V, xs,
+                ldb: K, beta: 1, g.dweight, ldc: K)
         }
         start += rows
     }

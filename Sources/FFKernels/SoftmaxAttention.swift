@@ -30,12 +30,8 @@ private func gemm(
 
 extension AttentionKernels {
     /// Our workers each call sgemm on small matrices: BLAS's own threads would only oversubscribe
-    /// the cores, so it runs single-threaded for the duration (and gets `threads` back after).
-    private func withSingleThreadedBLAS(_ body: () -> Void) {
-        if threads > 1 { openblas_set_num_threads(1) }
-        body()
-        if threads > 1 { openblas_set_num_threads(Int32(threads)) }
-    }
+    /// the cores, so it runs single-threaded for the duration.
+    private func withSingleThreadedBLAS(_ body: () -> Void) { withOurWorkers(body) }
 
     /// P (T, T) = softmax over j of scale·q_i·k_j (j <= i when causal), from scores already in P;
     /// returns nothing, writes each row's log-sum-exp to `lse` when given, or uses it when `recompute`.

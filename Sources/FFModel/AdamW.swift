@@ -1,4 +1,5 @@
 import Foundation
+import FFCore
 
 /// AdamW with decoupled weight decay (Loshchilov & Hutter), over flat buffers.
 public struct AdamW: Sendable, Equatable {
@@ -39,27 +40,30 @@ public struct AdamW: Sendable, Equatable {
     public func update(
         layout: ParameterLayout, elements: Range<Int>, params: UnsafeMutablePointer<Float>,
         grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-        base: Int, lr: Float, step t: Int, gradScale: Float
+        base: Int, lr: Float, step t: Int, gradScale: Float, threads: Int = 1
     ) {
-        for tensor in layout.tensors {
-            let lo = max(tensor.offset, elements.lowerBound)
-            let hi = min(tensor.offset + tensor.count, elements.upperBound)
-            guard lo < hi else { continue }
-            let o = lo - base
-            update(
-                params: params + lo, grads: grads + o, m: m + o, v: v + o, count: hi - lo,
-                decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
+        parallelRanges(elements.count, threads: threads, grain: memoryPassGrain) { r in
+            let part = (elements.lowerBound + r.lowerBound)..<(elements.lowerBound + r.upperBound)
+            for tensor in layout.tensors {
+                let lo = max(tensor.offset, part.lowerBound)
+                let hi = min(tensor.offset + tensor.count, part.upperBound)
+                guard lo < hi else { continue }
+                let o = lo - base
+                update(
+                    params: params + lo, grads: grads + o, m: m + o, v: v + o, count: hi - lo,
+                    decays: tensor.decays, lr: lr, step: t, gradScale: gradScale)
+            }
         }
     }
 
     /// One update of every tensor of `layout` over full buffers.
     public func update(
         layout: ParameterLayout, params: FlatBuffer, grads: FlatBuffer, m: FlatBuffer, v: FlatBuffer,
-        lr: Float, step t: Int, gradScale: Float
+        lr: Float, step t: Int, gradScale: Float, threads: Int = 1
     ) {
         update(
             layout: layout, elements: 0..<layout.count, params: params.pointer, grads: grads.pointer,
-            m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale)
+            m: m.pointer, v: v.pointer, base: 0, lr: lr, step: t, gradScale: gradScale, threads: threads)
     }
 }
 

@@ -543,7 +543,8 @@ public final class AdaptiveSoftmax {
         score(0, inp: inp0, rows: M, logits: headLogits, ld: H, p: p)
         if n > 0 {
             sgemm(
-                transA: false, transB: true, M: M, N: n, K: C, alpha: 1, x, lda: C, p + clusterWeight, ldb: C,
+                threads: threads, transA: false, transB: true, M: M, N: n, K: C, alpha: 1, x, lda: C, p + clusterWeight,
+                ldb: C,
                 beta: 0, headLogits + c0, ldc: H)
         }
         var loss = crossEntropy(
@@ -590,10 +591,11 @@ public final class AdaptiveSoftmax {
         if n > 0 {
             let dl = headLogits + c0  // (M, n), row stride H
             sgemm(
-                transA: true, transB: false, M: n, N: C, K: M, alpha: 1, dl, lda: H, x, ldb: C,
+                threads: threads, transA: true, transB: false, M: n, N: C, K: M, alpha: 1, dl, lda: H, x, ldb: C,
                 beta: 1, g + clusterWeight, ldc: C)
             sgemm(
-                transA: false, transB: false, M: M, N: C, K: n, alpha: 1, dl, lda: H, p + clusterWeight, ldb: C,
+                threads: threads, transA: false, transB: false, M: M, N: C, K: n, alpha: 1, dl, lda: H,
+                p + clusterWeight, ldb: C,
                 beta: 1, dx, ldc: C)
         }
 
@@ -637,10 +639,13 @@ public final class AdaptiveSoftmax {
         case .none:
             return x
         case .own(let P):  // P (d, C): z = x · Pᵀ
-            sgemm(transA: false, transB: true, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: C, beta: 0, z, ldc: d)
+            sgemm(
+                threads: threads, transA: false, transB: true, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: C,
+                beta: 0, z, ldc: d)
         case .shared(let P):  // P (C, d): z = x · P
             sgemm(
-                transA: false, transB: false, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: d, beta: 0, z, ldc: d)
+                threads: threads, transA: false, transB: false, M: r, N: d, K: C, alpha: 1, x, lda: C, p + P, ldb: d,
+                beta: 0, z, ldc: d)
         }
         return UnsafePointer(z)
     }
@@ -652,7 +657,8 @@ public final class AdaptiveSoftmax {
     ) {
         let d = dims[k], s = config.clusterRange(k).count
         sgemm(
-            transA: false, transB: true, M: r, N: s, K: d, alpha: 1, inp, lda: d, p + outWeights[k], ldb: d,
+            threads: threads, transA: false, transB: true, M: r, N: s, K: d, alpha: 1, inp, lda: d, p + outWeights[k],
+            ldb: d,
             beta: 0, logits, ldc: ld)
     }
 
@@ -664,10 +670,11 @@ public final class AdaptiveSoftmax {
     ) {
         let d = dims[k], s = config.clusterRange(k).count, out = outWeights[k]
         sgemm(
-            transA: true, transB: false, M: s, N: d, K: r, alpha: 1, dlogits, lda: ld, inp, ldb: d,
+            threads: threads, transA: true, transB: false, M: s, N: d, K: r, alpha: 1, dlogits, lda: ld, inp, ldb: d,
             beta: 1, g + out, ldc: d)
         sgemm(
-            transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out, ldb: d,
+            threads: threads, transA: false, transB: false, M: r, N: d, K: s, alpha: 1, dlogits, lda: ld, p + out,
+            ldb: d,
             beta: projections[k] == .none ? 1 : 0, dinp, ldc: d)
     }
 
@@ -683,15 +690,19 @@ public final class AdaptiveSoftmax {
             break
         case .own(let P):  // z = x · Pᵀ, P (d, C)
             sgemm(
-                transA: true, transB: false, M: d, N: C, K: r, alpha: 1, dz, lda: d, x, ldb: C, beta: 1, g + P, ldc: C)
+                threads: threads, transA: true, transB: false, M: d, N: C, K: r, alpha: 1, dz, lda: d, x, ldb: C,
+                beta: 1, g + P, ldc: C)
             sgemm(
-                transA: false, transB: false, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: C, beta: 1, dx, ldc: C
+                threads: threads, transA: false, transB: false, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: C,
+                beta: 1, dx, ldc: C
             )
         case .shared(let P):  // z = x · P, P (C, d)
             sgemm(
-                transA: true, transB: false, M: C, N: d, K: r, alpha: 1, x, lda: C, dz, ldb: d, beta: 1, g + P, ldc: d)
+                threads: threads, transA: true, transB: false, M: C, N: d, K: r, alpha: 1, x, lda: C, dz, ldb: d,
+                beta: 1, g + P, ldc: d)
             sgemm(
-                transA: false, transB: true, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: d, beta: 1, dx, ldc: C)
+                threads: threads, transA: false, transB: true, M: r, N: C, K: d, alpha: 1, dz, lda: d, p + P, ldb: d,
+                beta: 1, dx, ldc: C)
         }
     }
 

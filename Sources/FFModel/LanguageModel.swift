@@ -177,12 +177,13 @@ public final class LanguageModel: TrainableModel {
             }
             adaptiveInput.forward(tokens: tokens, M: BT, out: embOut)
         }
-        for b in 0..<B {
-            for t in 0..<T {
-                let tok = Int(tokens[b * T + t])
+        let adaptive = adaptiveInput != nil
+        parallelRanges(BT, threads: threads, grain: 64) { rows in
+            for i in rows {
+                let tok = Int(tokens[i]), t = i % T
                 precondition(tok >= 0 && tok < V, "token \(tok) outside the vocabulary (\(V))")
-                let out = embOut + (b * T + t) * C
-                let e = adaptiveInput == nil ? UnsafePointer(p + tokEmb + tok * C) : UnsafePointer(out)
+                let out = embOut + i * C
+                let e = adaptive ? UnsafePointer(out) : UnsafePointer(p + tokEmb + tok * C)
                 let pos = posEmb.map { p + $0 + t * C } ?? (posTable + t * C)
                 for c in 0..<C { out[c] = e[c] * embScale + pos[c] }
             }
@@ -192,7 +193,9 @@ public final class LanguageModel: TrainableModel {
         let x = stack.forward(embOut, batch: B, params: p, keys: keys)
         var final = x
         if let lnfW, let lnfB {
-            layerNormForward(lnfOut, mean: lnfMean, rstd: lnfRstd, x, weight: p + lnfW, bias: p + lnfB, M: BT, C: C)
+            layerNormForward(
+                lnfOut, mean: lnfMean, rstd: lnfRstd, x, weight: p + lnfW, bias: p + lnfB, M: BT, C: C,
+                threads: threads)
             final = lnfOut
         }
         if let adaptiveOutput {
@@ -201,7 +204,7 @@ public final class LanguageModel: TrainableModel {
         // The head's gradient is complete here (see linearCrossEntropy); backward takes d(final) from dHead.
         var gradient: LinearCrossEntropyGradient?
         if let scale {
-            dHead.update(repeating: 0, count: BT * C)
+            parallelZero(dHead, count: BT * C, threads: threads)
             gradient = LinearCrossEntropyGradient(scale: scale, dx: dHead, dweight: grads.pointer + head)
         }
         return linearCrossEntropy(
@@ -217,7 +220,7 @@ public final class LanguageModel: TrainableModel {
         guard rate > 0, let keys else { return }
         let n = config.context * config.dModel
         let keep = 1 / (1 - rate)
-        for b in 0..<B {
+        parallelFor(B, threads: threads) { b, _ in
             var rng = SplitMix64(seed: SplitMix64.key(keys[b], 0))
             let m = mask + b * n, xs = x + b * n
             for i in 0..<n {
@@ -253,27 +256,37 @@ public final class LanguageModel: TrainableModel {
             if lnfW != nil { dHead.update(repeating: 0, count: BT * C) }
             adaptiveOutput.backward(dhidden: dFinal)
         } else if lnfW == nil {
-            dOut.update(from: dHead, count: BT * C)
+            parallelCopy(dOut, from: dHead, count: BT * C, threads: threads)
         } else {
-            dOut.update(repeating: 0, count: BT * C)
+            parallelZero(dOut, count: BT * C, threads: threads)
         }
         if let lnfW, let lnfB {
             layerNormBackward(
                 dx: dOut, dweight: g + lnfW, dbias: g + lnfB, dy: dHead, x: blockOut, weight: p + lnfW,
-                mean: lnfMean, rstd: lnfRstd, M: BT, C: C)
+                mean: lnfMean, rstd: lnfRstd, M: BT, C: C, threads: threads)
         }
         try onStageDone?(0)
         let L = config.layers
         let dy = try stack.backward(params: p, grads: g) { l in try onStageDone?(L - l) }
         // Embedding: dy holds d(embOut after dropout).
-        if config.dropout > 0 { for i in 0..<(BT * C) { dy[i] *= embMask[i] } }
+        if config.dropout > 0 {
+            let mask = embMask
+            parallelRanges(BT * C, threads: threads, grain: memoryPassGrain) { r in
+                for i in r { dy[i] *= mask[i] }
+            }
+        }
         let embScale: Float = config.scaleEmbeddings ? Float(C).squareRoot() : 1
-        for b in 0..<B {
-            for t in 0..<T {
-                let tok = Int(tokensBuf[b * T + t])
-                let src = dy + (b * T + t) * C
-                if adaptiveInput == nil { let e = g + tokEmb + tok * C; for c in 0..<C { e[c] += src[c] * embScale } }
-                if let posEmb { let pe = g + posEmb + t * C; for c in 0..<C { pe[c] += src[c] } }
+        // Rows that share a token add into the same embedding row, so the workers split the
+        // columns: each element still sums the rows in order (the same bits for any thread count).
+        let adaptive = adaptiveInput != nil, tokens = tokensBuf, tokEmb = tokEmb, posEmb = posEmb
+        parallelRanges(C, threads: BT * C >= 4 * memoryPassGrain ? threads : 1, grain: 16) { cols in
+            for i in 0..<BT {
+                let src = dy + i * C
+                if !adaptive {
+                    let e = g + tokEmb + Int(tokens[i]) * C
+                    for c in cols { e[c] += src[c] * embScale }
+                }
+                if let posEmb { let pe = g + posEmb + (i % T) * C; for c in cols { pe[c] += src[c] } }
             }
         }
         if let adaptiveInput {

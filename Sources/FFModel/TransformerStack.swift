@@ -198,7 +198,7 @@ public final class TransformerStack {
         _ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, mask: UnsafePointer<Float>?,
         count n: Int
     ) {
-        guard let mask else { dst.update(from: src, count: n); return }
+        guard let mask else { parallelCopy(dst, from: src, count: n, threads: threads); return }
         elementwise(n) { r in for i in r { dst[i] = src[i] * mask[i] } }
     }
 
@@ -382,24 +382,24 @@ public final class TransformerStack {
         if pre {
             dres2 = dy
         } else {
-            dRes.update(repeating: 0, count: n)
+            parallelZero(dRes, count: n, threads: threads)
             layerNormBackward(
                 dx: dRes, dweight: g + w.ln2w, dbias: g + w.ln2b, dy: dy, x: a.res2, weight: p + w.ln2w,
                 mean: a.ln2Mean, rstd: a.ln2Rstd, M: BT, C: C, threads: threads)
             dres2 = dRes
         }
-        dH.update(from: dres2, count: n)  // residual path
+        parallelCopy(dH, from: dres2, count: n, threads: threads)  // residual path
         maskedCopy(dTmp, dres2, mask: masked ? a.fc2Mask : nil, count: n)
-        dF2.update(repeating: 0, count: BT * F)
+        parallelZero(dF2, count: BT * F, threads: threads)
         linearBackward(
             dinp: dF2, dweight: g + w.fc2W, dbias: g + w.fc2B, dout: dTmp, inp: a.act, weight: p + w.fc2W,
             M: BT, K: F, N: C, threads: threads)
-        dF1.update(repeating: 0, count: BT * F)
+        parallelZero(dF1, count: BT * F, threads: threads)
         activationBackward(config.activation, dx: dF1, dy: dF2, x: a.fc1, count: BT * F, threads: threads)
         let h = pre ? a.res1 : a.ln1Out
         let ffIn = pre ? a.ln2Out : h
         if pre {
-            dTmp.update(repeating: 0, count: n)
+            parallelZero(dTmp, count: n, threads: threads)
             linearBackward(
                 dinp: dTmp, dweight: g + w.fc1W, dbias: g + w.fc1B, dout: dF1, inp: ffIn,
                 weight: p + w.fc1W, M: BT, K: C, N: F, threads: threads)
@@ -432,19 +432,19 @@ public final class TransformerStack {
         if pre {
             dres1 = dH
         } else {
-            dRes.update(repeating: 0, count: n)
+            parallelZero(dRes, count: n, threads: threads)
             layerNormBackward(
                 dx: dRes, dweight: g + w.ln1w, dbias: g + w.ln1b, dy: dH, x: a.res1, weight: p + w.ln1w,
                 mean: a.ln1Mean, rstd: a.ln1Rstd, M: BT, C: C, threads: threads)
             dres1 = dRes
         }
-        dx.update(from: dres1, count: n)  // residual path
+        parallelCopy(dx, from: dres1, count: n, threads: threads)  // residual path
         maskedCopy(dTmp, dres1, mask: masked ? a.projMask : nil, count: n)
-        dAtt.update(repeating: 0, count: n)
+        parallelZero(dAtt, count: n, threads: threads)
         linearBackward(
             dinp: dAtt, dweight: g + w.projW, dbias: g + w.projB, dout: dTmp, inp: a.att,
             weight: p + w.projW, M: BT, K: C, N: C, threads: threads)
-        dQKV.update(repeating: 0, count: 3 * n)
+        parallelZero(dQKV, count: 3 * n, threads: threads)
         switch config.attention {
         case .softmax:
             kernels.softmaxBackward(dqkv: dQKV, dout: dAtt, out: a.att, qkv: a.qkv, rowLSE: a.attStat, shape: shape)
@@ -454,7 +454,7 @@ public final class TransformerStack {
                 rowSum: a.attStat, spec: spec, shape: shape)
         }
         if pre {
-            dTmp.update(repeating: 0, count: n)
+            parallelZero(dTmp, count: n, threads: threads)
             linearBackward(
                 dinp: dTmp, dweight: g + w.qkvW, dbias: g + w.qkvB, dout: dQKV, inp: a.ln1Out,
                 weight: p + w.qkvW, M: BT, K: C, N: 3 * C, threads: threads)

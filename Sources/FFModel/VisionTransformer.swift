@@ -180,9 +180,10 @@ public final class VisionTransformer: TrainableModel {
         lastTrain = scale != nil
 
         unfoldPatchWindows(images, batch: B)
-        linearForward(patchOut, patches, p + patchW, p + patchB, M: B * N, K: config.patchVector, N: C)
+        linearForward(
+            patchOut, patches, p + patchW, p + patchB, M: B * N, K: config.patchVector, N: C, threads: threads)
         // Tokens: [cls, patch 0, ..., patch N-1] + positions.
-        for b in 0..<B {
+        parallelFor(B, threads: threads) { b, _ in
             let x = tokens + b * T * C
             for c in 0..<C { x[c] = p[cls + c] + p[pos + c] }
             for n in 0..<N {
@@ -205,7 +206,7 @@ public final class VisionTransformer: TrainableModel {
     func unfoldPatchWindows(_ images: UnsafePointer<Float>, batch B: Int) {
         let S = config.imageSize, P = config.patch, W = config.patchWindow, pad = config.patchPadding
         let G = config.patchesPerSide, N = config.patches, Ch = config.channels, Q = config.patchVector
-        for b in 0..<B {
+        parallelFor(B, threads: threads) { b, _ in
             for gy in 0..<G {
                 for gx in 0..<G {
                     var dst = patches + ((b * N) + gy * G + gx) * Q
@@ -248,20 +249,31 @@ public final class VisionTransformer: TrainableModel {
             dx: dCls, dweight: g + normW, dbias: g + normB, dy: dNorm, x: clsOut, weight: p + normW,
             mean: normMean, rstd: normRstd, M: B, C: C)
         let dOut = stack.outputGradient
-        dOut.update(repeating: 0, count: B * T * C)
-        for b in 0..<B { (dOut + b * T * C).update(from: dCls + b * C, count: C) }
+        parallelFor(B, threads: threads) { b, _ in
+            (dOut + b * T * C).update(from: dCls + b * C, count: C)
+            (dOut + b * T * C + C).update(repeating: 0, count: (T - 1) * C)
+        }
         try onStageDone?(0)
         let L = config.layers
         let dx = try stack.backward(params: p, grads: g) { l in try onStageDone?(L - l) }
-        for b in 0..<B {
-            let x = dx + b * T * C
-            for c in 0..<C { g[cls + c] += x[c] }
-            for t in 0..<T { let pe = g + pos + t * C, row = x + t * C; for c in 0..<C { pe[c] += row[c] } }
-            for n in 0..<N { (dPatch + (b * N + n) * C).update(from: x + (n + 1) * C, count: C) }
+        // Class token and positions: each element sums over the batch in order, whichever worker
+        // takes it (the same bits for any thread count).
+        parallelRanges(T * C, threads: threads, grain: 256) { r in
+            for i in r {
+                var sum = g[pos + i]
+                for b in 0..<B { sum += dx[b * T * C + i] }
+                g[pos + i] = sum
+            }
+        }
+        parallelRanges(C, threads: threads, grain: 64) { r in
+            for c in r { for b in 0..<B { g[cls + c] += dx[b * T * C + c] } }
+        }
+        parallelFor(B, threads: threads) { b, _ in
+            (dPatch + b * N * C).update(from: dx + b * T * C + C, count: N * C)
         }
         linearBackward(
             dinp: nil, dweight: g + patchW, dbias: g + patchB, dout: dPatch, inp: patches, weight: p + patchW,
-            M: B * N, K: config.patchVector, N: C)
+            M: B * N, K: config.patchVector, N: C, threads: threads)
         try onStageDone?(L + 1)
     }
 

@@ -68,7 +68,8 @@ public final class Trainer {
         }
         microBatch = tc.batchSize / (world * tc.gradAccum)
         try MemoryBudget.checkThreads(tc.threads, source: config.source)
-        setBLASThreads(tc.threads)
+        // Our workers split every product; OpenBLAS's threads would only spin beside them.
+        setBLASThreads(1)
         let workload: Workload
         switch config.model.kind {
         case .lm: workload = try LanguageModelWorkload(config: config, microBatch: microBatch)
@@ -286,7 +287,7 @@ public final class Trainer {
         optimizer.update(
             layout: workload.layout, elements: owned, params: params.pointer,
             grads: workload.grads.pointer + owned.lowerBound, m: m.pointer, v: v.pointer,
-            base: owned.lowerBound, lr: lr, step: step, gradScale: clip)
+            base: owned.lowerBound, lr: lr, step: step, gradScale: clip, threads: tc.threads)
         if let partitions {
             let ta = Date()
             try comm.allgather(params.pointer, counts: partitions.map(\.count))

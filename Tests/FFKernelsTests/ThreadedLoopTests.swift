@@ -36,4 +36,59 @@ final class ThreadedLoopTests: XCTestCase {
             }
         }
     }
+
+    /// sgemm split over workers by rows (M ≥ N) or columns (N > M) of C, for every transpose,
+    /// with alpha and beta not 1 and 0, equals one call to rounding: OpenBLAS computes a block's
+    /// edge rows with other kernels than full ones, so the split moves some last bits.
+    func testSplitProductsMatchOneCallForAnyThreadCount() {
+        var rng = TestRNG(11)
+        for (M, N, K) in [(301, 70, 90), (45, 530, 64)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = rng.normals(M * K), b = rng.normals(K * N), c0 = rng.normals(M * N)
+                func run(_ threads: Int) -> [Float] {
+                    var c = c0
+                    sgemm(
+                        threads: threads, transA: ta, transB: tb, M: M, N: N, K: K, alpha: 0.75, a,
+                        lda: ta ? M : K, b, ldb: tb ? K : N, beta: 0.5, &c, ldc: N)
+                    return c
+                }
+                let one = run(1)
+                for threads in [2, 3] {
+                    XCTAssertLessThan(
+                        relL2(run(threads), one), 1e-6, "M \(M) N \(N) transA \(ta) transB \(tb), \(threads) threads")
+                }
+            }
+        }
+    }
+
+    /// The fused output layer with its products split over workers: loss and both gradients as on
+    /// one thread, to rounding.
+    func testFusedOutputLayerMatchesOneThreadForAnyThreadCount() {
+        var rng = TestRNG(12)
+        let M = 200, K = 48, V = 700
+        let x = rng.normals(M * K), w = rng.normals(V * K)
+        let targets = (0..<M).map { Int32($0 % 7 == 3 ? -1 : ($0 * 37) % V) }
+        func run(_ threads: Int) -> (Double, [Float], [Float]) {
+            var scratch = [Float](repeating: 0, count: 96 * V), rowLoss = [Double](repeating: 0, count: M)
+            var dx = [Float](repeating: 0.125, count: M * K), dw = [Float](repeating: -0.5, count: V * K)
+            let loss = dx.withUnsafeMutableBufferPointer { dxp in
+                dw.withUnsafeMutableBufferPointer { dwp in
+                    linearCrossEntropy(
+                        x: x, weight: w, targets: targets, M: M, K: K, V: V, chunk: 96, scratch: &scratch,
+                        rowLoss: &rowLoss,
+                        gradient: LinearCrossEntropyGradient(
+                            scale: 0.01, dx: dxp.baseAddress!, dweight: dwp.baseAddress!),
+                        threads: threads)
+                }
+            }
+            return (loss, dx, dw)
+        }
+        let one = run(1)
+        for threads in [2, 3] {
+            let many = run(threads)
+            XCTAssertLessThan(abs(many.0 - one.0) / abs(one.0), 1e-6, "loss, \(threads) threads")
+            XCTAssertLessThan(relL2(many.1, one.1), 1e-6, "dx, \(threads) threads")
+            XCTAssertLessThan(relL2(many.2, one.2), 1e-6, "dweight, \(threads) threads")
+        }
+    }
 }

@@ -1,0 +1,109 @@
+import FFCore
+import XCTest
+import FFKernels
+import FFTestSupport
+@testable import FFModel
+
+/// A training step's loss and gradients on 2 and 3 threads equal those on 1, at sizes where every
+/// threaded piece really splits: the products, the element-wise passes, the embedding and position
+/// gradients, the patch unfolding, the optimizer. The element-wise pieces keep their bits; split
+/// products differ in the last bits (OpenBLAS's edge kernels), hence the tolerances.
+final class ThreadCountTests: XCTestCase {
+    private func assertMatch(
+        _ runs: [(Double, [Float])], _ what: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
+        for (i, run) in runs.enumerated().dropFirst() {
+            XCTAssertLessThan(
+                abs(run.0 - runs[0].0) / abs(runs[0].0), 1e-6, "\(what): loss, \(i + 1) threads", file: file, line: line
+            )
+            XCTAssertLessThan(
+                relL2(run.1, runs[0].1), 1e-5, "\(what): gradients, \(i + 1) threads", file: file, line: line)
+        }
+    }
+
+    func testLanguageModelStepMatchesOneThread() {
+        for (attention, positions) in [
+            (AttentionKind.softmax, PositionKind.learned), (.fourier(FourierSpec(), rInit: 2.0), .sinusoidal),
+        ] {
+            var c = LMConfig(vocabSize: 300, layers: 2, dModel: 64, heads: 4, dFF: 128, context: 64)
+            c.attention = attention
+            c.positions = positions
+            c.dropout = 0.1
+            let B = 17, T = c.context
+            var rng = SplitMix64(seed: 4)
+            let tokens = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+            let targets = (0..<(B * T)).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
+            let keys = (0..<B).map { UInt64($0 * 7 + 1) }
+            let runs = (1...3).map { threads -> (Double, [Float]) in
+                let model = LanguageModel(config: c, maxBatch: B, threads: threads)
+                model.initialize(seed: 8)
+                model.grads.zero()
+                let loss = keys.withUnsafeBufferPointer { k in
+                    model.forward(
+                        tokens: tokens, targets: targets, batch: B,
+                        mode: .train(lossScale: 0.5, dropoutKeys: k.baseAddress!))
+                }
+                model.backward()
+                return (loss, Array(UnsafeBufferPointer(start: model.grads.pointer, count: model.grads.count)))
+            }
+            assertMatch(runs, "LM \(c.attention)")
+        }
+    }
+
+    func testVisionTransformerStepMatchesOneThread() {
+        for attention in [AttentionKind.softmax, .fourier(FourierSpec(), rInit: 1.0)] {
+            var c = ViTConfig(
+                imageSize: 28, channels: 1, patch: 4, classes: 10, layers: 2, dModel: 64, heads: 4, dFF: 128)
+            c.attention = attention
+            let B = 19
+            var rng = SplitMix64(seed: 6)
+            let images = (0..<(B * 28 * 28)).map { _ in Float(rng.nextNormal()) }
+            var targets = [Float](repeating: 0, count: B * 10)
+            for b in 0..<B { targets[b * 10 + b % 10] = 1 }
+            let keys = (0..<B).map { UInt64($0 + 3) }
+            let runs = (1...3).map { threads -> (Double, [Float]) in
+                let model = VisionTransformer(config: c, maxBatch: B, threads: threads)
+                model.initialize(seed: 2)
+                model.grads.zero()
+                let loss = keys.withUnsafeBufferPointer { k in
+                    model.forward(
+                        images: images, targets: targets, batch: B,
+                        mode: .train(lossScale: 0.25, dropoutKeys: k.baseAddress!))
+                }
+                model.backward()
+                return (loss, Array(UnsafeBufferPointer(start: model.grads.pointer, count: model.grads.count)))
+            }
+            assertMatch(runs, "ViT \(c.attention)")
+        }
+    }
+
+    /// AdamW split over workers by element ranges equals the serial update bit for bit.
+    func testAdamWOverWorkersIsBitIdentical() {
+        var layout = ParameterLayout()
+        _ = layout.add("a", [300, 200], decays: true)
+        _ = layout.add("b", [70_001], decays: false)
+        var rng = SplitMix64(seed: 3)
+        let p0 = (0..<layout.count).map { _ in Float(rng.nextNormal()) }
+        let g = (0..<layout.count).map { _ in Float(rng.nextNormal()) }
+        let opt = AdamW(beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        func run(_ threads: Int, _ elements: Range<Int>) -> [Float] {
+            var p = p0, m = [Float](repeating: 0.01, count: layout.count),
+                v = [Float](repeating: 0.02, count: layout.count)
+            for step in 1...3 {
+                opt.update(
+                    layout: layout, elements: elements, params: &p, grads: g, m: &m, v: &v, base: 0, lr: 1e-3,
+                    step: step, gradScale: 0.5, threads: threads)
+            }
+            return p + m + v
+        }
+        for elements in [0..<layout.count, 1234..<(layout.count - 17)] {
+            let one = run(1, elements)
+            for threads in [2, 3] {
+                XCTAssertEqual(
+                    run(threads, elements).map(\.bitPattern), one.map(\.bitPattern),
+                    "\(threads) threads, "
+                        + "\(elements)")
+            }
+        }
+    }
+}
