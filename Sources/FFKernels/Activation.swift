@@ -18,7 +18,7 @@ public func activationForward(
     _ x: UnsafePointer<Float>, count n: Int, threads: Int
 ) {
     let blocks = (n + activationBlock - 1) / activationBlock
-    parallelRanges(blocks, threads: threads, grain: 2) { r in
+    parallelChunks(blocks, threads: threads, grain: 2) { r in
         let lo = r.lowerBound * activationBlock, hi = min(n, r.upperBound * activationBlock)
         activationForward(kind, y + lo, x + lo, count: hi - lo)
     }
@@ -30,7 +30,7 @@ public func activationBackward(
     x: UnsafePointer<Float>, count n: Int, threads: Int
 ) {
     let blocks = (n + activationBlock - 1) / activationBlock
-    parallelRanges(blocks, threads: threads, grain: 2) { r in
+    parallelChunks(blocks, threads: threads, grain: 2) { r in
         let lo = r.lowerBound * activationBlock, hi = min(n, r.upperBound * activationBlock)
         activationBackward(kind, dx: dx + lo, dy: dy + lo, x: x + lo, count: hi - lo)
     }

@@ -13,7 +13,7 @@ public func crossEntropy(
     threads: Int = 1
 ) -> Double {
     let chunks = V / 8
-    parallelFor(M, threads: threads) { m, _ in
+    parallelTasks(M, threads: threads) { m, _ in
         let row = logits + m * V
         let t = Int(targets[m])
         guard t >= 0 else {

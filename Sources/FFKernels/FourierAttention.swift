@@ -656,7 +656,7 @@ extension AttentionKernels {
         }
         let T = s.seq, C = s.width, D = s.headDim
         let scratch = fourierScratch
-        parallelFor(s.batch * s.heads, threads: threads) { task, w in
+        parallelTasks(s.batch * s.heads, threads: threads) { task, w in
             // Sinc products reach subnormals, ~100 cycles per operand; W = Y^4 below 1e-38 is
             // nothing against eps, so this thread flushes them to 0 while it runs the head.
             let fpMode = ff_flush_denormals()
@@ -702,7 +702,7 @@ extension AttentionKernels {
         reserveDR(tasks * D)
         let partial = dRPartial
         let scratch = fourierScratch
-        parallelFor(tasks, threads: threads) { task, w in
+        parallelTasks(tasks, threads: threads) { task, w in
             let fpMode = ff_flush_denormals()  // as in forward, and W must equal forward's
             defer { ff_restore_fp_mode(fpMode) }
             let b = task / s.heads, h = task % s.heads

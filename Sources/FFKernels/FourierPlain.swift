@@ -29,7 +29,7 @@ extension AttentionKernels {
         spec: FourierSpec, shape s: AttentionShape
     ) {
         let T = s.seq, C = s.width, D = s.headDim
-        parallelFor(s.batch * s.heads, threads: threads) { task, _ in
+        parallelTasks(s.batch * s.heads, threads: threads) { task, _ in
             let b = task / s.heads, h = task % s.heads
             func q(_ t: Int) -> UnsafePointer<Float> { qkv + (b * T + t) * 3 * C + h * D }
             for i in 0..<T {
@@ -67,7 +67,7 @@ extension AttentionKernels {
         let tasks = s.batch * s.heads
         reserveDR(tasks * D)
         let partial = dRPartial, pf = Float(spec.p)
-        parallelFor(tasks, threads: threads) { task, _ in
+        parallelTasks(tasks, threads: threads) { task, _ in
             let b = task / s.heads, h = task % s.heads
             let dRTask = partial + task * D  // dR_d of this (b, h), in fp64
             for d in 0..<D { dRTask[d] = 0 }

@@ -11,7 +11,7 @@ public func layerNormForward(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
     M: Int, C: Int, eps: Float = 1e-5, threads: Int = 1
 ) {
-    parallelRanges(M, threads: threads, grain: layerNormGrain) { rows in
+    parallelChunks(M, threads: threads, grain: layerNormGrain) { rows in
         layerNormRows(y, mean: mean, rstd: rstd, x, weight: weight, bias: bias, rows: rows, C: C, eps: eps)
     }
 }
@@ -46,7 +46,7 @@ public func layerNormBackward(
     mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, M: Int, C: Int,
     threads: Int = 1
 ) {
-    parallelRanges(M, threads: threads, grain: layerNormGrain) { rows in
+    parallelChunks(M, threads: threads, grain: layerNormGrain) { rows in
         for m in rows {
             let xr = x + m * C, dyr = dy + m * C, dxr = dx + m * C
             let mu = mean[m], r = rstd[m]

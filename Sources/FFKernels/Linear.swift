@@ -31,7 +31,7 @@ public func linearForward(
         return
     }
     withOurWorkers {
-        parallelRanges(M, threads: threads, grain: linearGrain) { r in
+        parallelChunks(M, threads: threads, grain: linearGrain) { r in
             linearForward(out + r.lowerBound * N, inp + r.lowerBound * K, weight, bias, M: r.count, K: K, N: N)
         }
     }

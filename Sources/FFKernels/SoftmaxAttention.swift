@@ -62,7 +62,7 @@ extension AttentionKernels {
         let scale = 1 / Float(D).squareRoot()
         withSingleThreadedBLAS {
             let scratch = softmaxScratch
-            parallelFor(s.batch * s.heads, threads: threads) { task, w in
+            parallelTasks(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads
                 let P = scratch[w].p
                 let q = qkv + b * T * ld + h * D, k = q + C, v = q + 2 * C
@@ -84,7 +84,7 @@ extension AttentionKernels {
         let scale = 1 / Float(D).squareRoot()
         withSingleThreadedBLAS {
             let scratch = softmaxScratch
-            parallelFor(s.batch * s.heads, threads: threads) { task, w in
+            parallelTasks(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads
                 let P = scratch[w].p, dP = scratch[w].dp
                 let q = qkv + b * T * ld + h * D, k = q + C, v = q + 2 * C

@@ -42,7 +42,7 @@ public struct AdamW: Sendable, Equatable {
         grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
         base: Int, lr: Float, step t: Int, gradScale: Float, threads: Int = 1
     ) {
-        parallelRanges(elements.count, threads: threads, grain: memoryPassGrain) { r in
+        parallelChunks(elements.count, threads: threads, grain: memoryPassGrain) { r in
             let part = (elements.lowerBound + r.lowerBound)..<(elements.lowerBound + r.upperBound)
             for tensor in layout.tensors {
                 let lo = max(tensor.offset, part.lowerBound)

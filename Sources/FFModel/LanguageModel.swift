@@ -178,7 +178,7 @@ public final class LanguageModel: TrainableModel {
             adaptiveInput.forward(tokens: tokens, M: BT, out: embOut)
         }
         let adaptive = adaptiveInput != nil
-        parallelRanges(BT, threads: threads, grain: 64) { rows in
+        parallelChunks(BT, threads: threads, grain: 64) { rows in
             for i in rows {
                 let tok = Int(tokens[i]), t = i % T
                 precondition(tok >= 0 && tok < V, "token \(tok) outside the vocabulary (\(V))")
@@ -220,7 +220,7 @@ public final class LanguageModel: TrainableModel {
         guard rate > 0, let keys else { return }
         let n = config.context * config.dModel
         let keep = 1 / (1 - rate)
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             var rng = SplitMix64(seed: SplitMix64.key(keys[b], 0))
             let m = mask + b * n, xs = x + b * n
             for i in 0..<n {
@@ -271,7 +271,7 @@ public final class LanguageModel: TrainableModel {
         // Embedding: dy holds d(embOut after dropout).
         if config.dropout > 0 {
             let mask = embMask
-            parallelRanges(BT * C, threads: threads, grain: memoryPassGrain) { r in
+            parallelChunks(BT * C, threads: threads, grain: memoryPassGrain) { r in
                 for i in r { dy[i] *= mask[i] }
             }
         }

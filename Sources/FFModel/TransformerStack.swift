@@ -190,7 +190,7 @@ public final class TransformerStack {
     /// Runs an element-wise loop over 0..<n on the stack's workers: with one thread all the loops
     /// between two matrix products would run on one core while the others idle.
     func elementwise(_ n: Int, _ body: (Range<Int>) -> Void) {
-        parallelRanges(n, threads: threads, grain: 16_384, body)
+        parallelChunks(n, threads: threads, grain: 16_384, body)
     }
 
     /// dst(n) = src(n) * mask(n), or a copy of src without a mask.
@@ -235,7 +235,7 @@ public final class TransformerStack {
         let n = config.seq * config.dModel
         let keep = rate > 0 ? 1 / (1 - rate) : 1
         // Each sample's mask comes from its own key: samples can be masked on any worker.
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             let m = mask + b * n, xs = x + b * n
             var path: Float = 1
             if pathRate > 0 {

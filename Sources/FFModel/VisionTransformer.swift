@@ -183,7 +183,7 @@ public final class VisionTransformer: TrainableModel {
         linearForward(
             patchOut, patches, p + patchW, p + patchB, M: B * N, K: config.patchVector, N: C, threads: threads)
         // Tokens: [cls, patch 0, ..., patch N-1] + positions.
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             let x = tokens + b * T * C
             for c in 0..<C { x[c] = p[cls + c] + p[pos + c] }
             for n in 0..<N {
@@ -206,7 +206,7 @@ public final class VisionTransformer: TrainableModel {
     func unfoldPatchWindows(_ images: UnsafePointer<Float>, batch B: Int) {
         let S = config.imageSize, P = config.patch, W = config.patchWindow, pad = config.patchPadding
         let G = config.patchesPerSide, N = config.patches, Ch = config.channels, Q = config.patchVector
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             for gy in 0..<G {
                 for gx in 0..<G {
                     var dst = patches + ((b * N) + gy * G + gx) * Q
@@ -249,7 +249,7 @@ public final class VisionTransformer: TrainableModel {
             dx: dCls, dweight: g + normW, dbias: g + normB, dy: dNorm, x: clsOut, weight: p + normW,
             mean: normMean, rstd: normRstd, M: B, C: C)
         let dOut = stack.outputGradient
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             (dOut + b * T * C).update(from: dCls + b * C, count: C)
             (dOut + b * T * C + C).update(repeating: 0, count: (T - 1) * C)
         }
@@ -268,7 +268,7 @@ public final class VisionTransformer: TrainableModel {
         parallelRanges(C, threads: threads, grain: 64) { r in
             for c in r { for b in 0..<B { g[cls + c] += dx[b * T * C + c] } }
         }
-        parallelFor(B, threads: threads) { b, _ in
+        parallelTasks(B, threads: threads) { b, _ in
             (dPatch + b * N * C).update(from: dx + b * T * C + C, count: N * C)
         }
         linearBackward(

@@ -75,4 +75,25 @@ final class WorkerPoolTests: XCTestCase {
         XCTAssertEqual(src[..<(n - 1)].allSatisfy { $0 == 0 }, true)
         XCTAssertEqual(src[n - 1], Float(n - 1))
     }
+
+    /// Tasks and pieces handed out as workers finish: each exactly once, whatever the thread count.
+    func testDynamicTasksAndPiecesCoverEverythingOnce() {
+        for threads in [1, 2, 3, 8] {
+            for count in [1, 7, 1000, 100_003] {
+                let runs = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+                defer { runs.deallocate() }
+                runs.initialize(repeating: 0)
+                parallelTasks(count, threads: threads) { t, w in
+                    XCTAssertLessThan(w, threads)
+                    runs[t] += 1
+                }
+                XCTAssertTrue(runs.allSatisfy { $0 == 1 }, "tasks: \(count) on \(threads) threads")
+                runs.update(repeating: 0)
+                parallelChunks(count, threads: threads, grain: 100) { r in
+                    for i in r { runs[i] += 1 }
+                }
+                XCTAssertTrue(runs.allSatisfy { $0 == 1 }, "pieces: \(count) on \(threads) threads")
+            }
+        }
+    }
 }
