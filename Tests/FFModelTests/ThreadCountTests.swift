@@ -9,9 +9,22 @@ import FFTestSupport
 /// gradients, the patch unfolding, the optimizer. The element-wise pieces keep their bits; split
 /// products differ in the last bits (OpenBLAS's edge kernels), hence the tolerances.
 final class ThreadCountTests: XCTestCase {
-    private func assertMatch(
-        _ runs: [(Double, [Float])], _ what: String, file: StaticString = #filePath, line: UInt = #line
+    /// For 1, 2 and 3 threads: a fresh model from `make(threads)`, initialised alike, one training
+    /// forward (`forward(model, dropoutKeys)`, returning the loss) and backward; compares the loss
+    /// and the gradients on 2 and 3 threads with those on 1.
+    private func assertStepsMatch<Model: TrainableModel>(
+        _ what: String, batch B: Int, file: StaticString = #filePath, line: UInt = #line,
+        make: (_ threads: Int) -> Model, forward: (Model, UnsafePointer<UInt64>) -> Double
     ) {
+        let keys = (0..<B).map { UInt64($0 * 7 + 1) }
+        let runs = (1...3).map { threads -> (Double, [Float]) in
+            let model = make(threads)
+            model.initialize(seed: 8)
+            model.grads.zero()
+            let loss = keys.withUnsafeBufferPointer { forward(model, $0.baseAddress!) }
+            model.backward(onStageDone: nil)
+            return (loss, Array(UnsafeBufferPointer(start: model.grads.pointer, count: model.grads.count)))
+        }
         for (i, run) in runs.enumerated().dropFirst() {
             XCTAssertLessThan(
                 abs(run.0 - runs[0].0) / abs(runs[0].0), 1e-6, "\(what): loss, \(i + 1) threads", file: file, line: line
@@ -33,20 +46,12 @@ final class ThreadCountTests: XCTestCase {
             var rng = SplitMix64(seed: 4)
             let tokens = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
             let targets = (0..<(B * T)).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
-            let keys = (0..<B).map { UInt64($0 * 7 + 1) }
-            let runs = (1...3).map { threads -> (Double, [Float]) in
-                let model = LanguageModel(config: c, maxBatch: B, threads: threads)
-                model.initialize(seed: 8)
-                model.grads.zero()
-                let loss = keys.withUnsafeBufferPointer { k in
+            assertStepsMatch(
+                "LM \(c.attention)", batch: B, make: { LanguageModel(config: c, maxBatch: B, threads: $0) },
+                forward: { model, keys in
                     model.forward(
-                        tokens: tokens, targets: targets, batch: B,
-                        mode: .train(lossScale: 0.5, dropoutKeys: k.baseAddress!))
-                }
-                model.backward()
-                return (loss, Array(UnsafeBufferPointer(start: model.grads.pointer, count: model.grads.count)))
-            }
-            assertMatch(runs, "LM \(c.attention)")
+                        tokens: tokens, targets: targets, batch: B, mode: .train(lossScale: 0.5, dropoutKeys: keys))
+                })
         }
     }
 
@@ -60,20 +65,12 @@ final class ThreadCountTests: XCTestCase {
             let images = (0..<(B * 28 * 28)).map { _ in Float(rng.nextNormal()) }
             var targets = [Float](repeating: 0, count: B * 10)
             for b in 0..<B { targets[b * 10 + b % 10] = 1 }
-            let keys = (0..<B).map { UInt64($0 + 3) }
-            let runs = (1...3).map { threads -> (Double, [Float]) in
-                let model = VisionTransformer(config: c, maxBatch: B, threads: threads)
-                model.initialize(seed: 2)
-                model.grads.zero()
-                let loss = keys.withUnsafeBufferPointer { k in
+            assertStepsMatch(
+                "ViT \(c.attention)", batch: B, make: { VisionTransformer(config: c, maxBatch: B, threads: $0) },
+                forward: { model, keys in
                     model.forward(
-                        images: images, targets: targets, batch: B,
-                        mode: .train(lossScale: 0.25, dropoutKeys: k.baseAddress!))
-                }
-                model.backward()
-                return (loss, Array(UnsafeBufferPointer(start: model.grads.pointer, count: model.grads.count)))
-            }
-            assertMatch(runs, "ViT \(c.attention)")
+                        images: images, targets: targets, batch: B, mode: .train(lossScale: 0.25, dropoutKeys: keys))
+                })
         }
     }
 
