@@ -37,5 +37,17 @@ for t in pkg["targets"]:
             elif mod not in SYSTEM and mod not in declared:
                 print(f"{f}: imports {mod}, which target {name} does not declare in Package.swift")
                 bad += 1
-print(f"{bad} undeclared imports", file=sys.stderr)
+# Every OpenBLAS/CBLAS function the Swift sources call must also be wrapped by the shim of the
+# optional provider (FF_BLAS=scipy-openblas), or that build breaks while the default one passes.
+repo = pathlib.Path(__file__).resolve().parent.parent
+used = set()
+for f in sorted(repo.glob("Sources/**/*.swift")):
+    used |= set(re.findall(r"\b((?:openblas|cblas)_[a-z_]+)\(", f.read_text()))
+shim = (repo / "Sources/COpenBLAS/scipy-openblas/shim.h").read_text()
+wrapped = set(re.findall(r"static inline [^(]*?\b((?:openblas|cblas)_[a-z_]+)\(", shim))
+for fn in sorted(used - wrapped):
+    print(f"Sources/COpenBLAS/scipy-openblas/shim.h: no wrapper for {fn}, which the sources call")
+    bad += 1
+print(f"{bad} undeclared imports or unwrapped BLAS functions", file=sys.stderr)
 sys.exit(1 if bad else 0)
+

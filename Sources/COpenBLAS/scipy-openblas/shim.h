@@ -14,6 +14,7 @@ void scipy_cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE 
                        const float alpha, const float *A, const int lda, const float *B, const int ldb,
                        const float beta, float *C, const int ldc);
 void scipy_openblas_set_num_threads(int threads);
+int scipy_openblas_get_num_threads(void);
 char *scipy_openblas_get_corename(void);
 char *scipy_openblas_get_config(void);
 
@@ -24,6 +25,7 @@ static inline void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TR
     scipy_cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 static inline void openblas_set_num_threads(int threads) { scipy_openblas_set_num_threads(threads); }
+static inline int openblas_get_num_threads(void) { return scipy_openblas_get_num_threads(); }
 static inline char *openblas_get_corename(void) { return scipy_openblas_get_corename(); }
 static inline char *openblas_get_config(void) { return scipy_openblas_get_config(); }
 
