@@ -95,9 +95,10 @@ public func linearBackward(
 
 /// Row-major sgemm: C(M,N) = alpha · op(A) · op(B) + beta · C. With `threads` > 1 and enough
 /// work, C is cut into row or column blocks (whichever dimension is longer), one single-threaded
-/// product per worker: every element of C is the same inner-product chain as in one call, so the
-/// bits do not depend on `threads`. OpenBLAS's own threads stay idle; their spinning between
-/// calls would take a core from our workers in the loops between the products.
+/// product per worker. The result equals one call's to rounding, not bit for bit: OpenBLAS
+/// computes the edge rows of a block with other kernels than full ones. OpenBLAS's own threads
+/// stay idle; their spinning between calls would take a core from our workers in the loops
+/// between the products.
 public func sgemm(
     threads: Int = 1, transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,

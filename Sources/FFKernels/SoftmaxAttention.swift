@@ -29,10 +29,6 @@ private func gemm(
 }
 
 extension AttentionKernels {
-    /// Our workers each call sgemm on small matrices: BLAS's own threads would only oversubscribe
-    /// the cores, so it runs single-threaded for the duration.
-    private func withSingleThreadedBLAS(_ body: () -> Void) { withOurWorkers(body) }
-
     /// P (T, T) = softmax over j of scale·q_i·k_j (j <= i when causal), from scores already in P;
     /// returns nothing, writes each row's log-sum-exp to `lse` when given, or uses it when `recompute`.
     private func softmaxRows(
@@ -60,7 +56,8 @@ extension AttentionKernels {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
         let T = s.seq, C = s.width, D = s.headDim, ld = 3 * C
         let scale = 1 / Float(D).squareRoot()
-        withSingleThreadedBLAS {
+        // Our workers each call sgemm on small matrices; BLAS threads would only oversubscribe.
+        withOurWorkers {
             let scratch = softmaxScratch
             parallelTasks(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads
@@ -82,7 +79,8 @@ extension AttentionKernels {
         precondition(s.seq <= maxSeq && s.headDim == headDim)
         let T = s.seq, C = s.width, D = s.headDim, ld = 3 * C
         let scale = 1 / Float(D).squareRoot()
-        withSingleThreadedBLAS {
+        // Our workers each call sgemm on small matrices; BLAS threads would only oversubscribe.
+        withOurWorkers {
             let scratch = softmaxScratch
             parallelTasks(s.batch * s.heads, threads: threads) { task, w in
                 let b = task / s.heads, h = task % s.heads

@@ -37,6 +37,7 @@ public struct AdamW: Sendable, Equatable {
     /// flag, and AdamW is element-wise, so any split gives the same result as whole tensors.
     /// `grads`, `m` and `v` hold the elements from `base` on (0 for full buffers; the range's first
     /// element otherwise); `params` is the full buffer.
+    /// `threads` workers take pieces of the range (the same bits for any number).
     public func update(
         layout: ParameterLayout, elements: Range<Int>, params: UnsafeMutablePointer<Float>,
         grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
