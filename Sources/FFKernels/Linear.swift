@@ -19,8 +19,8 @@ func withOurWorkers(_ body: () -> Void) {
     if before != 1 { openblas_set_num_threads(before) }
 }
 
-/// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N), the rows split over `threads` workers (each
-/// row is one single-threaded product of its own, so any split gives the same rows).
+/// out(M,N) = inp(M,K) · weight(N,K)ᵀ + bias(N), the rows split over `threads` workers, one
+/// single-threaded product per piece (equal to one call to rounding: see `sgemm`).
 public func linearForward(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
     _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,

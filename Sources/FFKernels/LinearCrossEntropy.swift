@@ -23,7 +23,7 @@ public struct LinearCrossEntropyGradient {
 /// consumed by the two gradient GEMMs at once. Done in the forward pass, this costs no more
 /// arithmetic than the unfused layer (a backward on its own would have to recompute the logits).
 /// Returns the summed loss in nats; `rowLoss` (M) receives the per-row losses, summed in row
-/// order so that the result depends on neither `chunk` nor `threads`.
+/// order, so `chunk` and `threads` reach the result only through the products' rounding.
 public func linearCrossEntropy(
     x: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
     M: Int, K: Int, V: Int, chunk: Int, scratch: UnsafeMutablePointer<Float>,
