@@ -46,7 +46,12 @@ public final class LanguageModel: TrainableModel {
     public var attentionRowSum: [Double] { stack.attentionRowSum }
 
     /// `outputChunk`: rows per block of the full-softmax output (default: about 8 MB of logits).
-    public init(config: LMConfig, maxBatch: Int, threads: Int = 1, outputChunk: Int? = nil) {
+    /// `sharedParams`: another model's parameters to read instead of an own buffer (a replica
+    /// that trains on a slice of the batch, see `ModelReplicas`).
+    public init(
+        config: LMConfig, maxBatch: Int, threads: Int = 1, outputChunk: Int? = nil,
+        sharedParams: FlatBuffer? = nil
+    ) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         self.config = config
         self.maxBatch = maxBatch
@@ -82,7 +87,8 @@ public final class LanguageModel: TrainableModel {
             head = config.tieEmbeddings ? tokEmb : lay.add("lm_head.weight", [V, C], decays: true).offset
         }
         layout = lay
-        params = FlatBuffer(count: lay.count)
+        precondition(sharedParams.map { $0.count == lay.count } ?? true, "shared parameters of another shape")
+        params = sharedParams ?? FlatBuffer(count: lay.count)
         grads = FlatBuffer(count: lay.count)
         adaptiveInput?.bind(params: params, grads: grads)
         adaptiveOutput?.bind(params: params, grads: grads)

@@ -103,7 +103,9 @@ public final class VisionTransformer: TrainableModel {
 
     public var attentionRowSum: [Double] { stack.attentionRowSum }
 
-    public init(config: ViTConfig, maxBatch: Int, threads: Int = 1) {
+    /// `sharedParams`: another model's parameters to read instead of an own buffer (a replica
+    /// that trains on a slice of the batch, see `ModelReplicas`).
+    public init(config: ViTConfig, maxBatch: Int, threads: Int = 1, sharedParams: FlatBuffer? = nil) {
         precondition(config.problems().isEmpty, config.problems().joined(separator: "; "))
         self.config = config
         self.maxBatch = maxBatch
@@ -121,7 +123,8 @@ public final class VisionTransformer: TrainableModel {
         headW = lay.add("head.weight", [K, C], decays: true).offset
         headB = lay.add("head.bias", [K], decays: false).offset
         layout = lay
-        params = FlatBuffer(count: lay.count)
+        precondition(sharedParams.map { $0.count == lay.count } ?? true, "shared parameters of another shape")
+        params = sharedParams ?? FlatBuffer(count: lay.count)
         grads = FlatBuffer(count: lay.count)
 
         let BN = maxBatch * config.patches, B = maxBatch

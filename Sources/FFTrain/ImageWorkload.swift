@@ -8,6 +8,7 @@ import FFModel
 /// A vision transformer classifier on IDX image datasets.
 public final class ImageWorkload: ModelWorkload {
     public let model: VisionTransformer
+    let replicas: ModelReplicas<VisionTransformer>?
     let config: TrainConfig
     let microBatch: Int
     public let classes: Int
@@ -93,13 +94,18 @@ public final class ImageWorkload: ModelWorkload {
                 config, microBatch: microBatch, tokens: side * side + 1,
                 outputs: classes, inputs: train.channels * window * window),
             source: config.source)
-        model = VisionTransformer(config: vit, maxBatch: microBatch, threads: config.train.threads)
+        let model = VisionTransformer(config: vit, maxBatch: microBatch, threads: config.train.threads)
+        self.model = model
+        replicas = Self.makeReplicas(config, microBatch: microBatch) {
+            VisionTransformer(config: vit, maxBatch: $0, sharedParams: model.params)
+        }
         images = .allocate(capacity: microBatch * trainPipeline.imageFloats)
         targets = .allocate(capacity: microBatch * classes)
     }
 
     deinit { images.deallocate(); targets.deallocate() }
 
+    var threads: Int { config.train.threads }
     public var trainCount: Int { trainIndices.count }
     public var unitsPerSample: Int { 1 }
     public var unit: String { "images" }
@@ -122,9 +128,17 @@ public final class ImageWorkload: ModelWorkload {
             trainPipeline.trainSample(
                 trainIndices[s], epoch: epoch, pixels: images + row * n, target: targets + row * classes)
         }
-        return model.forward(
-            images: images, targets: targets, batch: samples.count,
-            mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        guard let replicas else {
+            return model.forward(
+                images: images, targets: targets, batch: samples.count,
+                mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        }
+        let (images, targets, K) = (self.images, self.targets, classes)
+        return replicas.forward(batch: samples.count) { copy, slice in
+            copy.forward(
+                images: images + slice.lowerBound * n, targets: targets + slice.lowerBound * K,
+                batch: slice.count, mode: .train(lossScale: lossScale, dropoutKeys: keys + slice.lowerBound))
+        }
     }
 
     func split(_ name: String) throws -> (ImagePipeline, [Int]) {

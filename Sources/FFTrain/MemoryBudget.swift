@@ -9,6 +9,8 @@ public enum MemoryBudget {
     /// `outputs`: vocabulary or classes; `inputs`: floats per token entering the first layer
     /// (the patch window for a ViT; 0 for an LM, whose embedding is counted in `outputs`);
     /// `outputRows`: rows of logits held at once (all positions unless the output works by blocks).
+    /// Threads that split the samples (`train.thread_split`) add a gradient buffer each and
+    /// activations for the micro-batch once more (the model's own stay for evaluation).
     public static func estimate(
         _ config: TrainConfig, microBatch: Int, tokens: Int, outputs: Int,
         inputs: Int = 0, outputRows: Int? = nil
@@ -18,10 +20,11 @@ public enum MemoryBudget {
         let perLayer = 4 * c * c + 2 * c * f + 9 * c + f
         let embeddings = Double(outputs) * c * (m.tieEmbeddings ? 1 : 2) + Double(tokens) * c + Double(inputs) * c
         let parameters = l * perLayer + embeddings
-        let copies = 4.0 + (config.train.ema > 0 ? 2 : 0)
+        let replicas = config.train.splitsSamples(microBatch: microBatch) ? Double(config.train.threads) : 0
+        let copies = 4.0 + (config.train.ema > 0 ? 2 : 0) + replicas
         let positions = Double(microBatch) * Double(tokens)
         let logits = Double(outputRows ?? microBatch * tokens) * Double(outputs)
-        let activations = positions * l * (8 * c + 2 * f) + logits
+        let activations = (positions * l * (8 * c + 2 * f) + logits) * (replicas > 0 ? 2 : 1)
         let attention = m.attention == .softmax ? Double(config.train.threads) * Double(tokens) * Double(tokens) : 0
         return 4 * (copies * parameters + activations + attention)
     }

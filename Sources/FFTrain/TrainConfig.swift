@@ -106,6 +106,30 @@ public struct TrainConfig: Sendable {
         /// Language models: every this many steps, rank 0 generates `sampleTokens` tokens from
         /// `samplePrompt` (0: never).
         public var sampleEvery = 0, sampleTokens = 64, samplePrompt = ""
+        /// How `threads` share the work of a micro-batch.
+        public var threadSplit = ThreadSplit.auto
+
+        /// Whether the threads take slices of the samples (`ModelReplicas`) for micro-batches of
+        /// `microBatch` samples.
+        public func splitsSamples(microBatch: Int) -> Bool {
+            switch threadSplit {
+            case .samples: return threads > 1
+            case .operations: return false
+            case .auto: return threads > 1 && microBatch >= threads
+            }
+        }
+    }
+
+    /// `train.thread_split`: how a rank's threads share a micro-batch.
+    public enum ThreadSplit: String, Sendable, CaseIterable {
+        /// `samples` when the micro-batch has at least one sample per thread, else `operations`.
+        case auto
+        /// Each thread trains a copy of the model on its slice of the samples; their gradients
+        /// are summed at the end of backward. Fastest; an activation arena and a gradient buffer
+        /// more per thread.
+        case samples
+        /// Every operation is split over the threads: no memory beyond one copy.
+        case operations
     }
 
     /// `model.output: adaptive` settings (the paper's WikiText-103 output layer).
@@ -319,6 +343,7 @@ public struct TrainConfig: Sendable {
         train.sampleEvery = try r.int("train.sample_every", 0, min: 0)
         train.sampleTokens = try r.int("train.sample_tokens", 64, min: 1)
         train.samplePrompt = try r.string("train.sample_prompt", "")
+        train.threadSplit = try r.choice("train.thread_split", ThreadSplit.auto)
         return train
     }
 

@@ -321,7 +321,7 @@ public final class Trainer {
             computeSeconds: loop.computeSeconds / steps, commSeconds: loop.commSeconds / steps)
         var health = sm
         if comm.isRoot && config.model.attention != .softmax {
-            health.attentionHealth = LayerHealth.measure(workload.stack, params: workload.params.pointer)
+            health.attentionHealth = LayerHealth.measure(workload.trainingStack, params: workload.params.pointer)
         }
         try loop.metrics?.append(health)
         onEvent(.step(sm))

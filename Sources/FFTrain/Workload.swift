@@ -43,15 +43,22 @@ public protocol Workload: AnyObject {
 
     /// The Transformer blocks (attention maps and R for analysis).
     var stack: TransformerStack { get }
+    /// The blocks that ran the last training forward: `stack`, or when the threads split the
+    /// samples the first thread's copy (its slice of the micro-batch).
+    var trainingStack: TransformerStack { get }
     /// Runs an evaluation forward on `samples` samples of `split` from sample `first` on (at most
     /// one micro-batch; no dropout or augmentation) for analysis; returns how many it ran.
     func analysisForward(split: String, first: Int, samples: Int) throws -> Int
 }
 
 /// A workload whose model is a `TrainableModel`: the model-side requirements come from it.
+/// Training goes through `replicas` when the threads split the samples (`train.thread_split`),
+/// evaluation and analysis through `model`.
 protocol ModelWorkload: Workload {
     associatedtype Model: TrainableModel
     var model: Model { get }
+    var replicas: ModelReplicas<Model>? { get }
+    var threads: Int { get }
 }
 
 extension ModelWorkload {
@@ -59,16 +66,33 @@ extension ModelWorkload {
     public var grads: FlatBuffer { model.grads }
     public var layout: ParameterLayout { model.layout }
     public var gradientStages: [Range<Int>] { model.gradientStages }
-    public var activationBytes: Int { model.activationBytes }
-    public var attentionRowSum: [Double] { model.stack.attentionRowSum }
+    public var activationBytes: Int { model.activationBytes + (replicas?.bytes ?? 0) }
+    public var attentionRowSum: [Double] { replicas?.attentionRowSum ?? model.stack.attentionRowSum }
     public var stack: TransformerStack { model.stack }
+    public var trainingStack: TransformerStack { replicas?.models[0].stack ?? model.stack }
     public func initialize(seed: UInt64) { model.initialize(seed: seed) }
-    public func backward(onStageDone: ((Int) throws -> Void)?) throws { try model.backward(onStageDone: onStageDone) }
+    public func backward(onStageDone: ((Int) throws -> Void)?) throws {
+        if let replicas {
+            try replicas.backward(
+                into: model.grads, stages: model.gradientStages, threads: threads, onStageDone: onStageDone)
+        } else {
+            try model.backward(onStageDone: onStageDone)
+        }
+    }
+
+    /// The model's copies for `config`'s threads when they split the samples, else nil.
+    static func makeReplicas(
+        _ config: TrainConfig, microBatch: Int, _ make: (_ maxBatch: Int) -> Model
+    ) -> ModelReplicas<Model>? {
+        guard config.train.splitsSamples(microBatch: microBatch) else { return nil }
+        return ModelReplicas(copies: config.train.threads, microBatch: microBatch, make: make)
+    }
 }
 
 /// A causal language model on token shards.
 public final class LanguageModelWorkload: ModelWorkload {
     public let model: LanguageModel
+    let replicas: ModelReplicas<LanguageModel>?
     public let vocab: Vocabulary
     let train: LMDataset, valid: LMDataset, test: LMDataset
     let microBatch: Int
@@ -107,13 +131,18 @@ public final class LanguageModelWorkload: ModelWorkload {
             MemoryBudget.estimate(
                 config, microBatch: microBatch, tokens: T, outputs: vocab.size,
                 outputRows: outputRows), source: config.source)
-        model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
+        let model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
+        self.model = model
+        replicas = Self.makeReplicas(config, microBatch: microBatch) {
+            LanguageModel(config: lm, maxBatch: $0, sharedParams: model.params)
+        }
         inputs = .allocate(capacity: microBatch * T)
         targets = .allocate(capacity: microBatch * T)
     }
 
     deinit { inputs.deallocate(); targets.deallocate() }
 
+    var threads: Int { config.train.threads }
     public var trainCount: Int { train.count }
     public var unitsPerSample: Int { config.model.context }
     public var unit: String { "tokens" }
@@ -129,9 +158,17 @@ public final class LanguageModelWorkload: ModelWorkload {
         for (row, sample) in samples.enumerated() {
             train.sample(sample, inputs: inputs + row * T, targets: targets + row * T)
         }
-        return model.forward(
-            tokens: inputs, targets: targets, batch: samples.count,
-            mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        guard let replicas else {
+            return model.forward(
+                tokens: inputs, targets: targets, batch: samples.count,
+                mode: .train(lossScale: lossScale, dropoutKeys: keys))
+        }
+        let (inputs, targets) = (self.inputs, self.targets)
+        return replicas.forward(batch: samples.count) { copy, slice in
+            copy.forward(
+                tokens: inputs + slice.lowerBound * T, targets: targets + slice.lowerBound * T,
+                batch: slice.count, mode: .train(lossScale: lossScale, dropoutKeys: keys + slice.lowerBound))
+        }
     }
 
     func dataset(_ split: String) -> LMDataset {

@@ -74,6 +74,119 @@ final class ThreadCountTests: XCTestCase {
         }
     }
 
+    /// Two micro-steps (gradients accumulating) through `ModelReplicas` with 2 and 3 copies, and
+    /// with more copies than samples, against the primary model alone on one thread: losses to
+    /// 1e-6, gradients to 1e-5, every gradient stage reported once and in order, and the copies'
+    /// gradients left at zero for the next step.
+    private func assertReplicasMatch<Model: TrainableModel>(
+        _ what: String, batch B: Int, file: StaticString = #filePath, line: UInt = #line,
+        make: (_ maxBatch: Int, _ shared: FlatBuffer?) -> Model,
+        forward: (Model, Range<Int>, _ micro: Int, UnsafePointer<UInt64>) -> Double
+    ) {
+        let keys = (0..<(2 * B)).map { UInt64($0 * 7 + 1) }
+        let primary = make(B, nil)
+        primary.initialize(seed: 8)
+        primary.grads.zero()
+        var reference = 0.0
+        for micro in 0..<2 {
+            reference += keys.withUnsafeBufferPointer { forward(primary, 0..<B, micro, $0.baseAddress! + micro * B) }
+            primary.backward(onStageDone: nil)
+        }
+        let expected = primary.grads.array
+        for (copies, batch) in [(2, B), (3, B), (4, 3)] {
+            let replicas = ModelReplicas<Model>(copies: copies, microBatch: B) { make($0, primary.params) }
+            primary.grads.zero()
+            var loss = 0.0, stagesSeen: [Int] = []
+            var single = 0.0
+            for micro in 0..<2 {
+                loss += keys.withUnsafeBufferPointer { k in
+                    replicas.forward(batch: batch) { copy, slice in
+                        forward(copy, slice, micro, k.baseAddress! + micro * B + slice.lowerBound)
+                    }
+                }
+                replicas.backward(
+                    into: primary.grads, stages: primary.gradientStages, threads: copies,
+                    onStageDone: { stagesSeen.append($0) })
+            }
+            XCTAssertEqual(stagesSeen, Array(primary.gradientStages.indices) + Array(primary.gradientStages.indices))
+            for copy in replicas.models {
+                XCTAssertTrue(copy.grads.array.allSatisfy { $0 == 0 }, "\(what): a copy's gradients after backward")
+            }
+            if batch == B {
+                XCTAssertLessThan(
+                    abs(loss - reference) / abs(reference), 1e-6, "\(what): loss, \(copies) copies", file: file,
+                    line: line)
+                XCTAssertLessThan(
+                    relL2(primary.grads.array, expected), 1e-5, "\(what): gradients, \(copies) copies", file: file,
+                    line: line)
+            } else {
+                // 3 samples on 4 copies: one copy idle; the result is the primary's on those 3.
+                XCTAssertEqual(replicas.slices.filter(\.isEmpty).count, 1)
+                let check = make(B, nil)
+                check.params.pointer.update(from: primary.params.pointer, count: primary.params.count)
+                check.grads.zero()
+                single = 0
+                for micro in 0..<2 {
+                    single += keys.withUnsafeBufferPointer { forward(check, 0..<batch, micro, $0.baseAddress! + micro * B) }
+                    check.backward(onStageDone: nil)
+                }
+                XCTAssertLessThan(abs(loss - single) / abs(single), 1e-6, "\(what): loss, idle copy", file: file, line: line)
+                XCTAssertLessThan(
+                    relL2(primary.grads.array, check.grads.array), 1e-5, "\(what): gradients, idle copy", file: file,
+                    line: line)
+            }
+        }
+    }
+
+    func testLanguageModelReplicasMatchOneModel() {
+        for (attention, positions) in [
+            (AttentionKind.softmax, PositionKind.learned), (.fourier(FourierSpec(), rInit: 2.0), .sinusoidal),
+        ] {
+            var c = LMConfig(vocabSize: 300, layers: 2, dModel: 32, heads: 4, dFF: 64, context: 32)
+            c.attention = attention
+            c.positions = positions
+            c.dropout = 0.1
+            let B = 7, T = c.context
+            var rng = SplitMix64(seed: 4)
+            let tokens = (0..<(2 * B * T)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+            let targets = (0..<(2 * B * T)).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
+            assertReplicasMatch(
+                "LM \(c.attention)", batch: B,
+                make: { LanguageModel(config: c, maxBatch: $0, sharedParams: $1) },
+                forward: { model, slice, micro, keys in
+                    let first = (micro * B + slice.lowerBound) * T
+                    return model.forward(
+                        tokens: Array(tokens[first..<(first + slice.count * T)]),
+                        targets: Array(targets[first..<(first + slice.count * T)]), batch: slice.count,
+                        mode: .train(lossScale: 0.5, dropoutKeys: keys))
+                })
+        }
+    }
+
+    func testVisionTransformerReplicasMatchOneModel() {
+        for attention in [AttentionKind.softmax, .fourier(FourierSpec(), rInit: 1.0)] {
+            var c = ViTConfig(
+                imageSize: 16, channels: 1, patch: 4, classes: 10, layers: 2, dModel: 32, heads: 4, dFF: 64)
+            c.attention = attention
+            c.dropPath = 0.2
+            let B = 7, P = 16 * 16
+            var rng = SplitMix64(seed: 6)
+            let images = (0..<(2 * B * P)).map { _ in Float(rng.nextNormal()) }
+            var targets = [Float](repeating: 0, count: 2 * B * 10)
+            for b in 0..<(2 * B) { targets[b * 10 + b % 10] = 1 }
+            assertReplicasMatch(
+                "ViT \(c.attention)", batch: B,
+                make: { VisionTransformer(config: c, maxBatch: $0, sharedParams: $1) },
+                forward: { model, slice, micro, keys in
+                    let first = micro * B + slice.lowerBound
+                    return model.forward(
+                        images: Array(images[(first * P)..<((first + slice.count) * P)]),
+                        targets: Array(targets[(first * 10)..<((first + slice.count) * 10)]), batch: slice.count,
+                        mode: .train(lossScale: 0.25, dropoutKeys: keys))
+                })
+        }
+    }
+
     /// AdamW split over workers by element ranges equals the serial update bit for bit.
     func testAdamWOverWorkersIsBitIdentical() {
         var layout = ParameterLayout()

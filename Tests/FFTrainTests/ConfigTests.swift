@@ -149,6 +149,9 @@ final class ConfigTests: XCTestCase {
         assertError(base, ["model.output=sampled"], contains: "model.output: 'sampled' is not one of full, adaptive")
         assertError(base, ["model.dropout=1.5"], contains: "model.dropout: must be at most")
         assertError(base, ["train.steps=0"], contains: "train.steps: must be at least 1")
+        assertError(
+            base, ["train.thread_split=heads"],
+            contains: "train.thread_split: 'heads' is not one of auto, samples, operations")
         assertError("run: {name: t}", contains: "data.dir: missing")
         assertError("- a\n- b", contains: "top level must be a mapping")
     }

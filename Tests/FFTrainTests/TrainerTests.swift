@@ -70,6 +70,32 @@ final class TrainerTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 
+    /// Three threads that each train a copy on a slice of the samples, and three that split every
+    /// operation, end 5 steps (with dropout) where one thread does, to fp32 rounding; `auto`
+    /// picks the copies when the micro-batch has a sample per thread.
+    func testThreadSplitsTrainAsOneThread() throws {
+        let one = try Trainer(config: try config(["train.steps=5", "model.dropout=0.1"]))
+        try one.run()
+        for split in ["samples", "operations", "auto"] {
+            let t = try Trainer(
+                config: try config([
+                    "train.steps=5", "model.dropout=0.1", "train.threads=3", "train.thread_split=\(split)",
+                    "run.name=\(split)",
+                ]))
+            let workload = try XCTUnwrap(t.workload as? LanguageModelWorkload)
+            XCTAssertEqual(workload.replicas?.models.count, split == "operations" ? nil : 3, split)
+            try t.run()
+            let pa = one.workload.params.array, pb = t.workload.params.array
+            var worst: Float = 0
+            for i in 0..<pa.count { worst = max(worst, abs(pa[i] - pb[i]) / max(abs(pa[i]), 1e-3)) }
+            XCTAssertLessThan(worst, 1e-4, split)
+        }
+        var c = try config(["train.threads=16", "train.batch_size=8"])
+        XCTAssertFalse(c.train.splitsSamples(microBatch: 8), "auto: fewer samples than threads")
+        c.train.threadSplit = .samples
+        XCTAssertTrue(c.train.splitsSamples(microBatch: 8))
+    }
+
     func testDataErrorsNameTheFile() throws {
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/data/valid.bin"))
         XCTAssertThrowsError(try Trainer(config: try config())) { e in
