@@ -22,6 +22,9 @@ public struct StartInfo: Sendable {
     /// E.g. "vocab 16384, 474000 training tokens".
     public var data: String
     public var worldSize: Int
+    /// How each rank's threads share its micro-batch, e.g. "2 threads, each on a slice of the
+    /// samples" (`train.thread_split`).
+    public var threadLayout: String
     public var steps: Int
     /// Tokens or images per optimizer step (`unit` says which).
     public var unitsPerStep: Int

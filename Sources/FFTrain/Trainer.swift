@@ -183,7 +183,13 @@ public final class Trainer {
             .started(
                 StartInfo(
                     parameters: params.count, data: workload.dataDescription,
-                    worldSize: comm.size, steps: tc.steps, unitsPerStep: unitsPerStep,
+                    worldSize: comm.size,
+                    threadLayout: tc.threads == 1
+                        ? "1 thread"
+                        : tc.splitsSamples(microBatch: microBatch)
+                            ? "\(tc.threads) threads, each on a slice of the samples"
+                            : "\(tc.threads) threads, splitting each operation",
+                    steps: tc.steps, unitsPerStep: unitsPerStep,
                     unit: workload.unit, attention: config.model.attention.name, runDirectory: runDir,
                     memoryPerRank: perRank[0..<comm.size].map { Int($0) },
                     optimizerBytesPerRank: perRank[comm.size...].map { Int($0) },

@@ -70,7 +70,8 @@ func printEvent(_ e: TrainEvent) {
     case .started(let s):
         print(
             "swift-ff-train: \(s.attention) attention, \(s.parameters) parameters, \(s.data), \(s.worldSize) "
-                + "rank(s), \(s.steps) steps x \(s.unitsPerStep) \(s.unit); run folder \(s.runDirectory)")
+                + "rank(s) x \(s.threadLayout), \(s.steps) steps x \(s.unitsPerStep) \(s.unit); "
+                + "run folder \(s.runDirectory)")
         let mb = { (b: [Int]) in b.map { String(format: "%.1f", Double($0) / 1e6) }.joined(separator: ", ") }
         print(
             "memory per rank (MB): \(mb(s.memoryPerRank)) in all, of which AdamW moments "

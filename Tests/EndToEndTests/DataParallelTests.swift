@@ -107,6 +107,23 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    /// Ranks and threads together: 2 ranks × 2 threads that split the samples (a copy of the
+    /// model per thread), with gradient accumulation, plain and under ZeRO-1 (the copies'
+    /// gradients reach the bucketed sync stage by stage), against 1 rank × 1 thread.
+    func testTwoRanksOfTwoThreadsEachEqualOneRank() throws {
+        let one = try h.config(name: "one", batch: 12, weightDecay: 0.1)
+        assertSucceeded(try h.run([h.binary, "--config", one]))
+        for zero1 in [false, true] {
+            let name = zero1 ? "hybrid-zero1" : "hybrid"
+            let cfg = try h.config(name: name, batch: 12, accum: 2, zero1: zero1, weightDecay: 0.1)
+            let threads = ["--set", "train.threads=2", "--set", "train.thread_split=samples"]
+            assertSucceeded(try h.mpirun(2, ["--config", cfg] + threads))
+            let d = relativeDifference(try h.weights(name), try h.weights("one"))
+            XCTAssertLessThan(d, 1e-5, "\(name): 2 ranks x 2 threads vs 1 rank x 1 thread after 20 steps")
+            XCTAssertGreaterThan(d, 0, "the runs should differ by rounding only")
+        }
+    }
+
     /// The start-up memory record of a run's metrics.jsonl.
     func memoryRecord(_ run: String) throws -> [String: Any] {
         let text = try String(contentsOfFile: "\(h.dir)/runs/\(run)/metrics.jsonl", encoding: .utf8)
