@@ -34,18 +34,29 @@ final class ThreadCountTests: XCTestCase {
         }
     }
 
-    func testLanguageModelStepMatchesOneThread() {
-        for (attention, positions) in [
-            (AttentionKind.softmax, PositionKind.learned), (.fourier(FourierSpec(), rInit: 2.0), .sinusoidal),
-        ] {
-            var c = LMConfig(vocabSize: 300, layers: 2, dModel: 64, heads: 4, dFF: 128, context: 64)
+    /// The language models both thread tests run (softmax with learned positions, Fourier with
+    /// sinusoids, dropout 0.1), each with `samples` sequences of random tokens and targets (every
+    /// 13th target ignored).
+    private func languageModelCases(
+        dModel: Int, context: Int, samples: Int
+    ) -> [(config: LMConfig, tokens: [Int32], targets: [Int32])] {
+        [(AttentionKind.softmax, PositionKind.learned), (.fourier(FourierSpec(), rInit: 2.0), .sinusoidal)].map {
+            attention, positions in
+            var c = LMConfig(vocabSize: 300, layers: 2, dModel: dModel, heads: 4, dFF: 2 * dModel, context: context)
             c.attention = attention
             c.positions = positions
             c.dropout = 0.1
-            let B = 17, T = c.context
             var rng = SplitMix64(seed: 4)
-            let tokens = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
-            let targets = (0..<(B * T)).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
+            let n = samples * context
+            let tokens = (0..<n).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+            let targets = (0..<n).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
+            return (c, tokens, targets)
+        }
+    }
+
+    func testLanguageModelStepMatchesOneThread() {
+        let B = 17
+        for (c, tokens, targets) in languageModelCases(dModel: 64, context: 64, samples: B) {
             assertStepsMatch(
                 "LM \(c.attention)", batch: B, make: { LanguageModel(config: c, maxBatch: B, threads: $0) },
                 forward: { model, keys in
@@ -139,17 +150,9 @@ final class ThreadCountTests: XCTestCase {
     }
 
     func testLanguageModelReplicasMatchOneModel() {
-        for (attention, positions) in [
-            (AttentionKind.softmax, PositionKind.learned), (.fourier(FourierSpec(), rInit: 2.0), .sinusoidal),
-        ] {
-            var c = LMConfig(vocabSize: 300, layers: 2, dModel: 32, heads: 4, dFF: 64, context: 32)
-            c.attention = attention
-            c.positions = positions
-            c.dropout = 0.1
-            let B = 7, T = c.context
-            var rng = SplitMix64(seed: 4)
-            let tokens = (0..<(2 * B * T)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
-            let targets = (0..<(2 * B * T)).map { i in i % 13 == 5 ? -1 : Int32(rng.nextInt(below: c.vocabSize)) }
+        let B = 7
+        for (c, tokens, targets) in languageModelCases(dModel: 32, context: 32, samples: 2 * B) {
+            let T = c.context
             assertReplicasMatch(
                 "LM \(c.attention)", batch: B,
                 make: { LanguageModel(config: c, maxBatch: $0, sharedParams: $1) },
