@@ -93,7 +93,7 @@ public final class ImageWorkload: ModelWorkload {
             MemoryBudget.estimate(
                 config, microBatch: microBatch, tokens: side * side + 1,
                 outputs: classes, inputs: train.channels * window * window),
-            source: config.source)
+            source: config.source, threadCopies: config.train.splitsSamples(microBatch: microBatch))
         let model = VisionTransformer(config: vit, maxBatch: microBatch, threads: config.train.threads)
         self.model = model
         replicas = Self.makeReplicas(config, microBatch: microBatch) {

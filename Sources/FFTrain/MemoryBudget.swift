@@ -62,17 +62,26 @@ public enum MemoryBudget {
         Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
     }
 
-    /// Refuses a model whose estimate exceeds what the machine has left.
-    public static func check(_ bytes: Double, source: String, available: Double? = available()) throws {
+    /// Refuses a model whose estimate exceeds what the machine has left. `threadCopies`: the
+    /// threads train copies of the model (`TrainConfig.Train.splitsSamples`), which the message
+    /// then names as a saving.
+    public static func check(
+        _ bytes: Double, source: String, threadCopies: Bool = false, available: Double? = available()
+    ) throws {
         guard let available else { return }
         let ranks = localRanks
         let need = bytes * Double(ranks)
         guard need > available else { return }
         let gb = { (x: Double) in String(format: x < 1e13 ? "%.1f" : "%.3g", x / 1e9) }
         let who = ranks > 1 ? " (\(gb(bytes)) GB per rank x \(ranks) ranks on this machine)" : ""
+        let copies =
+            threadCopies
+            ? ", or set train.thread_split: operations (the threads' copies of the model take a gradient "
+                + "buffer each and a second set of activations)"
+            : ""
         throw ConfigError(
             "\(source): this model and batch need \(gb(need)) GB\(who), \(gb(available)) GB available; "
-                + "reduce model.d_model, model.d_ff, model.layers, the context or train.batch_size")
+                + "reduce model.d_model, model.d_ff, model.layers, the context or train.batch_size\(copies)")
     }
 
     /// Refuses thread counts no machine here can use (a typo such as 2000 for 2).

@@ -130,7 +130,8 @@ public final class LanguageModelWorkload: ModelWorkload {
         try MemoryBudget.check(
             MemoryBudget.estimate(
                 config, microBatch: microBatch, tokens: T, outputs: vocab.size,
-                outputRows: outputRows), source: config.source)
+                outputRows: outputRows), source: config.source,
+            threadCopies: config.train.splitsSamples(microBatch: microBatch))
         let model = LanguageModel(config: lm, maxBatch: microBatch, threads: config.train.threads)
         self.model = model
         replicas = Self.makeReplicas(config, microBatch: microBatch) {

@@ -33,6 +33,10 @@ final class SizeTests: XCTestCase {
         XCTAssertThrowsError(try MemoryBudget.check(3e9, source: "c.yaml", available: 2e9)) { e in
             XCTAssertTrue("\(e)".hasPrefix("c.yaml: this model and batch need 3.0 GB, 2.0 GB available"), "\(e)")
         }
+        XCTAssertThrowsError(try MemoryBudget.check(3e9, source: "c.yaml", threadCopies: true, available: 2e9)) {
+            XCTAssertTrue("\($0)".hasSuffix("or set train.thread_split: operations (the threads' copies of the model "
+                + "take a gradient buffer each and a second set of activations)"), "\($0)")
+        }
         XCTAssertNoThrow(try MemoryBudget.checkThreads(8, source: "c.yaml", cores: 2))
         XCTAssertThrowsError(try MemoryBudget.checkThreads(9, source: "c.yaml", cores: 2))
         XCTAssertThrowsError(try MemoryBudget.checkThreads(1025, source: "c.yaml", cores: 1000))

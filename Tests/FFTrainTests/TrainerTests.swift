@@ -94,6 +94,13 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(c.train.splitsSamples(microBatch: 8), "auto: fewer samples than threads")
         c.train.threadSplit = .samples
         XCTAssertTrue(c.train.splitsSamples(microBatch: 8))
+        // The memory estimate counts the copies' gradient buffers and activations.
+        let estimate = { (split: String) in
+            MemoryBudget.estimate(
+                try self.config(["train.threads=2", "train.thread_split=\(split)"]), microBatch: 8, tokens: 16,
+                outputs: 100)
+        }
+        XCTAssertGreaterThan(try estimate("samples"), try estimate("operations"))
     }
 
     func testDataErrorsNameTheFile() throws {
