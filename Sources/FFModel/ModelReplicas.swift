@@ -1,4 +1,6 @@
 import FFCore
+import Foundation
+import Synchronization
 
 /// One copy of a model per thread, all reading the parameters of a primary model: each copy runs
 /// forward and backward on its own contiguous slice of the micro-batch on one thread, as ranks
@@ -22,6 +24,8 @@ public final class ModelReplicas<Model: TrainableModel> {
     /// samples than copies).
     public private(set) var slices: [Range<Int>]
     private let losses: UnsafeMutablePointer<Double>
+    /// Per copy: how many gradient stages its running backward has finished.
+    private let progress: [StageProgress]
 
     /// `copies` models from `make(maxBatch)`, each for up to ⌈microBatch / copies⌉ samples.
     public init(copies: Int, microBatch: Int, make: (_ maxBatch: Int) -> Model) {
@@ -30,6 +34,7 @@ public final class ModelReplicas<Model: TrainableModel> {
         self.maxBatch = maxBatch
         models = (0..<copies).map { _ in make(maxBatch) }
         slices = Array(repeating: 0..<0, count: copies)
+        progress = (0..<copies).map { _ in StageProgress() }
         losses = .allocate(capacity: copies)
         losses.initialize(repeating: 0, count: copies)
     }
@@ -51,21 +56,25 @@ public final class ModelReplicas<Model: TrainableModel> {
         return sum
     }
 
-    /// Runs every copy's backward (on its own thread), then adds the copies' gradients into
+    /// Runs every copy's backward (each on its own thread) and adds the copies' gradients into
     /// `grads` stage by stage (`stages`: the model's `gradientStages`), zeroing theirs for the next
-    /// micro-step, and calls `onStageDone(k)` as stage k is summed.
+    /// micro-step; calls `onStageDone(k)` as stage k is summed, always on the calling thread (MPI
+    /// runs funneled through it).
+    ///
+    /// With `onStageDone` (a gradient sync to start), the calling thread sums a stage as soon as
+    /// every copy has finished it, between its own copy's layers, so the sync of the first stages
+    /// overlaps the copies' backward; the stages left when all copies are done are summed by all
+    /// threads. Without it, all stages are summed by all threads at the end.
     public func backward(
         into grads: FlatBuffer, stages: [Range<Int>], threads: Int,
         onStageDone: ((Int) throws -> Void)?
-    ) rethrows {
-        let n = models.count
+    ) throws {
         let slices = self.slices, models = self.models
-        parallelTasks(n, threads: n) { r, _ in
-            if !slices[r].isEmpty { models[r].backward(onStageDone: nil) }
-        }
+        let active = models.indices.filter { !slices[$0].isEmpty }
+        let sources = active.map { models[$0].grads.pointer }
         let g = grads.pointer
-        let sources = (0..<n).filter { !slices[$0].isEmpty }.map { models[$0].grads.pointer }
-        for (k, stage) in stages.enumerated() {
+        /// Adds the copies' gradients over `stage` into g and zeroes them.
+        func sum(_ stage: Range<Int>, threads: Int) {
             parallelChunks(stage.count, threads: threads, grain: memoryPassGrain) { piece in
                 let range = (stage.lowerBound + piece.lowerBound)..<(stage.lowerBound + piece.upperBound)
                 for src in sources {
@@ -75,8 +84,42 @@ public final class ModelReplicas<Model: TrainableModel> {
                     }
                 }
             }
-            try onStageDone?(k)
         }
+        guard let onStageDone else {
+            parallelFor(models.count, threads: models.count) { r, _ in
+                if !slices[r].isEmpty { models[r].backward(onStageDone: nil) }
+            }
+            for stage in stages { sum(stage, threads: threads) }
+            return
+        }
+        let progress = self.progress, caller = pthread_self()
+        for p in progress { p.stages.store(0, ordering: .relaxed) }
+        var next = 0  // stages summed and reported; the calling thread's alone
+        var failure: Error?
+        /// On the calling thread: sums and reports every stage that all copies have finished.
+        func drain() {
+            while failure == nil && next < stages.count
+                && active.allSatisfy({ progress[$0].stages.load(ordering: .acquiring) > next })
+            {
+                sum(stages[next], threads: 1)  // the other threads are busy with their copies
+                do { try onStageDone(next) } catch { failure = error }
+                next += 1
+            }
+        }
+        // One copy per worker: a copy's thread never waits for another copy.
+        parallelFor(models.count, threads: models.count) { r, _ in
+            guard !slices[r].isEmpty else { return }
+            models[r].backward { k in
+                progress[r].stages.store(k + 1, ordering: .releasing)
+                if pthread_equal(pthread_self(), caller) != 0 { drain() }
+            }
+        }
+        while failure == nil && next < stages.count {
+            sum(stages[next], threads: threads)
+            do { try onStageDone(next) } catch { failure = error }
+            next += 1
+        }
+        if let failure { throw failure }
     }
 
     /// Mean over rows of Σ_j A_ij per layer in the last forward, over every copy's rows.
@@ -92,4 +135,9 @@ public final class ModelReplicas<Model: TrainableModel> {
 
     /// Bytes of the copies' activations and their gradient buffers.
     public var bytes: Int { models.reduce(0) { $0 + $1.activationBytes + $1.grads.count * 4 } }
+}
+
+/// The gradient stages one copy's backward has finished, published to the thread that sums them.
+final class StageProgress: Sendable {
+    let stages = Atomic<Int>(0)
 }

@@ -87,8 +87,9 @@ final class ThreadCountTests: XCTestCase {
 
     /// Two micro-steps (gradients accumulating) through `ModelReplicas` with 2 and 3 copies, and
     /// with more copies than samples, against the primary model alone on one thread: losses to
-    /// 1e-6, gradients to 1e-5, every gradient stage reported once and in order, and the copies'
-    /// gradients left at zero for the next step.
+    /// 1e-6, gradients to 1e-5, every gradient stage reported once, in order and on the calling
+    /// thread (also while the copies still run), and the copies' gradients left at zero for the
+    /// next step; once without reporting (the stages then summed at the end).
     private func assertReplicasMatch<Model: TrainableModel>(
         _ what: String, batch B: Int, file: StaticString = #filePath, line: UInt = #line,
         make: (_ maxBatch: Int, _ shared: FlatBuffer?) -> Model,
@@ -104,10 +105,12 @@ final class ThreadCountTests: XCTestCase {
             primary.backward(onStageDone: nil)
         }
         let expected = primary.grads.array
-        for (copies, batch) in [(2, B), (3, B), (4, 3)] {
+        let caller = pthread_self()
+        // (copies, samples, whether backward reports its stages as a gradient sync would take them)
+        for (copies, batch, report) in [(2, B, true), (3, B, true), (2, B, false), (4, 3, true)] {
             let replicas = ModelReplicas<Model>(copies: copies, microBatch: B) { make($0, primary.params) }
             primary.grads.zero()
-            var loss = 0.0, stagesSeen: [Int] = []
+            var loss = 0.0, stagesSeen: [Int] = [], onCaller = true
             var single = 0.0
             for micro in 0..<2 {
                 loss += keys.withUnsafeBufferPointer { k in
@@ -115,11 +118,18 @@ final class ThreadCountTests: XCTestCase {
                         forward(copy, slice, micro, k.baseAddress! + micro * B + slice.lowerBound)
                     }
                 }
-                replicas.backward(
-                    into: primary.grads, stages: primary.gradientStages, threads: copies,
-                    onStageDone: { stagesSeen.append($0) })
+                XCTAssertNoThrow(
+                    try replicas.backward(
+                        into: primary.grads, stages: primary.gradientStages, threads: copies,
+                        onStageDone: report
+                            ? { k in
+                                stagesSeen.append(k)
+                                onCaller = onCaller && pthread_equal(pthread_self(), caller) != 0
+                            } : nil))
             }
-            XCTAssertEqual(stagesSeen, Array(primary.gradientStages.indices) + Array(primary.gradientStages.indices))
+            let all = Array(primary.gradientStages.indices)
+            XCTAssertEqual(stagesSeen, report ? all + all : [], "\(what): stages reported")
+            XCTAssertTrue(onCaller, "\(what): stages reported on the calling thread only")
             for copy in replicas.models {
                 XCTAssertTrue(copy.grads.array.allSatisfy { $0 == 0 }, "\(what): a copy's gradients after backward")
             }
