@@ -7,8 +7,9 @@ import Foundation
 // -march=native: AVX-512 (Skylake-SP and later: the Fourier kernel then runs 16 keys per
 // vector in 32 registers), else AVX2 + FMA (Haswell, 2013, and later). The binary checks the CPU at start and says
 // how to rebuild if it runs elsewhere.
-// FF_CPU=avx2 caps the level (a binary for a mixed cluster); FF_PORTABLE=1 builds for baseline
-// x86-64.
+// FF_CPU=avx2 caps the level (a binary for a mixed cluster); FF_CPU=avx512 builds the AVX-512
+// kernels on a machine without them (a binary for other nodes); FF_PORTABLE=1 builds for
+// baseline x86-64.
 enum VectorLevel { case portable, avx2, avx512 }
 func vectorLevel() -> VectorLevel {
     #if arch(x86_64)
@@ -19,6 +20,7 @@ func vectorLevel() -> VectorLevel {
             .split(separator: "\n").first { $0.hasPrefix("flags") }?
             .split(separator: " ").map(String.init) ?? []
         let avx512 = Set(flags).isSuperset(of: ["avx512f", "avx512vl", "avx512bw", "avx512dq"])
+        if env["FF_CPU"] == "avx512" { return .avx512 }  // for other machines: it will not run here
         return avx512 && env["FF_CPU"] != "avx2" ? .avx512 : .avx2
     #else
         return .portable
