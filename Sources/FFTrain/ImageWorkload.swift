@@ -105,7 +105,6 @@ public final class ImageWorkload: ModelWorkload {
 
     deinit { images.deallocate(); targets.deallocate() }
 
-    var threads: Int { config.train.threads }
     public var trainCount: Int { trainIndices.count }
     public var unitsPerSample: Int { 1 }
     public var unit: String { "images" }

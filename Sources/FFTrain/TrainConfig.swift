@@ -125,8 +125,8 @@ public struct TrainConfig: Sendable {
         /// `samples` when the micro-batch has at least one sample per thread, else `operations`.
         case auto
         /// Each thread trains a copy of the model on its slice of the samples; their gradients
-        /// are summed at the end of backward. Fastest; an activation arena and a gradient buffer
-        /// more per thread.
+        /// are summed into the rank's stage by stage (`ModelReplicas`). Fastest; an activation
+        /// arena and a gradient buffer more per thread.
         case samples
         /// Every operation is split over the threads: no memory beyond one copy.
         case operations

@@ -58,7 +58,7 @@ protocol ModelWorkload: Workload {
     associatedtype Model: TrainableModel
     var model: Model { get }
     var replicas: ModelReplicas<Model>? { get }
-    var threads: Int { get }
+    var config: TrainConfig { get }
 }
 
 extension ModelWorkload {
@@ -74,7 +74,8 @@ extension ModelWorkload {
     public func backward(onStageDone: ((Int) throws -> Void)?) throws {
         if let replicas {
             try replicas.backward(
-                into: model.grads, stages: model.gradientStages, threads: threads, onStageDone: onStageDone)
+                into: model.grads, stages: model.gradientStages, threads: config.train.threads,
+                onStageDone: onStageDone)
         } else {
             try model.backward(onStageDone: onStageDone)
         }
@@ -143,7 +144,6 @@ public final class LanguageModelWorkload: ModelWorkload {
 
     deinit { inputs.deallocate(); targets.deallocate() }
 
-    var threads: Int { config.train.threads }
     public var trainCount: Int { train.count }
     public var unitsPerSample: Int { config.model.context }
     public var unit: String { "tokens" }
