@@ -40,9 +40,12 @@ public struct LayerHealth: Codable, Sendable, Equatable {
                     }
                 }
             }
+            // Every `stride`-th row and key: at most 32 of each (a ViT's 50 tokens: every other).
+            let stride = (T + 31) / 32
             var us: [Double] = []
+            us.reserveCapacity(min(B, 2) * 32 * 32 * H * D)
             for b in 0..<min(B, 2) {
-                samplePairs(T: T, causal: c.causal, perAxis: 32) { i, j in
+                samplePairs(T: T, causal: c.causal, stride: stride) { i, j in
                     for h in 0..<H {
                         let qi = qkv + (b * T + i) * 3 * C + h * D, kj = qkv + (b * T + j) * 3 * C + C + h * D
                         for d in 0..<D {
@@ -52,7 +55,9 @@ public struct LayerHealth: Codable, Sendable, Equatable {
                     }
                 }
             }
-            us.sort()
+            // By selection, not a sort: this runs on rank 0 at every logged step while the other
+            // ranks wait.
+            let u = quantiles(&us, [0.1, 0.5, 0.9])
             var sumA = 0.0, dead = 0
             let rows = B * H * T
             for i in 0..<rows {
@@ -64,7 +69,7 @@ public struct LayerHealth: Codable, Sendable, Equatable {
                 layer: l, r: R.reduce(0.0) { $0 + Double($1) } / Double(R.count),
                 qNorm: (q2 / Double(B * T * H)).squareRoot(),
                 kNorm: (k2 / Double(B * T * H)).squareRoot(),
-                u10: quantile(us, 0.1), u50: quantile(us, 0.5), u90: quantile(us, 0.9),
+                u10: u[0], u50: u[1], u90: u[2],
                 rowSum: sumA / Double(rows), collapsed: Double(dead) / Double(rows))
         }
     }
@@ -73,9 +78,46 @@ public struct LayerHealth: Codable, Sendable, Equatable {
 /// Calls `body(i, j)` for a grid of about `perAxis`² query/key pairs of a T × T map (only j ≤ i
 /// when causal): every pair when T ≤ perAxis, else evenly strided rows and keys.
 public func samplePairs(T: Int, causal: Bool, perAxis: Int, _ body: (Int, Int) -> Void) {
-    let stride = max(1, T / perAxis)
+    samplePairs(T: T, causal: causal, stride: max(1, T / perAxis), body)
+}
+
+/// Calls `body(i, j)` for every `stride`-th query row i and key j of a T × T map (only j ≤ i when
+/// causal).
+public func samplePairs(T: Int, causal: Bool, stride: Int, _ body: (Int, Int) -> Void) {
     for i in Swift.stride(from: 0, to: T, by: stride) {
         for j in Swift.stride(from: 0, through: causal ? i : T - 1, by: stride) { body(i, j) }
+    }
+}
+
+/// The q-quantiles of `values` (nearest rank, as `quantile` gives them from the sorted values;
+/// NaN when empty) by selection: O(n) each where a sort is O(n log n). Reorders `values`.
+public func quantiles(_ values: inout [Double], _ qs: [Double]) -> [Double] {
+    guard !values.isEmpty else { return qs.map { _ in .nan } }
+    return qs.map { q in kthSmallest(&values, min(values.count - 1, Int(q * Double(values.count)))) }
+}
+
+/// The k-th smallest value (from 0), by quickselect with a three-way partition (runs of equal
+/// values stay linear) around a median-of-three pivot; reorders `a`.
+func kthSmallest(_ a: inout [Double], _ k: Int) -> Double {
+    a.withUnsafeMutableBufferPointer { p in
+        var lo = 0, hi = p.count - 1
+        while lo < hi {
+            let x = p[lo], y = p[lo + (hi - lo) / 2], z = p[hi]
+            let pivot = max(min(x, y), min(max(x, y), z))
+            // [lo, lt) < pivot, [lt, i) == pivot, (gt, hi] > pivot.
+            var lt = lo, i = lo, gt = hi
+            while i <= gt {
+                if p[i] < pivot {
+                    p.swapAt(lt, i); lt += 1; i += 1
+                } else if p[i] > pivot {
+                    p.swapAt(i, gt); gt -= 1
+                } else {
+                    i += 1
+                }
+            }
+            if k < lt { hi = lt - 1 } else if k > gt { lo = gt + 1 } else { return pivot }
+        }
+        return p[k]
     }
 }
 

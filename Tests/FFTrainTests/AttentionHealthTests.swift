@@ -1,4 +1,5 @@
 import FFAnalysis
+import FFCore
 import FFKernels
 import XCTest
 @testable import FFTrain
@@ -149,6 +150,28 @@ final class AttentionHealthTests: XCTestCase {
         let soft = try config(["model.attention.kind=softmax", "run.name=soft", "train.steps=5"])
         try Trainer(config: soft).run()
         XCTAssertTrue(try metricLines(soft).allSatisfy { $0["attn_health"] == nil })
+    }
+
+    /// Quantiles by selection equal the sorted array's nearest-rank quantiles: random values,
+    /// runs of duplicates, all equal, one and two values.
+    func testQuantilesBySelectionEqualTheSortedOnes() {
+        var rng = SplitMix64(seed: 12)
+        let cases: [[Double]] = [
+            (0..<1000).map { _ in rng.nextNormal() },
+            (0..<5000).map { _ in Double(rng.nextInt(below: 7)) },
+            Array(repeating: 2.5, count: 300), [4], [3, -1], [],
+        ]
+        let qs = [0.0, 0.1, 0.5, 0.9, 0.999]
+        for values in cases {
+            var work = values
+            let sorted = values.sorted()
+            let got = quantiles(&work, qs)
+            for (q, g) in zip(qs, got) {
+                let want = quantile(sorted, q)
+                XCTAssertTrue(g == want || (g.isNaN && want.isNaN), "q \(q) of \(values.count) values: \(g) vs \(want)")
+            }
+            XCTAssertEqual(work.sorted(), sorted, "only reordered")
+        }
     }
 
     func testAlarmNeedsAStreakAndFiresOncePerLayer() {
