@@ -71,13 +71,8 @@ public func parallelChunks(_ count: Int, threads: Int, grain: Int, _ body: (Rang
         return
     }
     let pieces = max(workers, min(4 * workers, count / max(grain / 2, 1)))
-    let next = Atomic<Int>(0)
-    parallelFor(workers, threads: workers) { _, _ in
-        while true {
-            let piece = next.add(1, ordering: .relaxed).oldValue
-            if piece >= pieces { return }
-            body((piece * count / pieces)..<((piece + 1) * count / pieces))
-        }
+    parallelTasks(pieces, threads: workers) { piece, _ in
+        body((piece * count / pieces)..<((piece + 1) * count / pieces))
     }
 }
 

@@ -96,14 +96,18 @@ public final class ModelReplicas<Model: TrainableModel> {
         for p in progress { p.stages.store(0, ordering: .relaxed) }
         var next = 0  // stages summed and reported; the calling thread's alone
         var failure: Error?
+        /// Sums and reports the next stage.
+        func finishStage(threads: Int) {
+            sum(stages[next], threads: threads)
+            do { try onStageDone(next) } catch { failure = error }
+            next += 1
+        }
         /// On the calling thread: sums and reports every stage that all copies have finished.
         func drain() {
             while failure == nil && next < stages.count
                 && active.allSatisfy({ progress[$0].stages.load(ordering: .acquiring) > next })
             {
-                sum(stages[next], threads: 1)  // the other threads are busy with their copies
-                do { try onStageDone(next) } catch { failure = error }
-                next += 1
+                finishStage(threads: 1)  // the other threads are busy with their copies
             }
         }
         // One copy per worker: a copy's thread never waits for another copy.
@@ -114,11 +118,7 @@ public final class ModelReplicas<Model: TrainableModel> {
                 if pthread_equal(pthread_self(), caller) != 0 { drain() }
             }
         }
-        while failure == nil && next < stages.count {
-            sum(stages[next], threads: threads)
-            do { try onStageDone(next) } catch { failure = error }
-            next += 1
-        }
+        while failure == nil && next < stages.count { finishStage(threads: threads) }
         if let failure { throw failure }
     }
 
